@@ -1,0 +1,470 @@
+// zipvl token-sparse flash attention (ZvSparseArgs): one fused pass that
+//   * computes O[h, order[i]] for the selected rows i < count (queries, keys and values GATHERED through order[],
+//     no compacted copies), causal on the compacted index when Variant::kAttnCausal (order is ascending, so j <= i
+//     is exactly order[j] <= order[i]), plus Variant::attn_mask / score_mod on the original positions;
+//   * writes ZERO to O[h, order[i]] for the unselected rows i in [count, n);
+//   * writes the compacted cache k_cache[kv, i] = k[kv, order[i]], v_cache likewise, for i < count.
+// count is device-resident (*count, per set): the host launches for the worst case count = n and row blocks that
+// start at or beyond count only zero-fill.
+//
+// Two paths behind one entry (zv_sparse_attn<Variant, Cfg>):
+//   * f16/bf16: FlashAttention-2 structure on mma.sync m16n8k16 (sm_80+, also fine on sm_90a). WARPS warps, each
+//     owning MT = BM/(16*WARPS) m16 tiles of query rows; Q tile, one K tile and one V tile in shared memory, loaded
+//     with cp.async (one 16-byte copy per gathered row chunk); the V load of tile j overlaps QK^T of tile j, the K
+//     load of tile j-1 overlaps softmax + PV of tile j. Online softmax in registers (exp2 on the SFU), f32 accum.
+//   * f32: a plain SIMT path (one warp per query row), correct rather than fast.
+//
+// Variant: the hook struct of templates/cuda/CONTRACT.md. One optional extra member is honoured:
+//   static constexpr bool kAttnMaskTrivial  // attn_mask is implied by the kAttnCausal index mask (or always true):
+//                                           // the kernel then never evaluates attn_mask (no position loads).
+// Without it (default false) attn_mask is evaluated on every score, which is correct for any mask but costs one
+// order[] load per score column. score_mod is always applied; its position loads vanish when it ignores positions.
+#pragma once
+
+#include "zv_args.cuh"
+#include "zv_common.cuh"
+
+// ---------------------------------------------------------------------------------------------------------------
+// Configuration. 0 for BM/BN/WARPS/MINB means "default for this dtype and head dim".
+// ---------------------------------------------------------------------------------------------------------------
+template <class V, class = void> struct ZvAttnMaskTrivial { static constexpr bool value = false; };
+template <class V> struct ZvAttnMaskTrivial<V, decltype((void)V::kAttnMaskTrivial)> {
+  static constexpr bool value = V::kAttnMaskTrivial;
+};
+
+template <class T_, int D_, int BM_ = 0, int BN_ = 0, int WARPS_ = 0, int MINB_ = 0>
+struct ZvAttnConfig {
+  using T = T_;
+  static constexpr int D = D_;
+  static constexpr bool kMma = zv::DType<T>::kTensorCore;
+  // Two m16 tiles per warp (BM=128 with 4 warps) halves the shared-memory traffic per MMA compared with one;
+  // d=256 keeps one (the O accumulator alone is 128 registers per thread).
+  static constexpr int BM = BM_ ? BM_ : (kMma ? (D <= 128 ? 128 : 64) : 64);
+  static constexpr int BN = BN_ ? BN_ : (kMma ? 64 : 32);
+  static constexpr int WARPS = WARPS_ ? WARPS_ : 4;
+  static constexpr int MINB = MINB_ ? MINB_ : (kMma && D <= 64 ? 2 : 1);
+  static constexpr int kThreads = WARPS * 32;
+  static constexpr int MT = BM / (16 * WARPS);
+  static constexpr int kStride = D + 8;  // smem row pitch (elements): +16 B makes 8 consecutive rows hit 8
+                                         // distinct 16-byte bank groups, so ldmatrix is conflict-free.
+  static constexpr int kSmemBytes = kMma ? (BM + 2 * BN) * kStride * (int)sizeof(T) + 4 * BN * 4 : 0;
+
+  static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16 in [16, 256]");
+  static_assert(!kMma || (BM % (16 * WARPS) == 0 && MT >= 1), "BM must be a multiple of 16 * WARPS");
+  static_assert(!kMma || (BN % 16 == 0 && (BN * 8) % kThreads == 0), "BN must be a multiple of 16 and of threads/8");
+  static_assert(!kMma || (BM * 8) % kThreads == 0, "BM * 8 must be a multiple of the thread count");
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Per-CTA task: which head, which selection set, which row block. Grid = (ceil(n / BM), Hq); row blocks run in
+// reverse (heaviest causal blocks first, cheap zero-fill blocks last per head; heads in y keep one head's K/V hot
+// in L2 while its row blocks run).
+// ---------------------------------------------------------------------------------------------------------------
+template <class T>
+struct ZvAttnTask {
+  int n, h, kv, g, count, row0;
+  const int* order;  // this set's order[n]
+  const T *q, *k, *v;  // head bases: q[h], k[kv], v[kv]
+  T *o, *kc, *vc;      // o[h], k_cache[kv], v_cache[kv]
+};
+
+template <class T, int BM>
+__device__ __forceinline__ ZvAttnTask<T> zv_attn_task(const ZvSparseArgs& a) {
+  ZvAttnTask<T> t;
+  t.n = (int)a.n;
+  t.h = blockIdx.y;
+  t.g = (int)(a.Hq / a.Hkv);
+  t.kv = t.h / t.g;
+  const int s = a.per_kv_head ? t.kv : 0;
+  t.order = a.order + (long long)s * t.n;
+  t.count = min(max(__ldg(a.count + s), 0), t.n);
+  t.row0 = (gridDim.x - 1 - blockIdx.x) * BM;
+  const long long hd = (long long)t.n * a.d;
+  t.q = static_cast<const T*>(a.q) + t.h * hd;
+  t.k = static_cast<const T*>(a.k) + t.kv * hd;
+  t.v = static_cast<const T*>(a.v) + t.kv * hd;
+  t.o = static_cast<T*>(a.o) + t.h * hd;
+  t.kc = static_cast<T*>(a.k_cache) + t.kv * hd;
+  t.vc = static_cast<T*>(a.v_cache) + t.kv * hd;
+  return t;
+}
+
+// O rows order[i] := 0 for i in [i0, i1), 16-byte stores, all threads of the CTA.
+template <class T, int D, int THREADS>
+__device__ __forceinline__ void zv_attn_zero_rows(const ZvAttnTask<T>& t, int i0, int i1) {
+  constexpr int CH = D * (int)sizeof(T) / 16;  // 16-byte chunks per row
+  for (int idx = threadIdx.x; idx < (i1 - i0) * CH; idx += THREADS) {
+    const int i = i0 + idx / CH, c = idx % CH;
+    zv::st16(reinterpret_cast<uint4*>(t.o + (long long)__ldg(t.order + i) * D) + c, make_uint4(0, 0, 0, 0));
+  }
+}
+
+// Compacted cache rows i in [i0, i1): k_cache[kv, i] = k[kv, order[i]] (and v). Done by the CTA of the first query
+// head of each KV group, so each cache row is written exactly once per launch.
+template <class T, int D, int THREADS>
+__device__ __forceinline__ void zv_attn_copy_cache(const ZvAttnTask<T>& t, int i0, int i1) {
+  if (t.h % t.g != 0) return;
+  constexpr int CH = D * (int)sizeof(T) / 16;
+  for (int idx = threadIdx.x; idx < (i1 - i0) * CH; idx += THREADS) {
+    const int i = i0 + idx / CH, c = idx % CH;
+    const long long src = (long long)__ldg(t.order + i) * D, dst = (long long)i * D;
+    const uint4 kx = zv::ld16(reinterpret_cast<const uint4*>(t.k + src) + c);
+    const uint4 vx = zv::ld16(reinterpret_cast<const uint4*>(t.v + src) + c);
+    zv::st16(reinterpret_cast<uint4*>(t.kc + dst) + c, kx);
+    zv::st16(reinterpret_cast<uint4*>(t.vc + dst) + c, vx);
+  }
+}
+
+// Original position of compacted index i, for score_mod / attn_mask only (plain load: removable when unused).
+__device__ __forceinline__ long long zv_attn_pos(const int* order, int i) { return order[i]; }
+
+// 4-byte cp.async (L1-allocating .ca; .cg only takes 16 bytes); pred=false zero-fills.
+__device__ __forceinline__ void zv_attn_cp_async_4(void* smem, const void* gmem, bool pred) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(zv::smem_u32(smem)), "l"(gmem), "r"(pred ? 4 : 0));
+}
+
+template <bool B> struct ZvAttnTag { static constexpr bool value = B; };
+
+// Index mask of the compacted problem: key j is visible from query i when j <= i (causal) or j < count.
+template <class Variant>
+__device__ __forceinline__ bool zv_attn_index_visible(int i, int j, int count) {
+  return Variant::kAttnCausal ? j <= i : j < count;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tensor-core path (f16 / bf16).
+// ---------------------------------------------------------------------------------------------------------------
+template <class Variant, class Cfg>
+__device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, unsigned char* smem) {
+  using T = typename Cfg::T;
+  constexpr int D = Cfg::D, BM = Cfg::BM, BN = Cfg::BN, MT = Cfg::MT, THREADS = Cfg::kThreads;
+  constexpr int NT = BN / 8;    // n8 tiles of S per warp row tile
+  constexpr int KT = D / 16;    // k16 steps of QK^T
+  constexpr int DT = D / 8;     // n8 tiles of O
+  constexpr int P = Cfg::kStride;
+  constexpr int CH = D / 8;     // 16-byte chunks per row
+  // Tile loader geometry: 8 consecutive threads copy one row's chunks (128 contiguous bytes per request).
+  constexpr int RP = THREADS / 8;          // rows per pass
+  constexpr int CPR = (CH + 7) / 8;        // chunks per row per thread
+  constexpr bool kMaskTrivial = ZvAttnMaskTrivial<Variant>::value;
+
+  const ZvAttnTask<T> t = zv_attn_task<T, BM>(args);
+  if (t.row0 >= t.count) {  // every row of this block is unselected: zero-fill and leave
+    zv_attn_zero_rows<T, D, THREADS>(t, t.row0, min(t.n, t.row0 + BM));
+    return;
+  }
+  const int n = t.n, count = t.count, row0 = t.row0;
+  const long long n_ll = n;
+  const double* prm = args.params;
+  const float scale = (float)args.scale;
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, tq = lane & 3;
+  T* sQ = reinterpret_cast<T*>(smem);
+  T* sK = sQ + BM * P;
+  T* sV = sK + BN * P;
+  // Gathered key positions, a ring of 4 tiles: positions of tile jt-2 are fetched (cp.async) together with K tile
+  // jt-1, so the K/V loaders read them from shared memory instead of waiting on a dependent global load, and
+  // score_mod / attn_mask read key positions from here too. Slots past count hold 0 (zero-filled).
+  int* sIdx = reinterpret_cast<int*>(sV + BN * P);
+  auto idx_slot = [&](int jt) { return sIdx + (jt & 3) * BN; };
+
+  auto load_idx = [&](int jt) {
+    const int j = jt * BN + tid;
+    if (tid < BN) zv_attn_cp_async_4(idx_slot(jt) + tid, t.order + (j < count ? j : 0), j < count);
+  };
+  // Issue one K or V tile: rows jt*BN + r, r = tid/8 + rr*RP, chunks tid%8 + cc*8. Keys at or beyond count are
+  // zero-filled, so stale shared memory can never feed NaN into P*V.
+  auto load_kv = [&](T* dst, const T* src, int jt) {
+    const int* pos = idx_slot(jt);
+#pragma unroll
+    for (int rr = 0; rr < BN / RP; ++rr) {
+      const int r = tid / 8 + rr * RP;
+      const bool ok = jt * BN + r < count;
+      const T* row = src + (long long)pos[r] * D;
+#pragma unroll
+      for (int cc = 0; cc < CPR; ++cc) {
+        const int c = tid % 8 + cc * 8;
+        if (CH % 8 == 0 || c < CH) zv::cp_async_16(dst + r * P + c * 8, row + c * 8, ok);
+      }
+    }
+  };
+
+  // Key tiles: causal needs keys < min(count, row0 + BM); otherwise all keys < count.
+  const int key_end = Variant::kAttnCausal ? min(count, row0 + BM) : count;
+  const int jmax = (key_end - 1) / BN;
+
+  // Prologue: positions of tile jmax first (the K loader needs them), then Q; K tile jmax and the positions of
+  // tile jmax-1 follow as soon as the first positions land; the cache copy (plain loads/stores) overlaps it all.
+  load_idx(jmax);
+  zv::cp_async_commit();
+#pragma unroll
+  for (int rr = 0; rr < BM / RP; ++rr) {
+    const int r = tid / 8 + rr * RP, i = row0 + r;
+    const T* row = t.q + (long long)(i < count ? __ldg(t.order + i) : 0) * D;
+#pragma unroll
+    for (int cc = 0; cc < CPR; ++cc) {
+      const int c = tid % 8 + cc * 8;
+      if (CH % 8 == 0 || c < CH) zv::cp_async_16(sQ + r * P + c * 8, row + c * 8, i < count);
+    }
+  }
+  zv::cp_async_commit();
+  zv::cp_async_wait<1>();
+  __syncthreads();
+  load_kv(sK, t.k, jmax);
+  if (jmax > 0) load_idx(jmax - 1);
+  zv::cp_async_commit();
+  zv_attn_copy_cache<T, D, THREADS>(t, row0, min(count, row0 + BM));
+
+  // Per-lane ldmatrix row offsets (elements). A/Q and V^T use the same lane->row map; K differs (see zv_common).
+  const int wrow = warp * MT * 16;
+  const int a_off = (lane & 7) + ((lane >> 3) & 1) * 8;  // row within a 16-row tile for Q (A) and V (trans B)
+  const int a_col = (lane >> 4) * 8;
+  const int b_row = (lane & 7) + (lane >> 4) * 8;        // key row within a 16-key pair of n8 tiles
+  const int b_col = ((lane >> 3) & 1) * 8;
+  const T* q_frag = sQ + (wrow + a_off) * P + a_col;
+  const T* k_frag = sK + b_row * P + b_col;
+  const T* v_frag = sV + a_off * P + a_col;
+
+  // Query positions of this lane's 2*MT rows (only read by score_mod / attn_mask; dead code otherwise, which is
+  // why zv_attn_pos is a plain load: __ldg is asm volatile and would survive dead-code elimination).
+  long long qpos[MT][2];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) qpos[mt][hh] = zv_attn_pos(t.order, min(row0 + wrow + mt * 16 + hh * 8 + g, count - 1));
+
+  float acc[MT][DT][4];
+  float m_run[MT][2], l_run[MT][2];  // running max (log2 domain) and this lane's partial row sum
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < DT; ++dt) acc[mt][dt][0] = acc[mt][dt][1] = acc[mt][dt][2] = acc[mt][dt][3] = 0.f;
+    m_run[mt][0] = m_run[mt][1] = zv::neg_inf();
+    l_run[mt][0] = l_run[mt][1] = 0.f;
+  }
+
+  // One key tile. kIndexMask: the tile crosses the causal diagonal (or the count boundary when not causal).
+  auto step = [&](int jt, auto index_mask_tag) {
+    constexpr bool kIndexMask = decltype(index_mask_tag)::value;
+    zv::cp_async_wait<0>();
+    __syncthreads();  // K tile jt, positions jt-1 (and Q) landed; every warp is done with V tile jt+1
+    load_kv(sV, t.v, jt);
+    zv::cp_async_commit();
+
+    // S = Q K^T
+    float s[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk) {
+      uint32_t qa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) zv::ldmatrix_x4(qa[mt], q_frag + mt * 16 * P + kk * 16);
+#pragma unroll
+      for (int nb = 0; nb < NT / 2; ++nb) {
+        uint32_t kb[4];
+        zv::ldmatrix_x4(kb, k_frag + nb * 16 * P + kk * 16);
+        const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          zv::mma_16816<T>(s[mt][2 * nb], qa[mt], b0);
+          zv::mma_16816<T>(s[mt][2 * nb + 1], qa[mt], b1);
+        }
+      }
+    }
+
+    zv::cp_async_wait<0>();
+    __syncthreads();  // V tile landed; every warp is done reading this K tile
+    if (jt > 0) {
+      load_kv(sK, t.k, jt - 1);
+      if (jt > 1) load_idx(jt - 2);  // slot (jt-2)&3 was last read while processing tile jt+2
+      zv::cp_async_commit();
+    }
+    const int* kpos_tile = idx_slot(jt);
+
+    // Scores -> log2 domain with score_mod and masks; online softmax per row half (g, g+8).
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int qi = row0 + wrow + mt * 16 + hh * 8 + g;
+        float mx = m_run[mt][hh];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            const int kj = jt * BN + nt * 8 + 2 * tq + e;
+            const long long kpos = kpos_tile[nt * 8 + 2 * tq + e];
+            bool vis = !kIndexMask || zv_attn_index_visible<Variant>(qi, kj, count);
+            if (!kMaskTrivial) vis = vis && Variant::attn_mask(qpos[mt][hh], kpos, n_ll, prm);
+            float& x = s[mt][nt][hh * 2 + e];
+            x = vis ? Variant::score_mod(x * scale, qpos[mt][hh], kpos, n_ll, prm) * zv::kLog2e : zv::neg_inf();
+            mx = fmaxf(mx, x);
+          }
+        }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));  // the 4 lanes of a quad share a row
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_use = mx == zv::neg_inf() ? 0.f : mx;  // fully masked so far: keep exp2 finite (-> 0)
+        const float alpha = zv::fast_exp2(m_run[mt][hh] - m_use);
+        m_run[mt][hh] = mx;
+        float rs = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = s[mt][nt][hh * 2 + e];
+            x = zv::fast_exp2(x - m_use);
+            rs += x;
+          }
+        }
+        l_run[mt][hh] = l_run[mt][hh] * alpha + rs;
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt) {
+          acc[mt][dt][hh * 2] *= alpha;
+          acc[mt][dt][hh * 2 + 1] *= alpha;
+        }
+      }
+    }
+
+    // O += P V: the S accumulator of two n8 tiles is exactly the A fragment of one k16 step.
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      uint32_t pa[MT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt) {
+        pa[mt][0] = zv::pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+        pa[mt][1] = zv::pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+        pa[mt][2] = zv::pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+        pa[mt][3] = zv::pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vb[4];
+        zv::ldmatrix_x4_trans(vb, v_frag + kk * 16 * P + dp * 16);
+        const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          zv::mma_16816<T>(acc[mt][2 * dp], pa[mt], b0);
+          zv::mma_16816<T>(acc[mt][2 * dp + 1], pa[mt], b1);
+        }
+      }
+    }
+  };
+
+  // Tiles that cross the diagonal / count boundary are the highest ones: run them first, then the bulk unmasked.
+  const int first_unmasked = Variant::kAttnCausal ? (row0 + 1) / BN - 1 : count / BN - 1;
+  int jt = jmax;
+  for (; jt >= 0 && jt > first_unmasked; --jt) step(jt, ZvAttnTag<true>());
+  for (; jt >= 0; --jt) step(jt, ZvAttnTag<false>());
+
+  // Epilogue: normalise, stage this warp's rows in its own (now unused) Q rows, then 16-byte gathered stores.
+  // Rows at or beyond count (the block straddling the boundary) are the unselected ones: written as zero.
+  __syncwarp();
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      float l = l_run[mt][hh];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;  // a row with no visible key outputs 0
+      T* dst = sQ + (wrow + mt * 16 + hh * 8 + g) * P + 2 * tq;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt)
+        *reinterpret_cast<uint32_t*>(dst + dt * 8) = zv::pack2<T>(acc[mt][dt][hh * 2] * inv, acc[mt][dt][hh * 2 + 1] * inv);
+    }
+  }
+  __syncwarp();
+#pragma unroll
+  for (int idx = lane; idx < MT * 16 * CH; idx += 32) {
+    const int r = idx / CH, c = idx % CH, i = row0 + wrow + r;
+    if (i >= n) continue;
+    const uint4 val = i < count ? *reinterpret_cast<const uint4*>(sQ + (wrow + r) * P + c * 8) : make_uint4(0, 0, 0, 0);
+    zv::st16(reinterpret_cast<uint4*>(t.o + (long long)__ldg(t.order + i) * D) + c, val);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SIMT path (f32 inputs): one warp per query row; each lane scores one key of a 32-key chunk, then the chunk's
+// probabilities are broadcast lane by lane while every lane accumulates its own D/32 output columns.
+// ---------------------------------------------------------------------------------------------------------------
+template <class Variant, class Cfg>
+__device__ __forceinline__ void zv_sparse_attn_simt(const ZvSparseArgs& args) {
+  using T = typename Cfg::T;
+  constexpr int D = Cfg::D, BM = Cfg::BM, WARPS = Cfg::WARPS, THREADS = Cfg::kThreads;
+  constexpr int DL = (D + 31) / 32;  // output columns per lane
+  __shared__ __align__(16) float sq[WARPS][D];
+
+  const ZvAttnTask<T> t = zv_attn_task<T, BM>(args);
+  const int n = t.n, count = t.count, row0 = t.row0;
+  const int row_end = min(n, row0 + BM), sel_end = min(count, row_end);
+  if (row0 < count) zv_attn_copy_cache<T, D, THREADS>(t, row0, sel_end);
+  zv_attn_zero_rows<T, D, THREADS>(t, max(row0, count), row_end);
+  const float scale = (float)args.scale;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+  for (int i = row0 + warp; i < sel_end; i += WARPS) {
+    const long long qpos = __ldg(t.order + i);
+    for (int c = lane; c < D; c += 32) sq[warp][c] = zv::to_float(t.q[qpos * D + c]);
+    __syncwarp();
+    const int key_end = Variant::kAttnCausal ? i + 1 : count;
+    float m = zv::neg_inf(), l = 0.f, o[DL];
+#pragma unroll
+    for (int c = 0; c < DL; ++c) o[c] = 0.f;
+    for (int j0 = 0; j0 < key_end; j0 += 32) {
+      const int j = j0 + lane;
+      float x = zv::neg_inf();
+      long long kpos = 0;
+      if (j < key_end) {
+        kpos = __ldg(t.order + j);
+        if (ZvAttnMaskTrivial<Variant>::value || Variant::attn_mask(qpos, kpos, n, args.params)) {
+          const float4* kr = reinterpret_cast<const float4*>(t.k + kpos * D);
+          float dot = 0.f;
+#pragma unroll 4
+          for (int c = 0; c < D / 4; ++c) {
+            const float4 kv4 = kr[c];
+            const float4 q4 = *reinterpret_cast<const float4*>(&sq[warp][4 * c]);
+            dot += q4.x * kv4.x + q4.y * kv4.y + q4.z * kv4.z + q4.w * kv4.w;
+          }
+          x = Variant::score_mod(dot * scale, qpos, kpos, n, args.params);
+        }
+      }
+      const float mx = fmaxf(m, zv::warp_max(x));
+      const float m_use = mx == zv::neg_inf() ? 0.f : mx;
+      const float alpha = expf(m - m_use), p = expf(x - m_use);
+      m = mx;
+      l = l * alpha + p;  // per-lane partial sum; reduced once at the end
+#pragma unroll
+      for (int c = 0; c < DL; ++c) o[c] *= alpha;
+      const int kn = min(32, key_end - j0);
+      for (int kk = 0; kk < kn; ++kk) {
+        const float pk = __shfl_sync(0xffffffffu, p, kk);
+        const long long vpos = __shfl_sync(0xffffffffu, kpos, kk);
+        if (pk == 0.f) continue;  // warp-uniform: masked key
+#pragma unroll
+        for (int c = 0; c < DL; ++c)
+          if (lane + 32 * c < D) o[c] += pk * t.v[vpos * D + lane + 32 * c];
+      }
+    }
+    const float lt = zv::warp_sum(l);
+    const float inv = lt > 0.f ? 1.f / lt : 0.f;
+#pragma unroll
+    for (int c = 0; c < DL; ++c)
+      if (lane + 32 * c < D) t.o[qpos * D + lane + 32 * c] = o[c] * inv;
+    __syncwarp();  // sq[warp] is rewritten by the next row
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Entry. Launch: grid (ceil(n / Cfg::BM), Hq), block Cfg::kThreads, dynamic smem Cfg::kSmemBytes (needs the
+// max-dynamic-smem attribute when > 48 KB). args.d must equal Cfg::D (otherwise the kernel does nothing).
+// ---------------------------------------------------------------------------------------------------------------
+template <class Variant, class Cfg>
+__device__ __forceinline__ void zv_sparse_attn(const ZvSparseArgs& args, unsigned char* smem) {
+  if (args.d != Cfg::D || args.Hkv <= 0 || args.Hq % args.Hkv != 0) return;
+  if constexpr (Cfg::kMma) zv_sparse_attn_mma<Variant, Cfg>(args, smem);
+  else zv_sparse_attn_simt<Variant, Cfg>(args);
+}
