@@ -165,7 +165,8 @@ export function readSafetensorsHeader(path: string): SafetensorsHeader {
 }
 
 function decode(dtype: DType, raw: Uint8Array, where: string): TensorData {
-  swapInPlace(raw, byteSize(dtype));
+  // i64 is read as (lo, hi) int32 word pairs below, so on big-endian hosts swap within words only.
+  swapInPlace(raw, dtype === 'i64' ? 4 : byteSize(dtype));
   const buf = raw.buffer;
   switch (dtype) {
     case 'f64': return new Float64Array(buf);

@@ -1,0 +1,181 @@
+// `zipvl check | compile | exec | help`. User errors print as `path:line:col - error ZVnnnn: message` (exit 1);
+// only internal errors show a stack (exit 2).
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { formatDiagnostic, isUserError, fail, ZipvlError } from "../diagnostics/diagnostic.ts";
+import { compileFile } from "../driver.ts";
+import { printProgram } from "../ir/print.ts";
+import { getExecutor, getTarget, TARGETS } from "../backends/registry.ts";
+import { randomTensor } from "../io/random.ts";
+import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
+import type { Tensor } from "../io/tensor.ts";
+import { isDType } from "../io/dtype.ts";
+import { PASSES } from "../passes/index.ts";
+import type { Program } from "../ir/ir.ts";
+
+const USAGE = `zipvl: a compiler and runtime for fused sparse-attention kernels
+
+usage:
+  zipvl check FILE [--dump-after PASS]
+  zipvl compile FILE --target cuda|wgsl|all --out DIR [--dump-after PASS]
+  zipvl exec FILE [--backend cpu|cuda|webgpu] [--in IN.safetensors] [--out OUT.safetensors]
+                  [--param NAME=VALUE]... [--entry prefill|decode] [--layer L]
+                  [--shape Hq=8,Hkv=2,n=512,d=64] [--dtype f32|f16|bf16] [--seed S]
+  zipvl passes            list the passes in order
+
+Without --in, exec draws random q, k, v of --shape and --dtype (seeded) and writes them to the output too.`;
+
+type Out = (s: string) => void;
+
+export async function main(argv: readonly string[], out: Out = (s) => process.stdout.write(s + "\n"), err: Out = (s) => process.stderr.write(s + "\n")): Promise<number> {
+  try {
+    return await dispatch(argv, out);
+  } catch (e) {
+    if (e instanceof ZipvlError) {
+      for (const d of e.diagnostics) err(formatDiagnostic(d));
+      return 1;
+    }
+    if (isUserError(e)) {
+      err(`error ${e.code}: ${e.message}`);
+      return 1;
+    }
+    err(`internal error (please report): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return 2;
+  }
+}
+
+function parse(argv: readonly string[]) {
+  try {
+    return parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        "dump-after": { type: "string" },
+        target: { type: "string" },
+        out: { type: "string" },
+        backend: { type: "string", default: "cpu" },
+        in: { type: "string" },
+        param: { type: "string", multiple: true, default: [] },
+        entry: { type: "string", default: "prefill" },
+        layer: { type: "string", default: "0" },
+        shape: { type: "string", default: "Hq=8,Hkv=2,n=512,d=64" },
+        dtype: { type: "string", default: "f32" },
+        seed: { type: "string", default: "0" },
+        help: { type: "boolean", short: "h" },
+        version: { type: "boolean" },
+      },
+    });
+  } catch (e) {
+    return fail("ZV5001", [`${(e as Error).message}\n${USAGE}`]);
+  }
+}
+
+async function dispatch(argv: readonly string[], out: Out): Promise<number> {
+  const { values: o, positionals } = parse(argv);
+  if (o.version) return out("zipvl 0.1.0"), 0;
+  const [cmd, file, ...extra] = positionals;
+  if (o.help || cmd === undefined || cmd === "help") return out(USAGE), 0;
+  if (cmd === "passes") {
+    for (const p of PASSES) out(`${p.name.padEnd(24)} ${p.doc}`);
+    return 0;
+  }
+  if (!["check", "compile", "exec"].includes(cmd)) fail("ZV5001", [`unknown command '${cmd}'\n${USAGE}`]);
+  if (!file) fail("ZV5001", [`'zipvl ${cmd}' needs a program file\n${USAGE}`]);
+  if (extra.length) fail("ZV5001", [`unexpected arguments: ${extra.join(" ")}`]);
+  const dumps: [string, Program][] = [];
+  const until = o["dump-after"];
+  const compiled = compileFile(file!, { onStage: (name, p) => name === until && dumps.push([name, p]) });
+  const dump = dumps[0];
+  if (cmd === "check") {
+    if (dump) out(printProgram(dump[1]));
+    out(`${file}: ok (program '${compiled.final.name}', ${compiled.final.params.length} parameter(s))`);
+    return 0;
+  }
+  if (cmd === "compile") return compile(file!, compiled.final, o, dump, out);
+  if (dump) out(printProgram(dump[1]));
+  return exec(file!, compiled.final, o, out);
+}
+
+async function compile(file: string, p: Program, o: ReturnType<typeof parse>["values"], dump: [string, Program] | undefined, out: Out): Promise<number> {
+  const dir = o.out ?? fail("ZV5001", ["'zipvl compile' needs --out DIR"]);
+  const target = o.target ?? fail("ZV5001", [`'zipvl compile' needs --target ${TARGETS.join("|")}|all`]);
+  const targets = target === "all" ? [...TARGETS] : [target];
+  const generated = [];
+  for (const t of targets) generated.push(...(await (await getTarget(t)).generate(p, { build: true })));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, `${p.name}.ir`), printProgram(p));
+  if (dump) writeFileSync(join(dir, `${p.name}.after-${dump[0]}.ir`), printProgram(dump[1]));
+  for (const g of generated) {
+    mkdirSync(join(dir, g.path, ".."), { recursive: true });
+    writeFileSync(join(dir, g.path), g.contents);
+  }
+  const meta = {
+    program: p.name, source: file, params: Object.fromEntries(p.params.map((x) => [x.name, x.value])),
+    passes: PASSES.map((x) => x.name), targets, files: [`${p.name}.ir`, ...generated.map((g) => g.path)],
+  };
+  writeFileSync(join(dir, `${p.name}.json`), JSON.stringify(meta, null, 2) + "\n");
+  out(`${file}: wrote ${meta.files.length + 1} file(s) to ${dir}`);
+  return 0;
+}
+
+function parseParams(list: readonly string[]): Record<string, number> {
+  const params: Record<string, number> = {};
+  for (const kv of list) {
+    const m = /^([A-Za-z_]\w*)=(.*)$/.exec(kv);
+    if (!m) fail("ZV5001", [`--param takes NAME=VALUE, got '${kv}'`]);
+    const v = Number(m![2]);
+    if (m![2]!.trim() === "" || !Number.isFinite(v)) fail("ZV1208", [m![1]!, m![2]!]);
+    params[m![1]!] = v;
+  }
+  return params;
+}
+
+function parseShape(s: string): Record<"Hq" | "Hkv" | "n" | "d", number> {
+  const dims: Record<string, number> = { Hq: 8, Hkv: 2, n: 512, d: 64 };
+  for (const part of s.split(",")) {
+    const m = /^(Hq|Hkv|n|d)=(\d+)$/.exec(part.trim());
+    if (!m) fail("ZV5001", [`--shape takes Hq=..,Hkv=..,n=..,d=.. (positive integers), got '${part}'`]);
+    dims[m![1]!] = Number(m![2]);
+  }
+  return dims as Record<"Hq" | "Hkv" | "n" | "d", number>;
+}
+
+async function exec(file: string, p: Program, o: ReturnType<typeof parse>["values"], out: Out): Promise<number> {
+  const entry = o.entry;
+  if (entry !== "prefill" && entry !== "decode") fail("ZV5001", [`--entry must be prefill or decode, got '${entry}'`]);
+  const layer = Number(o.layer);
+  if (!Number.isInteger(layer) || layer < 0) fail("ZV5001", [`--layer must be a non-negative integer, got '${o.layer}'`]);
+  const params = parseParams(o.param ?? []);
+  let inputs: Map<string, Tensor>;
+  let generated = false;
+  if (o.in) inputs = readSafetensors(o.in).tensors;
+  else {
+    const { Hq, Hkv, n, d } = parseShape(o.shape!);
+    const dtype = o.dtype!;
+    if (!isDType(dtype) || !["f32", "f16", "bf16"].includes(dtype)) fail("ZV5001", [`--dtype must be f32, f16 or bf16, got '${dtype}'`]);
+    const seed = Number(o.seed);
+    if (!Number.isInteger(seed)) fail("ZV5001", [`--seed must be an integer, got '${o.seed}'`]);
+    const t = (shape: number[], s: number): Tensor => randomTensor(dtype as "f32", shape, seed * 7 + s);
+    inputs = entry === "prefill"
+      ? new Map([["q", t([Hq, n, d], 1)], ["k", t([Hkv, n, d], 2)], ["v", t([Hkv, n, d], 3)]])
+      : new Map([["q", t([Hq, 1, d], 1)], ["k_cache", t([Hkv, n, d], 2)], ["v_cache", t([Hkv, n, d], 3)]]);
+    generated = true;
+  }
+  const executor = await getExecutor(o.backend!);
+  const t0 = performance.now();
+  const result = await executor.run(p, entry, inputs, { params, layer });
+  const ms = performance.now() - t0;
+  executor.dispose?.();
+  const dest = o.out ?? "out.safetensors";
+  const all = new Map(result);
+  if (generated) for (const [k, v] of inputs) all.set(`input.${k}`, v);
+  writeSafetensors(dest, all, { program: p.name, entry, backend: executor.name, source: file });
+  for (const [k, v] of result) out(`${k.padEnd(12)} ${v.dtype}[${v.shape.join(",")}]`);
+  const count = result.get("count");
+  const n = inputs.get("q")?.shape[1];
+  if (count && n) out(`kept ${[...count.data].join(",")} of ${n} tokens (${[...count.data].map((c) => ((100 * c) / n).toFixed(1) + "%").join(", ")})`);
+  out(`${entry} on ${executor.name}: ${ms.toFixed(1)} ms; wrote ${dest}`);
+  return 0;
+}

@@ -1,0 +1,13 @@
+// Every environment variable zipvl reads, in one place (Triton's knobs module).
+export const knobs = {
+  /** Where compiled kernels are cached (content-keyed). */
+  cacheDir: process.env.ZIPVL_CACHE_DIR ?? ".zipvl-cache",
+  /** Path of the CUDA driver library (tests point it at the mock). */
+  libcuda: process.env.ZIPVL_LIBCUDA,
+  /** Set to 1 on a machine with a real GPU to run the GPU test suites. */
+  realGpu: process.env.ZIPVL_REAL_GPU === "1",
+  /** nvcc for ahead-of-time compilation. */
+  nvcc: process.env.ZIPVL_NVCC ?? (process.env.CUDA_HOME ? `${process.env.CUDA_HOME}/bin/nvcc` : "/usr/local/cuda/bin/nvcc"),
+  /** Number of fast-check runs for property tests (CI keeps the default). */
+  fcRuns: Number(process.env.ZIPVL_FC_RUNS ?? "0") || undefined,
+} as const;

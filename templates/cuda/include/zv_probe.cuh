@@ -1,0 +1,378 @@
+// zipvl device library: probe scoring (SEMANTICS.md steps 2-3 and the `visible` counts of step 4).
+//
+// One launch (the launcher zeroes colmass first). A CTA owns BM flattened probe rows of one KV head and streams
+// ALL keys of that head twice: pass 1 builds exact row softmax stats (max, sum), pass 2 turns scores into
+// probabilities and adds column sums into colmass with one f32 atomicAdd per (CTA, key). Sigmoid/none skip pass 1.
+// Why not split keys across CTAs: the column mass of key j needs the FINAL stats of every row, so a key split
+// would need a grid-wide barrier or a stats workspace the fixed args block does not have. Parallelism comes
+// from rows instead: flattened row r = i*g + hg (probe i, head kv*g + hg) so the g heads of a KV head share each
+// K load (GQA-aware), and BM is small (16-32) so Hkv*ceil(g*m/BM) CTAs fill the GPU (Hq=40, m=128: 160 CTAs).
+// CTAs of one KV head are adjacent in launch order (blockIdx.x = row block), so they stream K through L2 together.
+//
+// f16/bf16: mma.sync m16n8k16 with fragments loaded straight from global memory (no shared-memory staging). The
+// k index inside each 32-wide chunk is permuted identically for Q and K (a dot product does not care) so that
+// every lane issues one 16-byte load per 32 elements: lane (gid, tig) loads elements [32c + 8tig, +8) of its row
+// as words w0..w3 and uses {w0,w1} for k-step 2c and {w2,w3} for k-step 2c+1 (A: a0/a2 of row gid, a1/a3 of
+// row gid+8; B: b0/b1 of key gid). A trailing 16-wide chunk (d = 80) uses 8-byte loads.
+// float: SIMT path, Q rows in shared memory, one key per thread.
+#pragma once
+
+#include "zv_args.cuh"
+#include "zv_common.cuh"
+
+namespace zv {
+
+// Lets templates accept either a number or a name for the activation ("softmax"/"sigmoid"/"none" or 0/1/2).
+__host__ __device__ constexpr bool cstr_eq(const char* a, const char* b) {
+  return *a == *b && (*a == '\0' || cstr_eq(a + 1, b + 1));
+}
+__host__ __device__ constexpr int activation_code(const char* s) {
+  return cstr_eq(s, "sigmoid") || cstr_eq(s, "1") ? 1 : (cstr_eq(s, "none") || cstr_eq(s, "2") ? 2 : 0);
+}
+
+// Config knobs (0 = default). See probe.cu.hbs for their meaning.
+template <typename T, int D, int kWarpsCfg, int kMTCfg, int kNTCfg, int kRowsF32Cfg>
+struct ProbeConfig {
+  static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16, <= 256");
+  static constexpr bool kTC = DType<T>::kTensorCore;
+  static constexpr int kWarps = kWarpsCfg > 0 ? kWarpsCfg : 4;
+  static constexpr int kMT = kMTCfg > 0 ? kMTCfg : (D > 128 ? 1 : 2);  // m16 tiles: Q fragments live in registers
+  static constexpr int kNT = kNTCfg > 0 ? kNTCfg : (D > 128 ? 2 : 4);  // n8 key tiles per warp iteration
+  static constexpr int kRowsF32 = kRowsF32Cfg > 0 ? kRowsF32Cfg : 16;
+  static constexpr int kBM = kTC ? 16 * kMT : kRowsF32;  // flattened probe rows per CTA
+  static constexpr int kThreads = 32 * kWarps;
+};
+
+// Host-mirrorable geometry: grid = (ceil(g*m / BM), Hkv, 1), block = (32*warps, 1, 1), no dynamic shared memory.
+
+// visible[j] = #{i : probe_mask(P[i], j)}. Independent of heads, so the columns are spread over all CTAs (one plain
+// store per column). Causal masks only let probes at or after j see j: start at the first such probe.
+template <class V>
+__device__ void probe_write_visible(const ZvProbeArgs& a) {
+  const long long nblk = (long long)gridDim.x * gridDim.y, b = (long long)blockIdx.y * gridDim.x + blockIdx.x;
+  const long long per = ceil_div(a.n, nblk), lo = b * per, hi = min(a.n, lo + per);
+  const int m = (int)a.m;
+  for (long long j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+    int i = 0;
+    if (V::kProbeCausal) {  // lower_bound(probes, j)
+      int hi_i = m;
+      while (i < hi_i) {
+        int mid = (i + hi_i) >> 1;
+        if (a.probes[mid] < j) i = mid + 1; else hi_i = mid;
+      }
+    }
+    int cnt = 0;
+    for (; i < m; ++i) cnt += V::probe_mask(a.probes[i], j, a.n, a.params) ? 1 : 0;
+    a.visible[j] = (float)cnt;
+  }
+}
+
+// Exclusive end of the keys any row of this CTA can see (rows ascend in probe position).
+template <class V>
+__device__ __forceinline__ long long probe_key_end(const ZvProbeArgs& a, long long r0, int bm, long long g) {
+  if (!V::kProbeCausal) return a.n;
+  const long long last_row = min(r0 + bm, g * a.m) - 1;
+  return min(a.n, (long long)a.probes[last_row / g] + 1);
+}
+
+// Probability of a visible score once row stats are known (m2 = row max, inv_l = 1/row sum; softmax only).
+template <class V>
+__device__ __forceinline__ float probe_activate(float s, float m2, float inv_l) {
+  if (V::kActivation == 0) return fast_exp(s - m2) * inv_l;
+  if (V::kActivation == 1) return 1.f / (1.f + __expf(-s));
+  return s;
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Tensor-core path (f16/bf16)
+// ------------------------------------------------------------------------------------------------------------
+template <class V, typename T, int D, class C>
+__device__ void probe_tc(const ZvProbeArgs& a) {
+  constexpr int kMT = C::kMT, kNT = C::kNT, kW = C::kWarps, kBM = C::kBM;
+  constexpr int kSteps = D / 16, kFull = D / 32, kTile = 8 * kNT;
+  constexpr bool kHalf = (D % 32) != 0;
+  __shared__ float sm_m[kW][kBM], sm_l[kW][kBM];
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
+  const long long n = a.n, g = a.Hq / a.Hkv, rows = g * a.m, kv = blockIdx.y;
+  const long long r0 = (long long)blockIdx.x * kBM;
+  if (r0 >= rows) return;
+  const double* P = a.params;
+  const float scale = (float)a.scale;
+
+  // Q fragments of this lane's rows gid and gid+8 of every m16 tile (k permuted, see header).
+  uint32_t qa[kMT][kSteps][4];
+  long long qpos[kMT][2];
+  bool rval[kMT][2];
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+      const long long r = r0 + mt * 16 + hf * 8 + gid;
+      rval[mt][hf] = r < rows;
+      const long long i = rval[mt][hf] ? r / g : 0, h = kv * g + (rval[mt][hf] ? r % g : 0);
+      qpos[mt][hf] = a.probes[i];
+      const T* src = static_cast<const T*>(a.q) + ((size_t)h * n + qpos[mt][hf]) * D;
+#pragma unroll
+      for (int c = 0; c < kFull; ++c) {
+        const uint4 u = rval[mt][hf] ? ld16(src + 32 * c + 8 * tig) : make_uint4(0, 0, 0, 0);
+        qa[mt][2 * c][hf] = u.x; qa[mt][2 * c][2 + hf] = u.y;
+        qa[mt][2 * c + 1][hf] = u.z; qa[mt][2 * c + 1][2 + hf] = u.w;
+      }
+      if (kHalf) {
+        const uint2 u = rval[mt][hf] ? *reinterpret_cast<const uint2*>(src + 32 * kFull + 4 * tig) : make_uint2(0, 0);
+        qa[mt][kSteps - 1][hf] = u.x; qa[mt][kSteps - 1][2 + hf] = u.y;
+      }
+    }
+
+  const long long kend = probe_key_end<V>(a, r0, kBM, g);
+  const T* kbase = static_cast<const T*>(a.k) + (size_t)kv * n * D;
+
+  // S = Q K^T for keys [base, base + kTile): acc[mt][nt] holds rows (gid, gid+8) x cols (2tig, 2tig+1).
+  auto tile_scores = [&](long long base, float (&acc)[kMT][kNT][4]) {
+    uint4 kb[kNT][kFull];
+    uint2 kh[kNT];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) {
+      const long long key = base + nt * 8 + gid;
+      const bool ok = key < kend;
+      const T* src = kbase + (size_t)(ok ? key : 0) * D;
+#pragma unroll
+      for (int c = 0; c < kFull; ++c) kb[nt][c] = ok ? ld16(src + 32 * c + 8 * tig) : make_uint4(0, 0, 0, 0);
+      if (kHalf) kh[nt] = ok ? *reinterpret_cast<const uint2*>(src + 32 * kFull + 4 * tig) : make_uint2(0, 0);
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+#pragma unroll
+    for (int c = 0; c < kFull; ++c)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const uint32_t b0[2] = {kb[nt][c].x, kb[nt][c].y}, b1[2] = {kb[nt][c].z, kb[nt][c].w};
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_16816<T>(acc[mt][nt], qa[mt][2 * c], b0);
+          mma_16816<T>(acc[mt][nt], qa[mt][2 * c + 1], b1);
+        }
+      }
+    if (kHalf) {
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt) {
+        const uint32_t b[2] = {kh[nt].x, kh[nt].y};
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) mma_16816<T>(acc[mt][nt], qa[mt][kSteps - 1], b);
+      }
+    }
+  };
+  // Scaled, modified score of element (mt, hf, nt, c), or -inf where invisible.
+  auto score = [&](const float (&acc)[kMT][kNT][4], long long base, int mt, int hf, int nt, int c) {
+    const long long col = base + nt * 8 + 2 * tig + c;
+    const float s = V::score_mod(acc[mt][nt][2 * hf + c] * scale, qpos[mt][hf], col, n, P);
+    const bool vis = rval[mt][hf] && col < kend && V::probe_mask(qpos[mt][hf], col, n, P);
+    return vis ? s : neg_inf();
+  };
+
+  float row_m[kMT][2], row_il[kMT][2];  // final row max and 1/sum (softmax only)
+  if (V::kActivation == 0) {
+    float rm[kMT][2], rl[kMT][2];
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) { rm[mt][hf] = neg_inf(); rl[mt][hf] = 0.f; }
+    for (long long base = (long long)warp * kTile; base < kend; base += kW * kTile) {
+      float acc[kMT][kNT][4];
+      tile_scores(base, acc);
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+          float s[kNT][2], tm = neg_inf();
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) { s[nt][c] = score(acc, base, mt, hf, nt, c); tm = fmaxf(tm, s[nt][c]); }
+          if (tm == neg_inf()) continue;  // nothing visible in this tile for this row
+          const float mn = fmaxf(rm[mt][hf], tm);
+          float l = rl[mt][hf] * fast_exp(rm[mt][hf] - mn);
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) l += fast_exp(s[nt][c] - mn);
+          rm[mt][hf] = mn; rl[mt][hf] = l;
+        }
+    }
+    // Merge the 4 lanes of a row (tig), then the warps (shared memory).
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+#pragma unroll
+        for (int o = 1; o < 4; o <<= 1) {
+          const float m2 = __shfl_xor_sync(0xffffffffu, rm[mt][hf], o);
+          const float l2 = __shfl_xor_sync(0xffffffffu, rl[mt][hf], o);
+          softmax_merge(rm[mt][hf], rl[mt][hf], m2, l2);
+        }
+        if (tig == 0) { sm_m[warp][mt * 16 + hf * 8 + gid] = rm[mt][hf]; sm_l[warp][mt * 16 + hf * 8 + gid] = rl[mt][hf]; }
+      }
+    __syncthreads();
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) {
+        float m2 = neg_inf(), l2 = 0.f;
+#pragma unroll
+        for (int w = 0; w < kW; ++w) softmax_merge(m2, l2, sm_m[w][mt * 16 + hf * 8 + gid], sm_l[w][mt * 16 + hf * 8 + gid]);
+        row_m[mt][hf] = m2;
+        row_il[mt][hf] = l2 > 0.f ? 1.f / l2 : 0.f;
+      }
+  } else {
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) { row_m[mt][hf] = 0.f; row_il[mt][hf] = 0.f; }
+  }
+
+  // Pass 2: probabilities, summed over this CTA's rows, one atomic per column.
+  float* cm = a.colmass + (a.per_kv_head ? kv * n : 0);
+  for (long long base = (long long)warp * kTile; base < kend; base += kW * kTile) {
+    float acc[kMT][kNT][4];
+    tile_scores(base, acc);
+    float cs[kNT][2];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt) { cs[nt][0] = 0.f; cs[nt][1] = 0.f; }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const float s = score(acc, base, mt, hf, nt, c);
+            if (s != neg_inf()) cs[nt][c] += probe_activate<V>(s, row_m[mt][hf], row_il[mt][hf]);
+          }
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int c = 0; c < 2; ++c) {
+        float v = cs[nt][c];
+        v += __shfl_xor_sync(0xffffffffu, v, 4);
+        v += __shfl_xor_sync(0xffffffffu, v, 8);
+        v += __shfl_xor_sync(0xffffffffu, v, 16);
+        const long long col = base + nt * 8 + 2 * tig + c;
+        // Spread the kNT*2 atomics of a tile over the 8 row-lanes.
+        if (gid == ((nt * 2 + c) & 7) && col < kend && v != 0.f) atomicAdd(cm + col, v);
+      }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// SIMT path (float inputs): Q rows in shared memory (broadcast reads), one key per thread per iteration.
+// ------------------------------------------------------------------------------------------------------------
+template <class V, int D, class C>
+__device__ void probe_simt(const ZvProbeArgs& a) {
+  constexpr int R = C::kRowsF32, kT = C::kThreads, kW = C::kWarps;
+  __shared__ __align__(16) float sq[R][D];
+  __shared__ long long sqpos[R];  // -1: row past the end
+  __shared__ float sm_m[kW][R], sm_l[kW][R], s_m[R], s_il[R];
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const long long n = a.n, g = a.Hq / a.Hkv, rows = g * a.m, kv = blockIdx.y;
+  const long long r0 = (long long)blockIdx.x * R;
+  if (r0 >= rows) return;
+  const double* P = a.params;
+  const float scale = (float)a.scale;
+
+  for (int idx = threadIdx.x; idx < R * (D / 4); idx += kT) {
+    const int rr = idx / (D / 4), c4 = idx % (D / 4);
+    const long long r = r0 + rr;
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (r < rows) {
+      const long long pos = a.probes[r / g], h = kv * g + r % g;
+      v = *reinterpret_cast<const float4*>(static_cast<const float*>(a.q) + ((size_t)h * n + pos) * D + 4 * c4);
+      if (c4 == 0) sqpos[rr] = pos;
+    } else if (c4 == 0) {
+      sqpos[rr] = -1;
+    }
+    *reinterpret_cast<float4*>(&sq[rr][4 * c4]) = v;
+  }
+  __syncthreads();
+
+  const long long kend = probe_key_end<V>(a, r0, R, g);
+  const float* kbase = static_cast<const float*>(a.k) + (size_t)kv * n * D;
+  // Scaled, modified, masked scores of key j against the R rows.
+  auto scores = [&](long long j, float (&s)[R]) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) s[r] = 0.f;
+    const float* kp = kbase + (size_t)j * D;
+#pragma unroll 4
+    for (int c = 0; c < D; c += 4) {
+      const float4 k4 = *reinterpret_cast<const float4*>(kp + c);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 q4 = *reinterpret_cast<const float4*>(&sq[r][c]);
+        s[r] = fmaf(q4.x, k4.x, fmaf(q4.y, k4.y, fmaf(q4.z, k4.z, fmaf(q4.w, k4.w, s[r]))));
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const long long qp = sqpos[r];
+      const float v = V::score_mod(s[r] * scale, qp, j, n, P);
+      s[r] = (qp >= 0 && V::probe_mask(qp, j, n, P)) ? v : neg_inf();
+    }
+  };
+
+  if (V::kActivation == 0) {
+    float rm[R], rl[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) { rm[r] = neg_inf(); rl[r] = 0.f; }
+    for (long long j = threadIdx.x; j < kend; j += kT) {
+      float s[R];
+      scores(j, s);
+#pragma unroll
+      for (int r = 0; r < R; ++r) softmax_merge(rm[r], rl[r], s[r], s[r] == neg_inf() ? 0.f : 1.f);
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, rm[r], o), l2 = __shfl_xor_sync(0xffffffffu, rl[r], o);
+        softmax_merge(rm[r], rl[r], m2, l2);
+      }
+      if (lane == 0) { sm_m[warp][r] = rm[r]; sm_l[warp][r] = rl[r]; }
+    }
+    __syncthreads();
+    if (threadIdx.x < R) {
+      float m2 = neg_inf(), l2 = 0.f;
+      for (int w = 0; w < kW; ++w) softmax_merge(m2, l2, sm_m[w][threadIdx.x], sm_l[w][threadIdx.x]);
+      s_m[threadIdx.x] = m2;
+      s_il[threadIdx.x] = l2 > 0.f ? 1.f / l2 : 0.f;
+    }
+    __syncthreads();
+  }
+
+  float* cm = a.colmass + (a.per_kv_head ? kv * n : 0);
+  for (long long j = threadIdx.x; j < kend; j += kT) {
+    float s[R];
+    scores(j, s);
+    float v = 0.f;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (s[r] != neg_inf())
+        v += V::kActivation == 0 ? probe_activate<V>(s[r], s_m[r], s_il[r]) : probe_activate<V>(s[r], 0.f, 0.f);
+    if (v != 0.f) atomicAdd(cm + j, v);
+  }
+}
+
+// Entry point body: call from the template's __global__ function (block = C::kThreads threads).
+template <class V, typename T, int D, class C>
+__device__ __forceinline__ void probe_kernel(const ZvProbeArgs& a) {
+  probe_write_visible<V>(a);
+  if constexpr (C::kTC) probe_tc<V, T, D, C>(a);
+  else probe_simt<V, D, C>(a);
+}
+
+}  // namespace zv
