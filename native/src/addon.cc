@@ -4,6 +4,7 @@
 #include <dlfcn.h>
 
 #include <cstring>
+#include <mutex>
 #include <unordered_map>
 #include <vector>
 
@@ -203,10 +204,14 @@ Napi::Value ModuleLoad(const Napi::CallbackInfo& info) {
   return big(env, m);
 }
 std::unordered_map<CUfunction, long long> g_paramSize;
+std::mutex g_paramMutex;  // worker threads share this process-wide cache
 
 void ModuleUnload(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  g_paramSize.clear();  // function handles of the unloaded module may be reused for other kernels
+  {
+    std::lock_guard<std::mutex> lock(g_paramMutex);
+    g_paramSize.clear();  // function handles of the unloaded module may be reused for other kernels
+  }
   check(env, cu(env).moduleUnload(handle<CUmodule>(env, info[0], "module")), "cuModuleUnload");
 }
 Napi::Value GetFunction(const Napi::CallbackInfo& info) {
@@ -239,6 +244,7 @@ void dims(Napi::Env env, const Napi::Value& v, unsigned out[3], const char* what
 // cached in g_paramSize (declared above ModuleUnload, which clears it).
 
 long long paramSize(CuApi& a, CUfunction f) {
+  std::lock_guard<std::mutex> lock(g_paramMutex);
   auto it = g_paramSize.find(f);
   if (it != g_paramSize.end()) return it->second;
   long long n = -1;

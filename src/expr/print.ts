@@ -29,7 +29,9 @@ export function renderExpr(e: Expr, r: Rendering = CANONICAL, parent = 0): strin
     case "var":
       return r.var(e.name);
     case "un": {
-      const s = `${e.op}${renderExpr(e.a, r, 6)}`;
+      const inner = renderExpr(e.a, r, 6);
+      // `- -x` must not become `--x` (a decrement in C and JS).
+      const s = `${e.op}${inner.startsWith("-") ? `(${inner})` : inner}`;
       return parent > 6 ? `(${s})` : s;
     }
     case "bin": {

@@ -213,8 +213,11 @@ export class ZvGpu {
 
   /** Shader compile diagnostics only (for compile-check tests and tooling). */
   async compileMessages(code: string): Promise<GPUCompilationMessage[]> {
+    this.device.pushErrorScope("validation"); // keep Dawn from printing the error as uncaptured
     const m = this.device.createShaderModule({ code });
-    return [...(await m.getCompilationInfo()).messages];
+    const messages = [...(await m.getCompilationInfo()).messages];
+    await this.device.popErrorScope();
+    return messages;
   }
 
   checkSize(bytes: number, what: string): void {
@@ -239,6 +242,14 @@ export class ZvGpu {
       buf.unmap();
     }
     return buf;
+  }
+
+  /** queue.writeBuffer with the byte count padded to 4 (f16 data of odd length). */
+  write(buf: GPUBuffer, data: ArrayBufferView): void {
+    const bytes = Math.min(buf.size, Math.ceil(data.byteLength / 4) * 4);
+    const padded = new Uint8Array(bytes);
+    padded.set(new Uint8Array(data.buffer, data.byteOffset, Math.min(data.byteLength, bytes)));
+    this.device.queue.writeBuffer(buf, 0, padded);
   }
 
   uniform(bytes: ArrayBuffer, label: string): GPUBuffer {

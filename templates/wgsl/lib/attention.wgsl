@@ -45,9 +45,9 @@ fn sparse_attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
   let h = wg.y;
   let g = args.hq / args.hkv;
   let kv = h / g;
-  let set = select(0u, kv, args.per_kv_head == 1u);
-  let obase = set * n;
-  let cnt = min(u32(max(count[set], 0)), n);
+  let sid = select(0u, kv, args.per_kv_head == 1u);
+  let obase = sid * n;
+  let cnt = min(u32(max(count[sid], 0)), n);
   let i0 = wg.x * ATT_BQ;
   let row = t / ATT_TPR;
   let lane = t % ATT_TPR;

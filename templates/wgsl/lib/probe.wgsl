@@ -84,13 +84,13 @@ fn probe_rowstats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
 fn probe_colmass(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t: u32) {
   let n = args.n;
   let m = args.m;
-  let set = wg.y;
+  let sid = wg.y;
   let g = args.hq / args.hkv;
   let j0 = wg.x * PROBE_WG;
   let j = j0 + t;
   let live = j < n;
-  // Per layer: every head feeds set 0. Per KV head: the g query heads of KV head `set`.
-  let h_begin = select(0u, set * g, args.per_kv_head == 1u);
+  // Per layer: every head feeds set 0. Per KV head: the g query heads of KV head `sid`.
+  let h_begin = select(0u, sid * g, args.per_kv_head == 1u);
   let h_end = select(args.hq, h_begin + g, args.per_kv_head == 1u);
   // Causal probes: rows positioned before this tile's first key see none of its keys; start past them.
   var i_begin = 0u;
@@ -123,7 +123,7 @@ fn probe_colmass(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
   }
   if (live) {
-    colmass[set * n + j] = mass;
-    if (set == 0u) { visible[j] = f32(nvis); }
+    colmass[sid * n + j] = mass;
+    if (sid == 0u) { visible[j] = f32(nvis); }
   }
 }

@@ -60,18 +60,18 @@ fn forced(j: u32) -> bool {
 }
 
 // Count for tau: smallest p with (sum of the p largest a) >= tau * sum(a). Finds x = the p-th largest value as the
-// largest key whose "mass at or above" reaches the target, then adds just enough copies of x. Assumes a >= 0
+// largest key whose "mass at or above" reaches the goal, then adds just enough copies of x. Assumes a >= 0
 // (softmax/sigmoid mass); returns a value only meaningful in thread 0.
 fn tau_count(t: u32, base: u32) -> u32 {
   let n = args.n;
   var prefix = 0u;
   var above_sum = 0.0;
   var above_cnt = 0u;
-  var target = 0.0;
+  var goal = 0.0;
   var eq_cnt = 0u;
-  for (var pass = 0u; pass < 8u; pass++) {
-    let shift = 28u - 4u * pass;
-    let hi_mask = select(0u, 0xffffffffu << (shift + 4u), pass > 0u);
+  for (var step = 0u; step < 8u; step++) {
+    let shift = 28u - 4u * step;
+    let hi_mask = select(0u, 0xffffffffu << (shift + 4u), step > 0u);
     if (t < 16u) { atomicStore(&hist[t], 0u); }
     var ls: array<f32, 16>;
     var lc: array<u32, 16>;
@@ -98,10 +98,10 @@ fn tau_count(t: u32, base: u32) -> u32 {
     }
     var digit = 0u;
     if (t == 0u) {
-      if (pass == 0u) {
+      if (step == 0u) {
         var total = 0.0; // from the same bucket sums the walk uses, so tau = 1 is reachable despite rounding
         for (var d = 0u; d < 16u; d++) { total += bucket_sum[d * SELECT_WG]; }
-        target = args.amount * total;
+        goal = args.amount * total;
       }
       var found = false;
       var lowest = 0u;
@@ -111,11 +111,11 @@ fn tau_count(t: u32, base: u32) -> u32 {
         let sm = bucket_sum[u32(d) * SELECT_WG];
         lowest = u32(d);
         eq_cnt = c;
-        if (above_sum + sm >= target) { digit = u32(d); found = true; break; }
+        if (above_sum + sm >= goal) { digit = u32(d); found = true; break; }
         above_sum += sm;
         above_cnt += c;
       }
-      if (!found) { // rounding left the target unreached: take every remaining candidate
+      if (!found) { // rounding left the goal unreached: take every remaining candidate
         digit = lowest;
         above_sum -= bucket_sum[lowest * SELECT_WG];
         above_cnt -= eq_cnt;
@@ -125,7 +125,7 @@ fn tau_count(t: u32, base: u32) -> u32 {
   }
   let x = key_f32(prefix);
   var r = 1u;
-  if (x > 0.0) { r = u32(clamp(ceil((target - above_sum) / x), 1.0, f32(max(eq_cnt, 1u)))); }
+  if (x > 0.0) { r = u32(clamp(ceil((goal - above_sum) / x), 1.0, f32(max(eq_cnt, 1u)))); }
   return above_cnt + r;
 }
 
@@ -133,9 +133,9 @@ fn tau_count(t: u32, base: u32) -> u32 {
 fn kth_key(t: u32, base: u32, kk: u32) -> vec2<u32> {
   var prefix = 0u;
   var above = 0u;
-  for (var pass = 0u; pass < 4u; pass++) {
-    let shift = 24u - 8u * pass;
-    let hi_mask = select(0u, 0xffffffffu << (shift + 8u), pass > 0u);
+  for (var step = 0u; step < 4u; step++) {
+    let shift = 24u - 8u * step;
+    let hi_mask = select(0u, 0xffffffffu << (shift + 8u), step > 0u);
     for (var b = t; b < 256u; b += SELECT_WG) { atomicStore(&hist[b], 0u); }
     workgroupBarrier();
     for (var j = t; j < args.n; j += SELECT_WG) {

@@ -1,0 +1,228 @@
+// zipvl device library: decode attention over the pruned KV cache (SEMANTICS.md step 7), split-KV.
+//
+// zv_decode_split: grid (Hkv, splits). A CTA takes one KV head and one contiguous slice of the cache
+// [s*ceil(c/splits), ...) of the device-resident length c, and serves ALL g = Hq/Hkv query heads of that KV head,
+// so each K/V byte is read once per group (decode is bandwidth-bound). It writes an unnormalized partial output
+// and its (max, sum) per query head; zv_decode_combine merges the splits.
+// Inside the CTA, a key row is covered by kL lanes with 16-byte loads (kL = row vectors rounded up to a power of
+// two, so d = 80/96 idle a few lanes instead of breaking the shuffle tree); the 32/kL lane groups of a warp and the
+// warps each run an independent online softmax over interleaved keys and are merged at the end.
+// Scores are kept in base 2 (q is pre-scaled by scale*log2(e)); part_ml therefore holds base-2 maxima, which only
+// zv_decode_combine reads. No mask and no score modifier: decode attends to every cached token.
+#pragma once
+
+#include "zv_args.cuh"
+#include "zv_common.cuh"
+
+namespace zv {
+
+__host__ __device__ constexpr int pow2_ceil(int x) { return x <= 1 ? 1 : 2 * pow2_ceil((x + 1) / 2); }
+
+template <typename T, int D, int kWarpsCfg>
+struct DecodeConfig {
+  static_assert(D % DType<T>::kVec == 0, "head dim must be a multiple of 16 bytes");
+  static constexpr int kWarps = kWarpsCfg > 0 ? kWarpsCfg : 4;
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kVec = DType<T>::kVec;
+  static constexpr int kRowVecs = D / kVec;                              // 16-byte vectors per row
+  static constexpr int kL = pow2_ceil(kRowVecs) < 32 ? pow2_ceil(kRowVecs) : 32;  // lanes per key
+  static constexpr int kVPL = ceil_div(kRowVecs, kL);                    // vectors per lane
+  static constexpr int kGroups = 32 / kL;                                // keys side by side in a warp
+  static constexpr int kMaxG = 8;                                        // heads per pass (registers)
+  static constexpr int kCombineThreads = 128;
+};
+
+// Shared memory of the split kernel, sized for the largest head chunk (one buffer for all instantiations).
+template <class C, int D>
+struct DecodeShared {
+  float o[C::kWarps][C::kMaxG][D];
+  float m[C::kWarps][C::kMaxG], l[C::kWarps][C::kMaxG];
+};
+
+// Heads [h0, h0 + gc) (gc <= kG) of KV head kv over cache rows [lo, hi).
+template <typename T, int D, class C, int kG>
+__device__ void decode_heads(const ZvDecodeArgs& a, DecodeShared<C, D>& sh, long long kv, long long h0, int gc,
+                             long long lo, long long hi) {
+  constexpr int kL = C::kL, kVPL = C::kVPL, kVec = C::kVec, kW = C::kWarps;
+  constexpr int kU = kVPL * kG >= 8 ? 2 : (kVPL * kG >= 4 ? 4 : 8);  // keys per lane group in flight
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % kL, grp = lane / kL;
+  const long long stream = warp * C::kGroups + grp, nstreams = kW * C::kGroups;
+  const float qscale = (float)a.scale * kLog2e;
+
+  float q[kG][kVPL][kVec], o[kG][kVPL][kVec], m[kG], l[kG];
+#pragma unroll
+  for (int h = 0; h < kG; ++h) {
+    m[h] = neg_inf(); l[h] = 0.f;
+#pragma unroll
+    for (int v = 0; v < kVPL; ++v) {
+      const int vec = sub + v * kL;
+      float f[kVec];
+      if (h < gc && vec < C::kRowVecs) load16_f32(static_cast<const T*>(a.q) + (h0 + h) * D + vec * kVec, f);
+      else
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) f[e] = 0.f;
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) { q[h][v][e] = f[e] * qscale; o[h][v][e] = 0.f; }
+    }
+  }
+
+  const size_t row0 = (size_t)kv * a.capacity;
+  const T* kc = static_cast<const T*>(a.k_cache) + row0 * D;
+  const T* vc = static_cast<const T*>(a.v_cache) + row0 * D;
+  for (long long b0 = lo; b0 < hi; b0 += kU * nstreams) {  // warp-uniform trip count (shuffles below)
+    uint4 kr[kU][kVPL], vr[kU][kVPL];
+    bool ok[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const long long j = b0 + u * nstreams + stream;
+      ok[u] = j < hi;
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v) {
+        const int vec = sub + v * kL;
+        const bool ld = ok[u] && vec < C::kRowVecs;
+        kr[u][v] = ld ? ld16_stream(kc + j * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+        vr[u][v] = ld ? ld16_stream(vc + j * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+      }
+    }
+    float s[kU][kG];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+#pragma unroll
+      for (int h = 0; h < kG; ++h) s[u][h] = 0.f;
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v) {
+        float kf[kVec];
+        cvt16(kr[u][v], kf, T());
+#pragma unroll
+        for (int h = 0; h < kG; ++h)
+          if (h < gc)  // block-uniform: padding heads of a partial chunk cost nothing
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) s[u][h] = fmaf(q[h][v][e], kf[e], s[u][h]);
+      }
+#pragma unroll
+      for (int h = 0; h < kG; ++h) {
+        if (h >= gc) break;
+#pragma unroll
+        for (int off = 1; off < kL; off <<= 1) s[u][h] += __shfl_xor_sync(0xffffffffu, s[u][h], off);
+        if (!ok[u]) s[u][h] = neg_inf();
+      }
+    }
+    // Online softmax update, once per batch of kU keys.
+#pragma unroll
+    for (int h = 0; h < kG; ++h) {
+      if (h >= gc) break;
+      float mx = m[h];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][h]);
+      if (mx == neg_inf()) continue;
+      const float corr = fast_exp2(m[h] - mx);
+      l[h] *= corr;
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v)
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) o[h][v][e] *= corr;
+      m[h] = mx;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        s[u][h] = fast_exp2(s[u][h] - mx);
+        l[h] += s[u][h];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v) {
+        float vf[kVec];
+        cvt16(vr[u][v], vf, T());
+#pragma unroll
+        for (int h = 0; h < kG; ++h)
+          if (h < gc && m[h] != neg_inf())
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) o[h][v][e] = fmaf(s[u][h], vf[e], o[h][v][e]);
+      }
+  }
+
+  // Merge the lane groups of the warp (lanes with equal `sub`), then the warps through shared memory.
+#pragma unroll
+  for (int off = kL; off < 32; off <<= 1)
+#pragma unroll
+    for (int h = 0; h < kG; ++h) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], off), l2 = __shfl_xor_sync(0xffffffffu, l[h], off);
+      const float mx = fmaxf(m[h], m2);
+      const float c1 = mx == neg_inf() ? 0.f : fast_exp2(m[h] - mx), c2 = mx == neg_inf() ? 0.f : fast_exp2(m2 - mx);
+      l[h] = l[h] * c1 + l2 * c2;
+      m[h] = mx;
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v)
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) o[h][v][e] = o[h][v][e] * c1 + __shfl_xor_sync(0xffffffffu, o[h][v][e], off) * c2;
+    }
+  if (grp == 0) {
+#pragma unroll
+    for (int h = 0; h < kG; ++h) {
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v) {
+        const int vec = sub + v * kL;
+        if (vec < C::kRowVecs)
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) sh.o[warp][h][vec * kVec + e] = o[h][v][e];
+      }
+      if (sub == 0) { sh.m[warp][h] = m[h]; sh.l[warp][h] = l[h]; }
+    }
+  }
+  __syncthreads();
+  const long long split = blockIdx.y, splits = a.splits;
+  for (int idx = threadIdx.x; idx < gc * D; idx += C::kThreads) {
+    const int h = idx / D, e = idx % D;
+    float mx = neg_inf();
+#pragma unroll
+    for (int w = 0; w < kW; ++w) mx = fmaxf(mx, sh.m[w][h]);
+    float acc = 0.f, sum = 0.f;
+    if (mx != neg_inf())
+#pragma unroll
+      for (int w = 0; w < kW; ++w) {
+        const float c = fast_exp2(sh.m[w][h] - mx);
+        acc += sh.o[w][h][e] * c; sum += sh.l[w][h] * c;
+      }
+    const long long row = (h0 + h) * splits + split;
+    a.part_o[row * D + e] = acc;
+    if (e == 0) { a.part_ml[2 * row] = mx; a.part_ml[2 * row + 1] = sum; }
+  }
+  __syncthreads();  // shared buffer is reused by the next head chunk
+}
+
+template <typename T, int D, class C>
+__device__ void decode_split_kernel(const ZvDecodeArgs& a) {
+  __shared__ __align__(16) DecodeShared<C, D> sh;
+  const long long kv = blockIdx.x, g = a.Hq / a.Hkv;
+  const long long len = min(a.capacity, max(0ll, (long long)*a.length));
+  const long long chunk = ceil_div(len, a.splits);
+  const long long lo = min(len, (long long)blockIdx.y * chunk), hi = min(len, lo + chunk);
+  // Register arrays need a compile-time head count: dispatch on g, chunk heads by 8 beyond that.
+  if (g == 1) decode_heads<T, D, C, 1>(a, sh, kv, kv, 1, lo, hi);
+  else if (g == 2) decode_heads<T, D, C, 2>(a, sh, kv, kv * 2, 2, lo, hi);
+  else if (g <= 4) decode_heads<T, D, C, 4>(a, sh, kv, kv * g, (int)g, lo, hi);
+  else
+    for (long long h = 0; h < g; h += C::kMaxG)
+      decode_heads<T, D, C, C::kMaxG>(a, sh, kv, kv * g + h, (int)min((long long)C::kMaxG, g - h), lo, hi);
+}
+
+// grid (Hq), block kCombineThreads: o[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s (base 2); zero if empty.
+template <typename T, int D, class C>
+__device__ void decode_combine_kernel(const ZvDecodeArgs& a) {
+  const long long h = blockIdx.x, splits = a.splits;
+  const float* ml = a.part_ml + h * splits * 2;
+  float mx = neg_inf(), sum = 0.f;
+  for (long long s = 0; s < splits; ++s) mx = fmaxf(mx, ml[2 * s]);
+  if (mx != neg_inf())
+    for (long long s = 0; s < splits; ++s) sum += ml[2 * s + 1] * fast_exp2(ml[2 * s] - mx);
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  for (int e = threadIdx.x; e < D; e += blockDim.x) {
+    float acc = 0.f;
+    if (mx != neg_inf())
+      for (long long s = 0; s < splits; ++s) acc += a.part_o[(h * splits + s) * D + e] * fast_exp2(ml[2 * s] - mx);
+    static_cast<T*>(a.o)[h * D + e] = from_float<T>(acc * inv);
+  }
+}
+
+}  // namespace zv
