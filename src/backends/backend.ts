@@ -12,6 +12,9 @@ export interface GeneratedFile {
 export interface CodegenOptions {
   /** Extra files (cubins, PTX) when a toolchain is present; sources only otherwise. */
   readonly build?: boolean;
+  /** Instantiations to emit (kernels are specialized per dtype and head dim). */
+  readonly dtypes?: readonly ("f32" | "f16" | "bf16")[];
+  readonly headDims?: readonly number[];
 }
 
 export interface CodegenTarget {

@@ -37,7 +37,7 @@ export async function main(argv: readonly string[], out: Out = (s) => process.st
       return 1;
     }
     if (isUserError(e)) {
-      err(`error ${e.code}: ${e.message}`);
+      err(`error ${e.code}: ${e.message.startsWith(`${e.code}: `) ? e.message.slice(e.code.length + 2) : e.message}`);
       return 1;
     }
     err(`internal error (please report): ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);

@@ -9,6 +9,10 @@ export interface Rendering {
   var(name: string): string;
   call(fn: string, args: readonly string[]): string;
   cond(c: string, a: string, b: string): string;
+  /** Parenthesize every binary operation (WGSL forbids mixing && and || without parentheses). */
+  readonly parenAll?: boolean;
+  /** Remainder as a function call where the language has no floating-point `%` (C: fmod). */
+  readonly mod?: (a: string, b: string) => string;
 }
 
 export const CANONICAL: Rendering = {
@@ -35,12 +39,13 @@ export function renderExpr(e: Expr, r: Rendering = CANONICAL, parent = 0): strin
       return parent > 6 ? `(${s})` : s;
     }
     case "bin": {
+      if (e.op === "%" && r.mod) return r.mod(renderExpr(e.a, r, 0), renderExpr(e.b, r, 0));
       const p = PREC[e.op]!;
       // Comparisons are non-associative in the grammar, so both sides of one need a higher level.
       const rightP = p === 3 ? 4 : p + 1;
       const leftP = p === 3 ? 4 : p;
       const s = `${renderExpr(e.a, r, leftP)} ${e.op} ${renderExpr(e.b, r, rightP)}`;
-      return p < parent ? `(${s})` : s;
+      return p < parent || (r.parenAll && parent > 0) ? `(${s})` : s;
     }
     case "call":
       return r.call(e.fn, e.args.map((a) => renderExpr(a, r, 0)));

@@ -2,7 +2,7 @@
 // `export default program(...)` call with the real DSL builders, remembering which source node produced every
 // stage object, so later diagnostics can point at `path:line:col` inside the file.
 import { readFileSync } from "node:fs";
-import { Node, Project, SyntaxKind, type SourceFile } from "ts-morph";
+import { Node, Project, SyntaxKind, VariableDeclarationKind, type SourceFile } from "ts-morph";
 import * as dsl from "../dsl/index.ts";
 import { DslArgError, type ArgPath } from "../dsl/check-args.ts";
 import { fail, suggest, type Location } from "../diagnostics/diagnostic.ts";
@@ -20,8 +20,7 @@ export interface LoadedProgram {
   locate(obj: object, path: ArgPath, offset?: number): Location | undefined;
 }
 
-const NAMESPACE: Record<string, unknown> = { ...dsl };
-const project = new Project({ useInMemoryFileSystem: true, skipLoadingLibFiles: true });
+const NAMESPACE: Record<string, unknown> = { __proto__: null, ...dsl }; // no inherited names (toString, constructor)
 
 export function loadProgram(file: string, text?: string): LoadedProgram {
   let source = text;
@@ -32,12 +31,9 @@ export function loadProgram(file: string, text?: string): LoadedProgram {
       fail("ZV1001", [file, (e as NodeJS.ErrnoException).code === "ENOENT" ? "no such file" : (e as Error).message]);
     }
   }
-  const sf = project.createSourceFile(`/program-${Math.random().toString(36).slice(2)}.ts`, source, { overwrite: true });
-  try {
-    return evaluateFile(sf, file);
-  } finally {
-    project.removeSourceFile(sf);
-  }
+  // One project per program: `locate` reads these nodes after loading (lowering), so they must stay alive.
+  const sf = new Project({ useInMemoryFileSystem: true, skipLoadingLibFiles: true }).createSourceFile("/program.ts", source);
+  return evaluateFile(sf, file);
 }
 
 function evaluateFile(sf: SourceFile, file: string): LoadedProgram {
@@ -54,7 +50,8 @@ function evaluateFile(sf: SourceFile, file: string): LoadedProgram {
     if (name === "undefined") return undefined;
     const decl = sf.getVariableDeclaration(name);
     const init = decl?.getInitializer();
-    if (!decl || !init || decl.getVariableStatement()?.getParent() !== sf) fail("ZV1009", [name], locOf(n));
+    const stmt = decl?.getVariableStatement();
+    if (!decl || !init || stmt?.getParent() !== sf || stmt.getDeclarationKind() !== VariableDeclarationKind.Const) fail("ZV1009", [name], locOf(n));
     if (evaluating.has(name)) unsupported(n, `'${name}' refers to itself`);
     evaluating.add(name);
     try {
@@ -107,11 +104,12 @@ function evaluateFile(sf: SourceFile, file: string): LoadedProgram {
     if (Node.isPropertyAccessExpression(n)) {
       const base = evaluate(n.getExpression());
       const key = n.getName();
-      if (typeof base === "object" && base !== null && key in base) return (base as Record<string, unknown>)[key];
+      if (typeof base === "object" && base !== null && Object.hasOwn(base, key)) return (base as Record<string, unknown>)[key];
       return fail("ZV1004", [calleeName(n), suggest(calleeName(n), knownCallees)], locOf(n.getNameNode()));
     }
     if (Node.isCallExpression(n)) {
       const callee = n.getExpression();
+      if (Node.isIdentifier(callee) && !(callee.getText() in NAMESPACE) && !sf.getVariableDeclaration(callee.getText())) fail("ZV1004", [callee.getText(), suggest(callee.getText(), knownCallees)], locOf(callee));
       const fn = evaluate(callee);
       if (typeof fn !== "function") fail("ZV1004", [calleeName(callee), suggest(calleeName(callee), knownCallees)], locOf(callee));
       const args = n.getArguments().map(evaluate);
@@ -119,7 +117,9 @@ function evaluateFile(sf: SourceFile, file: string): LoadedProgram {
       try {
         result = (fn as (...a: unknown[]) => unknown)(...args);
       } catch (e) {
-        if (e instanceof DslArgError) fail(e.code, e.args, locOf(resolvePath(n, e.path)));
+        // An unknown option points at its key, every other argument error at the offending value.
+        const obj = e instanceof DslArgError && e.code === "ZV1007" ? resolvePath(n, e.path.slice(0, -1)) : undefined;
+        if (e instanceof DslArgError) fail(e.code, e.args, locOf((Node.isObjectLiteralExpression(obj) && obj.getProperty(String(e.path.at(-1)))) || resolvePath(n, e.path)));
         throw e;
       }
       if (typeof result === "object" && result !== null) origins.set(result, { call: n });
@@ -129,7 +129,7 @@ function evaluateFile(sf: SourceFile, file: string): LoadedProgram {
   };
 
   const exp = sf.getExportAssignment((e) => !e.isExportEquals());
-  if (!exp) fail("ZV1002", [file]);
+  if (!exp) fail("ZV1002", [file], { file, line: 1, col: 1 });
   const value = evaluate(exp!.getExpression());
   if (typeof value !== "object" || value === null || (value as { kind?: unknown }).kind !== "program") {
     fail("ZV1002", [file], locOf(exp!.getExpression()));
@@ -153,16 +153,17 @@ function evaluateFile(sf: SourceFile, file: string): LoadedProgram {
     let cur: Node = call;
     const [first, ...rest] = path;
     if (typeof first === "number") cur = call.getArguments()[first] ?? call;
-    for (const key of rest) {
+    for (const key of [...rest, undefined]) {
       while (Node.isIdentifier(cur)) {
         const init = sf.getVariableDeclaration(cur.getText())?.getInitializer();
         if (!init) break;
         cur = init;
       }
+      if (key === undefined) break; // the path ends here; a const it named was followed to its value above
       if (Node.isObjectLiteralExpression(cur) && typeof key === "string") {
         const prop = cur.getProperty(key) ?? cur.getProperty(`"${key}"`);
         if (!prop) break;
-        cur = Node.isPropertyAssignment(prop) ? prop.getInitializerOrThrow() : prop;
+        cur = Node.isPropertyAssignment(prop) ? prop.getInitializerOrThrow() : Node.isShorthandPropertyAssignment(prop) ? prop.getNameNode() : prop;
       } else if (Node.isArrayLiteralExpression(cur) && typeof key === "number") {
         cur = cur.getElements()[key] ?? cur;
       } else break;

@@ -291,3 +291,13 @@ export function writeSafetensors(path: string, tensors: TensorMap, metadata?: Re
     throw new IoError('ZV2005', `${path}: cannot write file (${String(e)})`, { cause: e });
   }
 }
+
+/** A tensor's values as raw little-endian bytes of its dtype (what a GPU buffer holds). */
+export function tensorToBytes(t: Tensor): Uint8Array {
+  return encode(t, describe(t));
+}
+
+/** The inverse of tensorToBytes; `bytes` is copied. */
+export function tensorFromBytes(dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor {
+  return makeTensor(dtype, shape, decode(dtype, bytes.slice(), `${dtype}[${shape.join(",")}]`));
+}

@@ -7,7 +7,7 @@
 //   node test/cuda/render-sample.mjs --all OUTDIR --compile [--arch 90]    # ... and compile each (-cubin, -Xptxas -v)
 //   options: --config '{"warps":8}'  --activation softmax|sigmoid|none  --nvcc /path/to/nvcc
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
-import { execFileSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import Handlebars from "handlebars";
@@ -67,11 +67,9 @@ function nvccCompile(file, arch) {
   const gencode = arch === 90 ? "arch=compute_90a,code=sm_90a" : "arch=compute_80,code=sm_80";
   const args = ["-std=c++17", "-cubin", `-gencode=${gencode}`, "-Xptxas", "-v", "-I", join(tplDir, "include"),
     "-o", file.replace(/\.cu$/, `.sm${arch}.cubin`), file];
-  try {
-    return execFileSync(nvcc, args, { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }) || "";
-  } catch (e) {
-    return `COMPILE ERROR\n${e.stderr ?? ""}${e.stdout ?? ""}`;
-  }
+  const r = spawnSync(nvcc, args, { encoding: "utf8" });  // ptxas -v reports on stderr
+  const log = `${r.stdout ?? ""}${r.stderr ?? ""}`;
+  return r.status === 0 ? log : `COMPILE ERROR\n${log}`;
 }
 
 // ptxas -v lines: "Function properties for X ... N bytes spill stores, M bytes spill loads" / "Used R registers".
@@ -82,8 +80,9 @@ function summarize(log) {
     let m;
     if ((m = line.match(/Compiling entry function '([^']+)'/))) fn = m[1];
     else if ((m = line.match(/(\d+) bytes spill stores, (\d+) bytes spill loads/))) spill = `spill ${m[1]}/${m[2]}`;
-    else if ((m = line.match(/Used (\d+) registers.*?(\d+) bytes smem/)) && fn) {
-      out.push(`${fn}: ${m[1]} regs, ${m[2]} B smem, ${spill}`);
+    else if ((m = line.match(/Used (\d+) registers/)) && fn) {
+      const smem = line.match(/(\d+) bytes smem/);
+      out.push(`${fn}: ${m[1]} regs, ${smem ? smem[1] : 0} B smem, ${spill}`);
       fn = null;
     }
   }

@@ -28,7 +28,10 @@ struct DecodeConfig {
   static constexpr int kL = pow2_ceil(kRowVecs) < 32 ? pow2_ceil(kRowVecs) : 32;  // lanes per key
   static constexpr int kVPL = ceil_div(kRowVecs, kL);                    // vectors per lane
   static constexpr int kGroups = 32 / kL;                                // keys side by side in a warp
-  static constexpr int kMaxG = 8;                                        // heads per pass (registers)
+  // Heads per pass over the slice. 8 would need ~210 registers (q and o for 8 heads per lane); with 4 the kernel
+  // fits 3 CTAs/SM, and groups of 5-8 heads re-read their slice once more, mostly from L2.
+  static constexpr int kMaxG = 4;
+  static constexpr int kMinBlocks = kWarps >= 12 ? 1 : 12 / kWarps;
   static constexpr int kCombineThreads = 128;
 };
 
@@ -198,10 +201,9 @@ __device__ void decode_split_kernel(const ZvDecodeArgs& a) {
   const long long len = min(a.capacity, max(0ll, (long long)*a.length));
   const long long chunk = ceil_div(len, a.splits);
   const long long lo = min(len, (long long)blockIdx.y * chunk), hi = min(len, lo + chunk);
-  // Register arrays need a compile-time head count: dispatch on g, chunk heads by 8 beyond that.
+  // Register arrays need a compile-time head count: dispatch on g, chunk heads by kMaxG beyond that.
   if (g == 1) decode_heads<T, D, C, 1>(a, sh, kv, kv, 1, lo, hi);
   else if (g == 2) decode_heads<T, D, C, 2>(a, sh, kv, kv * 2, 2, lo, hi);
-  else if (g <= 4) decode_heads<T, D, C, 4>(a, sh, kv, kv * g, (int)g, lo, hi);
   else
     for (long long h = 0; h < g; h += C::kMaxG)
       decode_heads<T, D, C, C::kMaxG>(a, sh, kv, kv * g + h, (int)min((long long)C::kMaxG, g - h), lo, hi);

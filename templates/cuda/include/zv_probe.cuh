@@ -41,6 +41,8 @@ struct ProbeConfig {
   static constexpr int kRowsF32 = kRowsF32Cfg > 0 ? kRowsF32Cfg : 16;
   static constexpr int kBM = kTC ? 16 * kMT : kRowsF32;  // flattened probe rows per CTA
   static constexpr int kThreads = 32 * kWarps;
+  // Two 4-warp CTAs per SM: without the hint ptxas caps some sm_80 builds at 128 registers and spills.
+  static constexpr int kMinBlocks = kWarps >= 8 ? 1 : 8 / kWarps;
 };
 
 // Host-mirrorable geometry: grid = (ceil(g*m / BM), Hkv, 1), block = (32*warps, 1, 1), no dynamic shared memory.

@@ -23,6 +23,7 @@
 
 #include "zv_args.cuh"
 #include "zv_common.cuh"
+#include "zv_mma.cuh"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Configuration. 0 for BM/BN/WARPS/MINB means "default for this dtype and head dim".
@@ -32,28 +33,42 @@ template <class V> struct ZvAttnMaskTrivial<V, decltype((void)V::kAttnMaskTrivia
   static constexpr bool value = V::kAttnMaskTrivial;
 };
 
-template <class T_, int D_, int BM_ = 0, int BN_ = 0, int WARPS_ = 0, int MINB_ = 0>
+template <class T_, int D_, int BM_ = 0, int BN_ = 0, int WARPS_ = 0, int MINB_ = 0, int ARCH_ = 80, int WGMMA_ = 0>
 struct ZvAttnConfig {
   using T = T_;
   static constexpr int D = D_;
   static constexpr bool kMma = zv::DType<T>::kTensorCore;
-  // Two m16 tiles per warp (BM=128 with 4 warps) halves the shared-memory traffic per MMA compared with one;
-  // d=256 keeps one (the O accumulator alone is 128 registers per thread).
-  static constexpr int BM = BM_ ? BM_ : (kMma ? (D <= 128 ? 128 : 64) : 64);
-  static constexpr int BN = BN_ ? BN_ : (kMma ? 64 : 32);
-  static constexpr int WARPS = WARPS_ ? WARPS_ : 4;
-  static constexpr int MINB = MINB_ ? MINB_ : (kMma && D <= 64 ? 2 : 1);
+  // wgmma (sm_90a) for 16-bit types and head dims that tile into 64-column swizzle panels; WGMMA_ = -1 forces
+  // mma.sync, 1 forces wgmma.
+  static constexpr bool kWgmma = kMma && D % 64 == 0 && (WGMMA_ == 1 || (WGMMA_ == 0 && ARCH_ >= 90));
+  // mma.sync: two m16 tiles per warp (BM=128 with 4 warps) halves the shared-memory traffic per MMA compared with
+  // one; d=256 keeps one (the O accumulator alone is 128 registers per thread). wgmma: one warpgroup per 64 rows.
+  static constexpr int BM = BM_ ? BM_ : (kMma ? (D <= 128 || kWgmma ? 128 : 64) : 64);
+  static constexpr int BN = BN_ ? BN_ : (kWgmma && D <= 128 ? 128 : kMma ? 64 : 32);
+  static constexpr int WARPS = WARPS_ ? WARPS_ : (kWgmma ? BM / 16 : 4);
+  static constexpr int MINB = MINB_ ? MINB_ : (kMma && !kWgmma && D <= 64 ? 2 : 1);
   static constexpr int kThreads = WARPS * 32;
   static constexpr int MT = BM / (16 * WARPS);
-  static constexpr int kStride = D + 8;  // smem row pitch (elements): +16 B makes 8 consecutive rows hit 8
-                                         // distinct 16-byte bank groups, so ldmatrix is conflict-free.
-  static constexpr int kSmemBytes = kMma ? (BM + 2 * BN) * kStride * (int)sizeof(T) + 4 * BN * 4 : 0;
+  static constexpr int kStride = D + 8;  // mma.sync smem row pitch (elements): +16 B makes 8 consecutive rows hit
+                                         // 8 distinct 16-byte bank groups, so ldmatrix is conflict-free.
+  static constexpr int kRowBytes = kWgmma ? D * 2 : kStride * 2;  // wgmma: 128-byte-swizzled panels, no padding
+  static constexpr int kAlign = kWgmma ? 1024 : 0;               // swizzle atoms need 1024-byte alignment
+  static constexpr int kSmemBytes = kMma ? kAlign + (BM + 2 * BN) * kRowBytes + 4 * BN * 4 : 0;
 
   static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16 in [16, 256]");
   static_assert(!kMma || (BM % (16 * WARPS) == 0 && MT >= 1), "BM must be a multiple of 16 * WARPS");
   static_assert(!kMma || (BN % 16 == 0 && (BN * 8) % kThreads == 0), "BN must be a multiple of 16 and of threads/8");
   static_assert(!kMma || (BM * 8) % kThreads == 0, "BM * 8 must be a multiple of the thread count");
+  static_assert(!kWgmma || (MT == 1 && WARPS % 4 == 0 && (BN == 64 || BN == 128 || BN == 256)),
+                "wgmma: one warpgroup per 64 rows (BM = 16 * warps, warps % 4 == 0), BN in {64, 128, 256}");
 };
+
+// Byte offset of 16-byte chunk c of row r in a ROWS-row shared tile: padded rows (mma.sync) or swizzled panels.
+template <class Cfg, int ROWS>
+__device__ __forceinline__ int zv_attn_tile_off(int r, int c) {
+  if constexpr (Cfg::kWgmma) return ZvSw128<ROWS>::off(r, c);
+  else return r * Cfg::kRowBytes + c * 16;
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Per-CTA task: which head, which selection set, which row block. Grid = (ceil(n / BM), Hq); row blocks run in
@@ -132,21 +147,26 @@ __device__ __forceinline__ bool zv_attn_index_visible(int i, int j, int count) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Tensor-core path (f16 / bf16).
+// Tensor-core path (f16 / bf16). Per warp: MT m16 tiles of query rows (rows wrow..wrow+16*MT). The GEMMs are
+// mma.sync (ldmatrix from padded rows) or, with Cfg::kWgmma, wgmma per warpgroup of 64 rows (descriptors over
+// swizzled panels); the loaders, the online softmax and the epilogue are shared (same accumulator layout).
 // ---------------------------------------------------------------------------------------------------------------
 template <class Variant, class Cfg>
-__device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, unsigned char* smem) {
+__device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, unsigned char* smem_raw) {
   using T = typename Cfg::T;
   constexpr int D = Cfg::D, BM = Cfg::BM, BN = Cfg::BN, MT = Cfg::MT, THREADS = Cfg::kThreads;
-  constexpr int NT = BN / 8;    // n8 tiles of S per warp row tile
+  constexpr int NT = BN / 8;    // n8 tiles of S per m16 tile
   constexpr int KT = D / 16;    // k16 steps of QK^T
   constexpr int DT = D / 8;     // n8 tiles of O
-  constexpr int P = Cfg::kStride;
   constexpr int CH = D / 8;     // 16-byte chunks per row
   // Tile loader geometry: 8 consecutive threads copy one row's chunks (128 contiguous bytes per request).
   constexpr int RP = THREADS / 8;          // rows per pass
   constexpr int CPR = (CH + 7) / 8;        // chunks per row per thread
   constexpr bool kMaskTrivial = ZvAttnMaskTrivial<Variant>::value;
+  constexpr bool kWgmma = Cfg::kWgmma;
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  static_assert(!kWgmma, "the wgmma path needs sm_90a (-gencode=arch=compute_90a,code=sm_90a); use ARCH 80");
+#endif
 
   const ZvAttnTask<T> t = zv_attn_task<T, BM>(args);
   if (t.row0 >= t.count) {  // every row of this block is unselected: zero-fill and leave
@@ -160,13 +180,14 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
-  T* sQ = reinterpret_cast<T*>(smem);
-  T* sK = sQ + BM * P;
-  T* sV = sK + BN * P;
+  unsigned char* sQ = smem_raw;
+  if constexpr (Cfg::kAlign > 0) sQ += (Cfg::kAlign - zv::smem_u32(smem_raw) % Cfg::kAlign) % Cfg::kAlign;
+  unsigned char* sK = sQ + BM * Cfg::kRowBytes;
+  unsigned char* sV = sK + BN * Cfg::kRowBytes;
   // Gathered key positions, a ring of 4 tiles: positions of tile jt-2 are fetched (cp.async) together with K tile
   // jt-1, so the K/V loaders read them from shared memory instead of waiting on a dependent global load, and
   // score_mod / attn_mask read key positions from here too. Slots past count hold 0 (zero-filled).
-  int* sIdx = reinterpret_cast<int*>(sV + BN * P);
+  int* sIdx = reinterpret_cast<int*>(sV + BN * Cfg::kRowBytes);
   auto idx_slot = [&](int jt) { return sIdx + (jt & 3) * BN; };
 
   auto load_idx = [&](int jt) {
@@ -175,7 +196,7 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   };
   // Issue one K or V tile: rows jt*BN + r, r = tid/8 + rr*RP, chunks tid%8 + cc*8. Keys at or beyond count are
   // zero-filled, so stale shared memory can never feed NaN into P*V.
-  auto load_kv = [&](T* dst, const T* src, int jt) {
+  auto load_kv = [&](unsigned char* dst, const T* src, int jt) {
     const int* pos = idx_slot(jt);
 #pragma unroll
     for (int rr = 0; rr < BN / RP; ++rr) {
@@ -185,9 +206,15 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
 #pragma unroll
       for (int cc = 0; cc < CPR; ++cc) {
         const int c = tid % 8 + cc * 8;
-        if (CH % 8 == 0 || c < CH) zv::cp_async_16(dst + r * P + c * 8, row + c * 8, ok);
+        if (CH % 8 == 0 || c < CH) zv::cp_async_16(dst + zv_attn_tile_off<Cfg, BN>(r, c), row + c * 8, ok);
       }
     }
+  };
+  // cp.async data -> visible to every warp (and, for wgmma, to the async proxy that reads operands).
+  auto wait_tiles = [&]() {
+    zv::cp_async_wait<0>();
+    if constexpr (kWgmma) zv_fence_proxy_async();
+    __syncthreads();
   };
 
   // Key tiles: causal needs keys < min(count, row0 + BM); otherwise all keys < count.
@@ -205,7 +232,7 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
 #pragma unroll
     for (int cc = 0; cc < CPR; ++cc) {
       const int c = tid % 8 + cc * 8;
-      if (CH % 8 == 0 || c < CH) zv::cp_async_16(sQ + r * P + c * 8, row + c * 8, i < count);
+      if (CH % 8 == 0 || c < CH) zv::cp_async_16(sQ + zv_attn_tile_off<Cfg, BM>(r, c), row + c * 8, i < count);
     }
   }
   zv::cp_async_commit();
@@ -216,15 +243,16 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   zv::cp_async_commit();
   zv_attn_copy_cache<T, D, THREADS>(t, row0, min(count, row0 + BM));
 
-  // Per-lane ldmatrix row offsets (elements). A/Q and V^T use the same lane->row map; K differs (see zv_common).
   const int wrow = warp * MT * 16;
-  const int a_off = (lane & 7) + ((lane >> 3) & 1) * 8;  // row within a 16-row tile for Q (A) and V (trans B)
-  const int a_col = (lane >> 4) * 8;
-  const int b_row = (lane & 7) + (lane >> 4) * 8;        // key row within a 16-key pair of n8 tiles
-  const int b_col = ((lane >> 3) & 1) * 8;
-  const T* q_frag = sQ + (wrow + a_off) * P + a_col;
-  const T* k_frag = sK + b_row * P + b_col;
-  const T* v_frag = sV + a_off * P + a_col;
+  // mma.sync ldmatrix lane addresses (padded layout). A/Q and V^T share the lane->row map; K differs.
+  const int a_off = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;
+  const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;
+  const unsigned char* q_frag = sQ + ((wrow + a_off) * Cfg::kStride + a_col) * 2;
+  const unsigned char* k_frag = sK + (b_row * Cfg::kStride + b_col) * 2;
+  const unsigned char* v_frag = sV + (a_off * Cfg::kStride + a_col) * 2;
+  // wgmma: shared addresses of the tiles; this warp's warpgroup owns Q rows wrow & ~63 .. +64.
+  const uint32_t q_u32 = zv::smem_u32(sQ), k_u32 = zv::smem_u32(sK), v_u32 = zv::smem_u32(sV);
+  (void)q_frag; (void)k_frag; (void)v_frag; (void)q_u32; (void)k_u32; (void)v_u32;
 
   // Query positions of this lane's 2*MT rows (only read by score_mod / attn_mask; dead code otherwise, which is
   // why zv_attn_pos is a plain load: __ldg is asm volatile and would survive dead-code elimination).
@@ -247,37 +275,48 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   // One key tile. kIndexMask: the tile crosses the causal diagonal (or the count boundary when not causal).
   auto step = [&](int jt, auto index_mask_tag) {
     constexpr bool kIndexMask = decltype(index_mask_tag)::value;
-    zv::cp_async_wait<0>();
-    __syncthreads();  // K tile jt, positions jt-1 (and Q) landed; every warp is done with V tile jt+1
+    wait_tiles();  // K tile jt, positions jt-1 (and Q) landed; every warp is done with V tile jt+1
     load_kv(sV, t.v, jt);
     zv::cp_async_commit();
 
     // S = Q K^T
     float s[MT][NT][4];
+    if constexpr (kWgmma) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      zv_wgmma_fence();
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt)
+      for (int kk = 0; kk < KT; ++kk)
+        ZvWgmma<BN>::template ss<T, 0>(s[0], zv_wgmma_desc_kmajor<BM>(q_u32, wrow & ~63, kk),
+                                       zv_wgmma_desc_kmajor<BN>(k_u32, 0, kk), kk);
+      zv_wgmma_commit();
+      zv_wgmma_wait<0>();
+      zv_wgmma_fence_regs(s[0]);
+#endif
+    } else {
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-    for (int kk = 0; kk < KT; ++kk) {
-      uint32_t qa[MT][4];
+        for (int nt = 0; nt < NT; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) zv::ldmatrix_x4(qa[mt], q_frag + mt * 16 * P + kk * 16);
+      for (int kk = 0; kk < KT; ++kk) {
+        uint32_t qa[MT][4];
 #pragma unroll
-      for (int nb = 0; nb < NT / 2; ++nb) {
-        uint32_t kb[4];
-        zv::ldmatrix_x4(kb, k_frag + nb * 16 * P + kk * 16);
-        const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
+        for (int mt = 0; mt < MT; ++mt) zv::ldmatrix_x4(qa[mt], q_frag + (mt * 16 * Cfg::kStride + kk * 16) * 2);
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          zv::mma_16816<T>(s[mt][2 * nb], qa[mt], b0);
-          zv::mma_16816<T>(s[mt][2 * nb + 1], qa[mt], b1);
+        for (int nb = 0; nb < NT / 2; ++nb) {
+          uint32_t kb[4];
+          zv::ldmatrix_x4(kb, k_frag + (nb * 16 * Cfg::kStride + kk * 16) * 2);
+          const uint32_t b0[2] = {kb[0], kb[1]}, b1[2] = {kb[2], kb[3]};
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            zv::mma_16816<T>(s[mt][2 * nb], qa[mt], b0);
+            zv::mma_16816<T>(s[mt][2 * nb + 1], qa[mt], b1);
+          }
         }
       }
     }
 
-    zv::cp_async_wait<0>();
-    __syncthreads();  // V tile landed; every warp is done reading this K tile
+    wait_tiles();  // V tile landed; every warp is done reading this K tile
     if (jt > 0) {
       load_kv(sK, t.k, jt - 1);
       if (jt > 1) load_idx(jt - 2);  // slot (jt-2)&3 was last read while processing tile jt+2
@@ -330,25 +369,41 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
     }
 
     // O += P V: the S accumulator of two n8 tiles is exactly the A fragment of one k16 step.
+    auto p_frag = [&](uint32_t (&a)[4], int kk, int mt) {
+      a[0] = zv::pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+      a[1] = zv::pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+      a[2] = zv::pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+      a[3] = zv::pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+    };
+    if constexpr (kWgmma) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      uint32_t pa[BN / 16][4];  // all k16 steps are in flight at once: their A registers must stay live
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      uint32_t pa[MT][4];
+      for (int kk = 0; kk < BN / 16; ++kk) p_frag(pa[kk], kk, 0);
+      zv_wgmma_fence();  // acc was rescaled by ordinary instructions
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        pa[mt][0] = zv::pack2<T>(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][1] = zv::pack2<T>(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][2] = zv::pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][3] = zv::pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
-      }
+      for (int kk = 0; kk < BN / 16; ++kk)
+        ZvWgmma<D>::template rs<T, 1>(acc[0], pa[kk], zv_wgmma_desc_mnmajor<BN>(v_u32, kk));
+      zv_wgmma_commit();
+      zv_wgmma_wait<0>();
+      zv_wgmma_fence_regs(acc[0]);
+#endif
+    } else {
 #pragma unroll
-      for (int dp = 0; dp < D / 16; ++dp) {
-        uint32_t vb[4];
-        zv::ldmatrix_x4_trans(vb, v_frag + kk * 16 * P + dp * 16);
-        const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
+      for (int kk = 0; kk < BN / 16; ++kk) {
+        uint32_t pa[MT][4];
 #pragma unroll
-        for (int mt = 0; mt < MT; ++mt) {
-          zv::mma_16816<T>(acc[mt][2 * dp], pa[mt], b0);
-          zv::mma_16816<T>(acc[mt][2 * dp + 1], pa[mt], b1);
+        for (int mt = 0; mt < MT; ++mt) p_frag(pa[mt], kk, mt);
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+          uint32_t vb[4];
+          zv::ldmatrix_x4_trans(vb, v_frag + (kk * 16 * Cfg::kStride + dp * 16) * 2);
+          const uint32_t b0[2] = {vb[0], vb[1]}, b1[2] = {vb[2], vb[3]};
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            zv::mma_16816<T>(acc[mt][2 * dp], pa[mt], b0);
+            zv::mma_16816<T>(acc[mt][2 * dp + 1], pa[mt], b1);
+          }
         }
       }
     }
@@ -371,10 +426,11 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
       const float inv = l > 0.f ? 1.f / l : 0.f;  // a row with no visible key outputs 0
-      T* dst = sQ + (wrow + mt * 16 + hh * 8 + g) * P + 2 * tq;
+      const int r = wrow + mt * 16 + hh * 8 + g;
 #pragma unroll
       for (int dt = 0; dt < DT; ++dt)
-        *reinterpret_cast<uint32_t*>(dst + dt * 8) = zv::pack2<T>(acc[mt][dt][hh * 2] * inv, acc[mt][dt][hh * 2 + 1] * inv);
+        *reinterpret_cast<uint32_t*>(sQ + zv_attn_tile_off<Cfg, BM>(r, dt) + 4 * tq) =
+            zv::pack2<T>(acc[mt][dt][hh * 2] * inv, acc[mt][dt][hh * 2 + 1] * inv);
     }
   }
   __syncwarp();
@@ -382,7 +438,8 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   for (int idx = lane; idx < MT * 16 * CH; idx += 32) {
     const int r = idx / CH, c = idx % CH, i = row0 + wrow + r;
     if (i >= n) continue;
-    const uint4 val = i < count ? *reinterpret_cast<const uint4*>(sQ + (wrow + r) * P + c * 8) : make_uint4(0, 0, 0, 0);
+    const uint4 val = i < count ? *reinterpret_cast<const uint4*>(sQ + zv_attn_tile_off<Cfg, BM>(wrow + r, c))
+                                : make_uint4(0, 0, 0, 0);
     zv::st16(reinterpret_cast<uint4*>(t.o + (long long)__ldg(t.order + i) * D) + c, val);
   }
 }

@@ -73,8 +73,8 @@ fn tau_count(t: u32, base: u32) -> u32 {
     let shift = 28u - 4u * step;
     let hi_mask = select(0u, 0xffffffffu << (shift + 4u), step > 0u);
     if (t < 16u) { atomicStore(&hist[t], 0u); }
-    var ls: array<f32, 16>;
-    var lc: array<u32, 16>;
+    var ls = array<f32, 16>(); // explicit: re-zeroed every step
+    var lc = array<u32, 16>();
     for (var j = t; j < n; j += SELECT_WG) {
       let a = colmass[base + j];
       let key = f32_key(a);

@@ -1,0 +1,160 @@
+// The GPU-host runner (bundled by bench/bundle.mjs into .gpu/gpu-check.mjs; no node_modules needed there):
+// differential properties of the cuda backend against the float64 interpreter with fresh random inputs, cold and
+// warm compile times, NVRTC, and the first benchmark table. Usage: node gpu-check.mjs OUT_DIR [--quick]
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import fc from "fast-check";
+import { parseProgram } from "../src/ir/parse.ts";
+import { verifyProgram } from "../src/ir/verify.ts";
+import type { Program } from "../src/ir/ir.ts";
+import { openCuda } from "../src/backends/cuda/executor.ts";
+import { CudaDecode, CudaPrefill } from "../src/backends/cuda/pipeline.ts";
+import { randomTensor } from "../src/io/random.ts";
+import { checkDecode, checkPrefill, inputsFor, type Case } from "../test/support/cuda-check.ts";
+import { knobs } from "../src/knobs.ts";
+
+const outDir = process.argv[2] ?? "gpu-out";
+const quick = process.argv.includes("--quick");
+mkdirSync(outDir, { recursive: true });
+const report: Record<string, unknown> = {};
+const log = (s: string): void => void process.stdout.write(s + "\n");
+const load = (name: string): Program => verifyProgram(parseProgram(readFileSync(`test/golden/${name}.final.ir`, "utf8")));
+
+// --- compile: cold (empty cache), then warm -------------------------------------------------------------------
+rmSync(knobs.cacheDir, { recursive: true, force: true });
+const ctx = openCuda();
+log(`device: ${ctx.dev.info.name} cc ${ctx.dev.info.computeCapability.join(".")} SMs ${ctx.dev.info.smCount} driver ${ctx.dev.info.driverVersion}`);
+report.device = ctx.dev.info;
+const zipvl = load("zipvl");
+let t0 = performance.now();
+const coldSet = ctx.kernels(zipvl, "bf16", 128);
+const cold = performance.now() - t0;
+t0 = performance.now();
+const warm2 = openCuda().kernels(zipvl, "bf16", 128);
+const warm = performance.now() - t0;
+log(`compile (zipvl, bf16, d128, ${coldSet.compiled.length} kernels): cold ${cold.toFixed(0)} ms, warm ${warm.toFixed(1)} ms (cached: ${warm2.compiled.every((c) => c.cached)})`);
+report.compile = { coldMs: cold, warmMs: warm, kernels: coldSet.compiled.map((c) => ({ key: c.key, ms: c.ms, compiler: c.compiler, reports: c.reports })) };
+
+// --- differential properties ------------------------------------------------------------------------------------
+const programs = ["zipvl", "dense", "topk-ratio", "h2o", "snapkv"].map((n) => [n, load(n)] as const);
+let passed = 0;
+const failures: string[] = [];
+function runCase(name: string, p: Program, c: Case): boolean {
+  const inputs = inputsFor(c);
+  const ks = ctx.kernels(p, c.dtype, c.d);
+  const run = new CudaPrefill(ctx.dev, p, inputs, ks, { params: c.params });
+  let bad: string[];
+  try {
+    run.poison();
+    run.enqueue();
+    bad = checkPrefill(p, c, inputs, run.download(), c.n > 4096 ? 256 : Infinity);
+  } finally {
+    run.free();
+  }
+  if (bad.length) failures.push(`${name} ${JSON.stringify(c)}: ${bad.slice(0, 3).join("; ")}`);
+  else passed++;
+  return bad.length === 0;
+}
+const caseArb = (maxN: number) =>
+  fc.record({
+    Hkv: fc.constantFrom(1, 2, 4),
+    g: fc.constantFrom(1, 4, 8),
+    n: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: 600 }) }, { weight: 2, arbitrary: fc.integer({ min: 601, max: 4096 }) }, { weight: 1, arbitrary: fc.integer({ min: 4097, max: maxN }) }),
+    d: fc.constantFrom(64, 80, 96, 128),
+    dtype: fc.constantFrom("bf16", "f16", "f32"),
+    tau: fc.oneof(fc.double({ min: 0.01, max: 1, noNaN: true }), fc.constant(1), fc.constant(1e-6)),
+    seed: fc.nat(1 << 30),
+  }).map((r): Case => ({ Hq: r.Hkv * r.g, Hkv: r.Hkv, n: r.n, d: r.d, dtype: r.dtype as Case["dtype"], seed: r.seed, params: {} as Record<string, number> }) as Case & { tau?: number });
+const seed = Date.now() % 1_000_000;
+log(`properties: fast-check seed ${seed} (fresh each run)`);
+for (const [name, p] of programs) {
+  const runs = quick ? 8 : 25;
+  const declared = new Set(p.params.map((x) => x.name));
+  fc.assert(
+    fc.property(caseArb(33_000), fc.double({ min: 0.01, max: 1, noNaN: true }), (c, tau) => {
+      if (declared.has("tau")) c.params.tau = tau;
+      if (declared.has("recent")) c.params.recent = Math.min(64, c.n);
+      runCase(name, p, c);
+    }),
+    { numRuns: runs, seed },
+  );
+}
+// Edge cases named by the issue: n = 1, keep-all, keep-one, GQA 8, n = 33k, every head dim.
+for (const d of [64, 80, 96, 128]) runCase("zipvl", zipvl, { Hq: 8, Hkv: 1, n: 1, d, dtype: "bf16", seed: seed + d, params: { tau: 0.975 } });
+runCase("zipvl keep-all", zipvl, { Hq: 4, Hkv: 4, n: 777, d: 128, dtype: "bf16", seed: seed + 1, params: { tau: 1 } });
+runCase("zipvl keep-one", zipvl, { Hq: 4, Hkv: 1, n: 777, d: 64, dtype: "f16", seed: seed + 2, params: { tau: 1e-9 } });
+runCase("zipvl n=33k", zipvl, { Hq: 8, Hkv: 1, n: 33_000, d: 128, dtype: "bf16", seed: seed + 3, params: { tau: 0.975 } });
+let decodePassed = 0;
+for (let i = 0; i < (quick ? 6 : 20); i++) {
+  const Hkv = [1, 2, 8][i % 3]!;
+  const g = [1, 4, 8][Math.floor(i / 3) % 3]!;
+  const c: Case = { Hq: Hkv * g, Hkv, n: 1 + ((seed * (i + 7)) % 9000), d: [64, 80, 96, 128][i % 4]!, dtype: (["bf16", "f16", "f32"] as const)[i % 3]!, seed: seed + i, params: {} };
+  const inputs = new Map([["q", randomTensor(c.dtype, [c.Hq, 1, c.d], c.seed)], ["k_cache", randomTensor(c.dtype, [c.Hkv, c.n, c.d], c.seed + 1)], ["v_cache", randomTensor(c.dtype, [c.Hkv, c.n, c.d], c.seed + 2)]]);
+  const run = new CudaDecode(ctx.dev, zipvl, inputs, ctx.kernels(zipvl, c.dtype, c.d), {});
+  run.poison();
+  run.enqueue();
+  const bad = checkDecode(c, inputs, run.download());
+  run.free();
+  if (bad.length) failures.push(`decode ${JSON.stringify(c)}: ${bad[0]}`);
+  else decodePassed++;
+}
+log(`properties: prefill ${passed} passed, decode ${decodePassed} passed, ${failures.length} failed`);
+for (const f of failures.slice(0, 12)) log(`  FAIL ${f}`);
+report.properties = { seed, prefillPassed: passed, decodePassed, failures };
+
+// --- benchmark: one ZipVL prefill layer and decode, H=40, d=128, bf16 --------------------------------------------
+const rows: Record<string, unknown>[] = [];
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+function timePrefill(name: string, p: Program, n: number, params: Record<string, number>): void {
+  const H = 40;
+  const inputs = new Map([["q", randomTensor("bf16", [H, n, 128], 11)], ["k", randomTensor("bf16", [H, n, 128], 12)], ["v", randomTensor("bf16", [H, n, 128], 13)]]);
+  const stream = ctx.dev.createStream({ nonBlocking: true });
+  const run = new CudaPrefill(ctx.dev, p, inputs, ctx.kernels(p, "bf16", 128), { params }, stream);
+  try {
+    for (let i = 0; i < 3; i++) run.enqueue();
+    const ms = median(Array.from({ length: 20 }, () => ctx.dev.time(() => run.enqueue(), stream)));
+    const graph = ctx.dev.captureGraph(stream, () => run.enqueue());
+    graph.launch(stream);
+    const gms = median(Array.from({ length: 20 }, () => ctx.dev.time(() => graph.launch(stream), stream)));
+    graph.destroy();
+    const out = run.download();
+    const kept = out.get("count")!.data[0]! / n;
+    const c = out.get("count")!.data[0]!;
+    const tflops = (4 * H * 128 * (c * (c + 1)) / 2) / (ms * 1e9);
+    rows.push({ kind: "prefill", program: name, n, kept, ms, graphMs: gms, attnTflops: tflops });
+    log(`prefill ${name.padEnd(11)} n=${String(n).padStart(5)} kept ${(100 * kept).toFixed(1).padStart(5)}%  ${ms.toFixed(3)} ms (graph ${gms.toFixed(3)} ms)  attention-equivalent ${tflops.toFixed(0)} TFLOP/s`);
+  } catch (e) {
+    rows.push({ kind: "prefill", program: name, n, error: String(e) });
+    log(`prefill ${name} n=${n}: ERROR ${String(e).slice(0, 300)}`);
+  } finally {
+    run.free();
+    stream.destroy();
+  }
+}
+function timeDecode(c: number): void {
+  const H = 40;
+  const inputs = new Map([["q", randomTensor("bf16", [H, 1, 128], 21)], ["k_cache", randomTensor("bf16", [H, c, 128], 22)], ["v_cache", randomTensor("bf16", [H, c, 128], 23)]]);
+  const run = new CudaDecode(ctx.dev, zipvl, inputs, ctx.kernels(zipvl, "bf16", 128), {});
+  try {
+    for (let i = 0; i < 3; i++) run.enqueue();
+    const ms = median(Array.from({ length: 30 }, () => ctx.dev.time(() => run.enqueue())));
+    const tbps = (2 * H * c * 128 * 2) / (ms * 1e9);
+    rows.push({ kind: "decode", cache: c, ms, tbps });
+    log(`decode cache=${String(c).padStart(5)}  ${ms.toFixed(4)} ms  ${tbps.toFixed(2)} TB/s`);
+  } finally {
+    run.free();
+  }
+}
+const ratio = load("topk-ratio");
+const dense = load("dense");
+for (const n of [2880, 8192, 32768]) {
+  timePrefill("zipvl@0.3", ratio, n, { ratio: 0.3 });
+  timePrefill("zipvl tau", zipvl, n, {});
+  timePrefill("dense", dense, n, {});
+}
+for (const n of [2880, 8192, 32768]) timeDecode(Math.round(0.3 * n));
+for (const n of [2880, 8192, 32768]) timeDecode(n);
+report.bench = rows;
+writeFileSync(join(outDir, "gpu-check.json"), JSON.stringify(report, (_, v: unknown) => (typeof v === "bigint" ? v.toString() : v), 2));
+log(failures.length === 0 ? "GPU CHECK PASS" : `GPU CHECK FAIL (${failures.length})`);
+ctx.dispose();

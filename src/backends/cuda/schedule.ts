@@ -1,0 +1,62 @@
+// The schedule of each CUDA kernel: config (data, never code) and the launch geometry it implies. The templates
+// document the same formulas; keeping them here lets the autotuner vary configs and the launcher follow.
+import type { CudaDType, Stage } from "./render.ts";
+
+export type Config = Readonly<Record<string, number>>;
+
+export function defaultConfig(stage: Stage, dtype: CudaDType, d: number): Config {
+  switch (stage) {
+    case "probe":
+      return { warps: 4, mTiles: d > 128 ? 1 : 2, nTiles: d > 128 ? 2 : 4, rowsF32: 16 };
+    case "select":
+      return { threads: 1024 };
+    case "sparse_attn":
+      return dtype === "f32" ? { BM: 64, BN: 64, warps: 4, minBlocks: 1 } : { BM: d <= 128 ? 128 : 64, BN: 64, warps: 4, minBlocks: d <= 64 ? 2 : 1 };
+    case "decode":
+      return { warps: 4 };
+  }
+}
+
+export interface Geometry {
+  readonly grid: readonly [number, number, number];
+  readonly block: readonly [number, number, number];
+  readonly smem: number;
+}
+
+const cdiv = (a: number, b: number): number => Math.ceil(a / b);
+
+export interface Dims {
+  readonly Hq: number;
+  readonly Hkv: number;
+  readonly n: number;
+  readonly d: number;
+  readonly m: number; // probe rows
+  readonly S: number; // selection sets
+}
+
+export function probeGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {
+  const BM = dtype === "f32" ? c.rowsF32! : 16 * c.mTiles!;
+  return { grid: [cdiv((x.Hq / x.Hkv) * x.m, BM), x.Hkv, 1], block: [32 * c.warps!, 1, 1], smem: 0 };
+}
+
+/** Keys cached in shared memory when 4n bytes fit (the kernel re-reads global memory otherwise). */
+export function selectGeometry(c: Config, x: Dims, maxSmemOptin: number): Geometry {
+  const want = 4 * x.n;
+  return { grid: [x.S, 1, 1], block: [c.threads!, 1, 1], smem: want <= maxSmemOptin - 16 * 1024 ? want : 0 };
+}
+
+export function sparseGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {
+  const smem = dtype === "f32" ? 0 : (c.BM! + 2 * c.BN!) * (x.d + 8) * 2;
+  return { grid: [cdiv(x.n, c.BM!), x.Hq, 1], block: [32 * c.warps!, 1, 1], smem };
+}
+
+export function decodeSplits(smCount: number, Hkv: number, capacity: number): number {
+  return Math.max(1, Math.min(cdiv(2 * smCount, Hkv), cdiv(capacity, 256)));
+}
+
+export function decodeGeometry(c: Config, x: { Hq: number; Hkv: number; splits: number }): { split: Geometry; combine: Geometry } {
+  return {
+    split: { grid: [x.Hkv, x.splits, 1], block: [32 * c.warps!, 1, 1], smem: 0 },
+    combine: { grid: [x.Hq, 1, 1], block: [128, 1, 1], smem: 0 },
+  };
+}

@@ -1,0 +1,331 @@
+// WGSL backend vs a plain float64 reference (written here; to be swapped for src/interp later), on a real WebGPU
+// adapter (software Vulkan in CI: see .ci/install-vulkan.sh). Outputs are poisoned (NaN / -1) before every dispatch.
+// Without an adapter every test is skipped with a console.warn, never passed silently.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import {
+  decode, makeContext, probeScores, renderWgsl, select, sparseAttention, STAGE_BINDINGS, STAGE_ENTRIES,
+  type SelectOptions, type WgslStage, type WgslVariant,
+} from "../src/backends/wgsl/stages.ts";
+import { roundF16 } from "../src/runtime/webgpu-data.ts";
+import { createPrefillChain } from "../src/runtime/webgpu-prefill.ts";
+import { createWebGpu, WebGpuError, type ZvGpu } from "../src/runtime/webgpu.ts";
+
+async function tryDevice(): Promise<ZvGpu | null> {
+  try {
+    return await createWebGpu();
+  } catch (e) {
+    if (e instanceof WebGpuError && (e.code === "ZV3101" || e.code === "ZV3102")) {
+      console.warn(`\n[wgsl.test] SKIPPING all WebGPU tests: ${e.message}\n`);
+      return null;
+    }
+    throw e;
+  }
+}
+const dev = await tryDevice();
+if (dev) console.info(`[wgsl.test] adapter: ${dev.info.description}; f16=${dev.hasF16} timestamps=${dev.hasTimestamps}`);
+const gpu = (): ZvGpu => dev!;
+
+// ---- variants: the same hook as WGSL text and as a JS function ---------------------------------------------------
+type Mod = (s: number, q: number, k: number, n: number, P: Float32Array) => number;
+type Mask = (q: number, k: number, n: number, P: Float32Array) => boolean;
+interface TestVariant { wgsl: WgslVariant; mod: Mod; probe: Mask; attn: Mask; keep: (pos: number, n: number) => boolean }
+const causal: Mask = (q, k) => k <= q;
+const VARIANTS: TestVariant[] = [
+  { wgsl: { activation: 0, probeCausal: true, attnCausal: true, scoreMod: "s", probeMask: "k_pos <= q_pos", attnMask: "k_pos <= q_pos" },
+    mod: (s) => s, probe: causal, attn: causal, keep: () => false },
+  { // softcap, sigmoid probes, a keepIf rule
+    wgsl: { activation: 1, probeCausal: true, attnCausal: true, scoreMod: "P[0] * tanh(s / P[0])", probeMask: "k_pos <= q_pos",
+      attnMask: "k_pos <= q_pos", keepIf: "pos % 7 == 3" },
+    mod: (s, _q, _k, _n, P) => P[0]! * Math.tanh(s / P[0]!), probe: causal, attn: causal, keep: (p) => p % 7 === 3 },
+  { // ALiBi + sliding window, raw scores
+    wgsl: { activation: 2, probeCausal: true, attnCausal: true, scoreMod: "s - P[1] * f32(q_pos - k_pos)",
+      probeMask: "k_pos <= q_pos && q_pos - k_pos < i32(P[2])", attnMask: "k_pos <= q_pos && q_pos - k_pos < i32(P[2])" },
+    mod: (s, q, k, _n, P) => s - P[1]! * (q - k), probe: (q, k, _n, P) => k <= q && q - k < P[2]!,
+    attn: (q, k, _n, P) => k <= q && q - k < P[2]! },
+  { // bidirectional prefix span (image tokens see each other), non-causal
+    wgsl: { activation: 0, probeCausal: false, attnCausal: false, scoreMod: "s", probeMask: "k_pos <= q_pos || k_pos < i32(P[3])",
+      attnMask: "k_pos <= q_pos || k_pos < i32(P[3])" },
+    mod: (s) => s, probe: (q, k, _n, P) => k <= q || k < P[3]!, attn: (q, k, _n, P) => k <= q || k < P[3]!, keep: () => false },
+].map((v) => ({ keep: () => false, ...v }) as TestVariant);
+
+// ---- data ----------------------------------------------------------------------------------------------------------
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => ((s = (s + 0x6d2b79f5) >>> 0), (((s ^ (s >>> 15)) * (s | 1)) >>> 0) / 2 ** 32);
+}
+const uniform = (r: () => number, len: number): Float32Array => Float32Array.from({ length: len }, () => r() * 2 - 1);
+const sortedSubset = (r: () => number, n: number, m: number): Int32Array => {
+  const idx = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) { const j = Math.floor(r() * (i + 1)); [idx[i], idx[j]] = [idx[j]!, idx[i]!]; }
+  return Int32Array.from(idx.slice(0, m).sort((a, b) => a - b));
+};
+const dot = (a: Float32Array, ao: number, b: Float32Array, bo: number, d: number): number => {
+  let s = 0;
+  for (let c = 0; c < d; c++) s += a[ao + c]! * b[bo + c]!;
+  return s;
+};
+const shape = fc.record({
+  n: fc.integer({ min: 1, max: 300 }), d: fc.constantFrom(64, 80, 96, 128), g: fc.constantFrom(1, 2, 4),
+  Hkv: fc.constantFrom(1, 2), perKvHead: fc.boolean(), variant: fc.integer({ min: 0, max: VARIANTS.length - 1 }),
+  seed: fc.integer({ min: 1, max: 2 ** 30 }), f16: fc.boolean(),
+});
+const paramsFor = (r: () => number, n: number): Float32Array => Float32Array.from([30, 0.05, 1 + Math.floor(r() * 64), Math.floor(r() * n)]);
+const closeTo = (got: ArrayLike<number>, want: ArrayLike<number>, tol: (i: number) => number, what: string): void => {
+  expect(got.length).toBe(want.length);
+  for (let i = 0; i < want.length; i++) {
+    if (!(Math.abs(got[i]! - want[i]!) <= tol(i))) throw new Error(`${what}[${i}]: got ${got[i]}, want ${want[i]} (tol ${tol(i)})`);
+  }
+};
+const RUNS = { probe: 120, select: 300, attention: 120, decode: 150 };
+
+// ---- float64 references --------------------------------------------------------------------------------------------
+interface ProbeCase { q: Float32Array; k: Float32Array; probes: Int32Array; Hq: number; Hkv: number; n: number; d: number; scale: number; perKvHead: boolean; params: Float32Array; v: TestVariant }
+function probeRef(c: ProbeCase): { colmass: Float64Array; mag: Float64Array; visible: Float64Array } {
+  const { n, d, Hq, Hkv, probes, params: P, v } = c;
+  const g = Hq / Hkv, S = c.perKvHead ? Hkv : 1;
+  const colmass = new Float64Array(S * n), mag = new Float64Array(S * n), visible = new Float64Array(n);
+  for (const qp of probes) for (let j = 0; j < n; j++) if (v.probe(qp, j, n, P)) visible[j]!++;
+  for (let h = 0; h < Hq; h++) {
+    const kv = Math.floor(h / g), set = c.perKvHead ? kv : 0;
+    probes.forEach((qp) => {
+      const s = new Float64Array(n).fill(-Infinity);
+      for (let j = 0; j < n; j++) if (v.probe(qp, j, n, P)) s[j] = v.mod(dot(c.q, (h * n + qp) * d, c.k, (kv * n + j) * d, d) * c.scale, qp, j, n, P);
+      const mx = Math.max(...s);
+      let sum = 0;
+      for (const x of s) if (x > -Infinity) sum += Math.exp(x - mx);
+      for (let j = 0; j < n; j++) {
+        if (s[j] === -Infinity) continue;
+        const a = v.wgsl.activation === 0 ? Math.exp(s[j]! - mx) / sum : v.wgsl.activation === 1 ? 1 / (1 + Math.exp(-s[j]!)) : s[j]!;
+        colmass[set * n + j]! += a;
+        mag[set * n + j]! += Math.abs(a);
+      }
+    });
+  }
+  return { colmass, mag, visible };
+}
+
+interface SelCase extends SelectOptions { colmass: Float32Array; visible: Float32Array; n: number; S: number; keep: (p: number, n: number) => boolean }
+function normRef(c: SelCase, s: number): Float64Array {
+  const { n } = c;
+  const base = Array.from({ length: n }, (_, j) => {
+    const den = c.normalizer === "visible" ? c.visible[j]! : c.normalizer === "n_minus_j" ? n - j : 1;
+    return den === 0 ? 0 : c.colmass[s * n + j]! / den;
+  });
+  if (c.pool.kind === "none" || c.pool.size <= 1) return Float64Array.from(base);
+  const h = Math.floor(c.pool.size / 2);
+  return Float64Array.from(base, (_, j) => {
+    const w = base.slice(Math.max(0, j - h), Math.min(n, j + h + 1));
+    return c.pool.kind === "max" ? Math.max(...w) : w.reduce((a, b) => a + b, 0) / w.length;
+  });
+}
+/** Counts p that the spec allows, given float rounding of the cumulative mass (tau) or exactly (other modes). */
+function validP(c: SelCase, s: number): (p: number) => boolean {
+  const { n } = c;
+  if (c.mode !== "tau") {
+    const p = c.mode === "ratio" ? Math.max(1, Math.ceil(c.amount * n)) : c.mode === "budget" ? Math.min(n, Math.floor(c.amount)) : n;
+    return (x) => x === Math.min(n, Math.max(1, p));
+  }
+  const a = Array.from(c.colmass.subarray(s * n, (s + 1) * n)).sort((x, y) => y - x);
+  const cum = [0];
+  for (const x of a) cum.push(cum[cum.length - 1]! + x);
+  const total = cum[n]!, goal = c.amount * total, eps = 1e-5 * total + 1e-30;
+  return (p) => p >= 1 && p <= n && cum[p - 1]! < goal + eps && cum[p]! >= goal - eps;
+}
+const forcedSet = (c: SelCase): boolean[] =>
+  Array.from({ length: c.n }, (_, j) => j < c.keepFirst || j >= c.n - c.keepLast || c.keep(j, c.n));
+/** Selection as a pure function of (scores, count): forced + top by score (ties to the smaller position), ascending. */
+function orderFromScores(scores: ArrayLike<number>, forced: boolean[], count: number): number[] {
+  const n = forced.length;
+  const free = Array.from({ length: n }, (_, j) => j).filter((j) => !forced[j]).sort((x, y) => scores[y]! - scores[x]! || x - y);
+  const nf = n - free.length;
+  const sel = new Set([...forced.flatMap((f, j) => (f ? [j] : [])), ...free.slice(0, count - nf)]);
+  const all = Array.from({ length: n }, (_, j) => j);
+  return [...all.filter((j) => sel.has(j)), ...all.filter((j) => !sel.has(j))];
+}
+
+interface AttnCase { q: Float32Array; k: Float32Array; v: Float32Array; order: Int32Array; count: Int32Array; Hq: number; Hkv: number; n: number; d: number; scale: number; perKvHead: boolean; params: Float32Array; vt: TestVariant }
+function attnRef(c: AttnCase): { o: Float64Array; kCache: Float64Array; vCache: Float64Array } {
+  const { n, d, Hq, Hkv, params: P } = c;
+  const g = Hq / Hkv;
+  const o = new Float64Array(Hq * n * d), kCache = new Float64Array(Hkv * n * d), vCache = new Float64Array(Hkv * n * d);
+  for (let h = 0; h < Hq; h++) {
+    const kv = Math.floor(h / g), set = c.perKvHead ? kv : 0, cnt = c.count[set]!;
+    const T = c.order.subarray(set * n, set * n + cnt);
+    T.forEach((qp, i) => {
+      const s = Array.from(T, (kp) => (c.vt.attn(qp, kp, n, P) ? c.vt.mod(dot(c.q, (h * n + qp) * d, c.k, (kv * n + kp) * d, d) * c.scale, qp, kp, n, P) : -Infinity));
+      const mx = Math.max(...s);
+      if (mx === -Infinity) return; // fully masked row -> 0
+      const p = s.map((x) => (x === -Infinity ? 0 : Math.exp(x - mx)));
+      const sum = p.reduce((a, b) => a + b, 0);
+      for (let x = 0; x < d; x++) {
+        let acc = 0;
+        T.forEach((kp, j) => (acc += p[j]! * c.v[(kv * n + kp) * d + x]!));
+        o[(h * n + qp) * d + x] = acc / sum;
+      }
+      if (h % g === 0) for (let x = 0; x < d; x++) {
+        kCache[(kv * n + i) * d + x] = c.k[(kv * n + qp) * d + x]!;
+        vCache[(kv * n + i) * d + x] = c.v[(kv * n + qp) * d + x]!;
+      }
+    });
+  }
+  return { o, kCache, vCache };
+}
+
+function decodeRef(q: Float32Array, kc: Float32Array, vc: Float32Array, len: number, Hq: number, Hkv: number, d: number, scale: number): Float64Array {
+  const cap = kc.length / (Hkv * d), g = Hq / Hkv, o = new Float64Array(Hq * d);
+  for (let h = 0; h < Hq; h++) {
+    const kv = Math.floor(h / g);
+    const s = Array.from({ length: len }, (_, j) => dot(q, h * d, kc, (kv * cap + j) * d, d) * scale);
+    const mx = Math.max(...s), p = s.map((x) => Math.exp(x - mx)), sum = p.reduce((a, b) => a + b, 0);
+    for (let x = 0; x < d; x++) {
+      let acc = 0;
+      for (let j = 0; j < len; j++) acc += p[j]! * vc[(kv * cap + j) * d + x]!;
+      o[h * d + x] = len ? acc / sum : 0;
+    }
+  }
+  return o;
+}
+
+// ---- tests ---------------------------------------------------------------------------------------------------------
+describe.skipIf(!dev)("WGSL kernels on WebGPU", () => {
+  it("every rendered stage compiles for every head dim (f32 and, if offered, f16) and variant", async () => {
+    const stages: WgslStage[] = ["probe", "select", "attention", "decode"];
+    for (const headDim of [64, 80, 96, 128]) for (const useF16 of dev!.hasF16 ? [false, true] : [false]) for (const v of VARIANTS) {
+      const ctx = makeContext(gpu(), { headDim, useF16, variant: v.wgsl });
+      for (const st of stages) {
+        const code = renderWgsl(st, ctx);
+        const errors = (await gpu().compileMessages(code)).filter((m) => m.type === "error");
+        expect(errors.map((e) => `${st} d=${headDim} f16=${useF16} ${e.lineNum}: ${e.message}`)).toEqual([]);
+        for (const entry of STAGE_ENTRIES[st]) await gpu().pipeline(code, entry, STAGE_BINDINGS[st]);
+      }
+    }
+  });
+
+  it("a WGSL compile error is ZV3103 with the compiler's message", async () => {
+    const bad = "@compute @workgroup_size(1) fn main() { let x: i32 = 1.5; }";
+    const err = await gpu().pipeline(bad, "main", ["uniform"]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WebGpuError);
+    expect((err as WebGpuError).code).toBe("ZV3103");
+    expect((err as WebGpuError).message).toMatch(/abstract-float|i32/);
+  });
+
+  it("probe scoring matches the float64 reference", async () => {
+    await fc.assert(fc.asyncProperty(shape, fc.integer({ min: 1, max: 48 }), async (sh, mWant) => {
+      const r = rng(sh.seed), Hq = sh.Hkv * sh.g, f16 = sh.f16 && gpu().hasF16, n = sh.n, d = sh.d;
+      const round = (a: Float32Array): Float32Array => (f16 ? roundF16(a) : a);
+      const c: ProbeCase = {
+        q: round(uniform(r, Hq * n * d)), k: round(uniform(r, sh.Hkv * n * d)), probes: sortedSubset(r, n, Math.min(n, mWant)),
+        Hq, Hkv: sh.Hkv, n, d, scale: 1 / Math.sqrt(d), perKvHead: sh.perKvHead, params: paramsFor(r, n), v: VARIANTS[sh.variant]!,
+      };
+      const got = await probeScores(gpu(), { ...c, variant: c.v.wgsl, useF16: f16 });
+      const want = probeRef(c);
+      closeTo(got.visible, want.visible, () => 0, "visible");
+      closeTo(got.colmass, want.colmass, (i) => 2e-5 * want.mag[i]! + 1e-6, "colmass");
+    }), { numRuns: RUNS.probe });
+  });
+
+  const selArb = fc.record({
+    n: fc.integer({ min: 1, max: 300 }), S: fc.integer({ min: 1, max: 4 }), seed: fc.integer({ min: 1, max: 2 ** 30 }),
+    mode: fc.constantFrom("tau", "tau", "ratio", "budget", "all") as fc.Arbitrary<SelectOptions["mode"]>,
+    tau: fc.oneof(fc.double({ min: 0.01, max: 1, noNaN: true }), fc.constantFrom(1, 0.975, 1e-6)),
+    normalizer: fc.constantFrom("visible", "n_minus_j", "none") as fc.Arbitrary<SelectOptions["normalizer"]>,
+    pool: fc.record({ kind: fc.constantFrom("none", "max", "avg") as fc.Arbitrary<"none" | "max" | "avg">, size: fc.constantFrom(1, 3, 5, 7) }),
+    keepFirst: fc.integer({ min: 0, max: 4 }), keepLast: fc.integer({ min: 0, max: 4 }), ties: fc.boolean(), keepIf: fc.boolean(),
+  });
+  it("selection matches the reference (count by mode, keep rules, ties to the smaller position)", async () => {
+    await fc.assert(fc.asyncProperty(selArb, async (x) => {
+      const r = rng(x.seed), n = x.n;
+      // ties: small integer masses make equal scores common (and exact zeros).
+      const colmass = Float32Array.from({ length: x.S * n }, () => (x.ties ? Math.floor(r() * 4) : r() < 0.1 ? 0 : r() * 3));
+      const visible = Float32Array.from({ length: n }, () => (r() < 0.1 ? 0 : 1 + Math.floor(r() * 20)));
+      const amount = x.mode === "tau" ? x.tau : x.mode === "ratio" ? r() : 1 + Math.floor(r() * n);
+      const vt = x.keepIf ? VARIANTS[1]! : VARIANTS[0]!;
+      const c: SelCase = { colmass, visible, n, S: x.S, mode: x.mode, amount, normalizer: x.normalizer, pool: x.pool, keepFirst: x.keepFirst, keepLast: x.keepLast, keep: vt.keep };
+      const got = await select(gpu(), { ...c, variant: vt.wgsl });
+      const forced = forcedSet(c), nf = forced.filter(Boolean).length;
+      for (let s = 0; s < x.S; s++) {
+        const ns = normRef(c, s), gotNs = got.normScores.subarray(s * n, (s + 1) * n);
+        closeTo(gotNs, ns, (i) => 1e-6 * Math.abs(ns[i]!) + 1e-30, `normScores[set ${s}]`);
+        const cnt = got.count[s]!, ok = validP(c, s);
+        const pOk = cnt > nf ? ok(cnt) : Array.from({ length: nf }, (_, i) => i + 1).some(ok);
+        if (!pOk) throw new Error(`set ${s}: count ${cnt} invalid (forced ${nf}, mode ${x.mode}, amount ${amount})`);
+        expect(Array.from(got.order.subarray(s * n, (s + 1) * n))).toEqual(orderFromScores(gotNs, forced, cnt));
+      }
+    }), { numRuns: RUNS.select });
+  });
+
+  it("selection edge cases: keep-one, keep-all, everything forced", async () => {
+    const n = 50, colmass = Float32Array.from({ length: n }, (_, j) => (j === 17 ? 100 : 0.001)), visible = new Float32Array(n).fill(1);
+    const base = { colmass, visible, n, S: 1, normalizer: "none", pool: { kind: "none", size: 1 }, keepFirst: 0, keepLast: 0 } as const;
+    const one = await select(gpu(), { ...base, mode: "tau", amount: 0.5 });
+    expect([one.count[0], one.order[0]]).toEqual([1, 17]);
+    const all = await select(gpu(), { ...base, mode: "all", amount: 0 });
+    expect([all.count[0], Array.from(all.order)]).toEqual([n, Array.from({ length: n }, (_, j) => j)]);
+    const forcedAll = await select(gpu(), { ...base, mode: "budget", amount: 1, keepFirst: 30, keepLast: 30 });
+    expect(forcedAll.count[0]).toBe(n);
+  });
+
+  it("token-sparse attention matches the reference (gather, compaction, zero rows)", async () => {
+    await fc.assert(fc.asyncProperty(shape, fc.double({ min: 0, max: 1, noNaN: true }), async (sh, frac) => {
+      const r = rng(sh.seed), Hq = sh.Hkv * sh.g, f16 = sh.f16 && gpu().hasF16, { n, d } = sh, S = sh.perKvHead ? sh.Hkv : 1;
+      const round = (a: Float32Array): Float32Array => (f16 ? roundF16(a) : a);
+      const order = new Int32Array(S * n), count = new Int32Array(S);
+      for (let s = 0; s < S; s++) {
+        const cnt = Math.max(1, Math.round(frac * n));
+        const picked = new Set(sortedSubset(r, n, cnt));
+        const all = Array.from({ length: n }, (_, j) => j);
+        order.set([...all.filter((j) => picked.has(j)), ...all.filter((j) => !picked.has(j))], s * n);
+        count[s] = cnt;
+      }
+      const c: AttnCase = {
+        q: round(uniform(r, Hq * n * d)), k: round(uniform(r, sh.Hkv * n * d)), v: round(uniform(r, sh.Hkv * n * d)), order, count,
+        Hq, Hkv: sh.Hkv, n, d, scale: 1 / Math.sqrt(d), perKvHead: sh.perKvHead, params: paramsFor(r, n), vt: VARIANTS[sh.variant]!,
+      };
+      const got = await sparseAttention(gpu(), { ...c, variant: c.vt.wgsl, useF16: f16 });
+      const want = attnRef(c);
+      const tol = f16 ? (i: number): number => 2e-3 * Math.abs(want.o[i]!) + 2e-3 : (): number => 2e-5;
+      closeTo(got.o, want.o, tol, "o");
+      for (let kv = 0; kv < sh.Hkv; kv++) {
+        const rows = count[sh.perKvHead ? kv : 0]! * d, off = kv * n * d;
+        closeTo(got.kCache.subarray(off, off + rows), want.kCache.subarray(off, off + rows), () => 0, `kCache[${kv}]`);
+        closeTo(got.vCache.subarray(off, off + rows), want.vCache.subarray(off, off + rows), () => 0, `vCache[${kv}]`);
+      }
+    }), { numRuns: RUNS.attention });
+  });
+
+  it("split-KV decode matches the reference", async () => {
+    const arb = fc.record({ cap: fc.integer({ min: 1, max: 300 }), lenFrac: fc.double({ min: 0, max: 1, noNaN: true }), splits: fc.option(fc.integer({ min: 1, max: 9 }), { nil: undefined }) });
+    await fc.assert(fc.asyncProperty(shape, arb, async (sh, x) => {
+      const r = rng(sh.seed), Hq = sh.Hkv * sh.g, f16 = sh.f16 && gpu().hasF16, d = sh.d, len = Math.round(x.lenFrac * x.cap);
+      const round = (a: Float32Array): Float32Array => (f16 ? roundF16(a) : a);
+      const q = round(uniform(r, Hq * d)), kCache = round(uniform(r, sh.Hkv * x.cap * d)), vCache = round(uniform(r, sh.Hkv * x.cap * d));
+      const got = await decode(gpu(), { q, kCache, vCache, length: len, Hq, Hkv: sh.Hkv, d, scale: 1 / Math.sqrt(d), useF16: f16, ...(x.splits ? { splits: x.splits } : {}) });
+      const want = decodeRef(q, kCache, vCache, len, Hq, sh.Hkv, d, 1 / Math.sqrt(d));
+      closeTo(got.o, want, f16 ? (i) => 2e-3 * Math.abs(want[i]!) + 2e-3 : () => 2e-5, "o");
+    }), { numRuns: RUNS.decode });
+  });
+
+  it("the GPU-resident chain (count never read back) equals the stage-by-stage API", async () => {
+    for (const [n, d, Hkv, g] of [[257, 64, 2, 2], [100, 128, 1, 4]] as const) {
+      const r = rng(n), Hq = Hkv * g, m = 40, scale = 1 / Math.sqrt(d);
+      const data = { q: uniform(r, Hq * n * d), k: uniform(r, Hkv * n * d), v: uniform(r, Hkv * n * d), probes: sortedSubset(r, n, m), decodeQ: uniform(r, Hq * d) };
+      const sel: SelectOptions = { mode: "tau", amount: 0.9, normalizer: "visible", pool: { kind: "none", size: 1 }, keepFirst: 1, keepLast: 1 };
+      const chain = await createPrefillChain(gpu(), { Hq, Hkv, n, d, m, scale, perKvHead: false, select: sel, decode: true });
+      chain.upload(data);
+      await chain.run();
+      const out = await chain.read();
+      const times = await chain.time(2);
+      chain.destroy();
+      expect(Object.keys(times)).toEqual(["probe", "select", "attention", "decode", "total"]);
+      const pr = await probeScores(gpu(), { ...data, Hq, Hkv, n, d, scale, perKvHead: false });
+      const se = await select(gpu(), { ...pr, ...sel, n, S: 1 });
+      const at = await sparseAttention(gpu(), { ...data, ...se, Hq, Hkv, n, d, scale, perKvHead: false });
+      const de = await decode(gpu(), { q: data.decodeQ, kCache: at.kCache, vCache: at.vCache, length: se.count[0]!, Hq, Hkv, d, scale });
+      expect(out.colmass).toEqual(pr.colmass);
+      expect([out.count, out.order]).toEqual([se.count, se.order]);
+      expect(out.o).toEqual(at.o);
+      expect(out.decodeO).toEqual(de.o);
+    }
+  });
+});
