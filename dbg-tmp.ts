@@ -1,14 +1,14 @@
 import { createWebGpu } from "./src/runtime/webgpu.ts";
-import { select } from "./src/backends/wgsl/stages.ts";
+import { sparseAttention, decode } from "./src/backends/wgsl/stages.ts";
 const dev = await createWebGpu();
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => ((s = (s + 0x6d2b79f5) >>> 0), (((s ^ (s >>> 15)) * (s | 1)) >>> 0) / 2 ** 32);
+const n = 20, Hq = 2, Hkv = 1;
+const which = process.argv[2] ?? "attn";
+for (const d of (process.argv[3] ?? "64,80,96,128").split(",").map(Number)) {
+const q = Float32Array.from({ length: Hq * n * d }, () => Math.random()), k = Float32Array.from({ length: Hkv * n * d }, () => Math.random());
+const order = Int32Array.from({ length: n }, (_, i) => i);
+  let t0 = performance.now();
+  if (which === "attn") await sparseAttention(dev, { q, k, v: k, order, count: new Int32Array([n]), Hq, Hkv, n, d, scale: 0.1, perKvHead: false });
+  else await decode(dev, { q: q.subarray(0, Hq*d), kCache: k, vCache: k, length: n, Hq, Hkv, d, scale: 0.1 });
+  console.log(d, which, performance.now() - t0);
 }
-const r = rng(3), n = 5;
-const colmass = Float32Array.from({ length: n }, () => (r() < 0.1 ? 0 : r() * 3));
-const visible = Float32Array.from({ length: n }, () => (r() < 0.1 ? 0 : 1 + Math.floor(r() * 20)));
-console.log(colmass, visible);
-const got = await select(dev, { colmass, visible, n, S: 1, mode: "tau", amount: 0.3512678963236795, normalizer: "visible", pool: { kind: "none", size: 1 }, keepFirst: 0, keepLast: 0 });
-console.log(got);
 dev.destroy();

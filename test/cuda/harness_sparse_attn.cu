@@ -71,6 +71,10 @@ struct VFull {  // bidirectional: exercises the count-boundary masking
 };
 
 // Timing-kernel config overrides for tuning builds (-DZV_TIME_BM=... etc.); 0 = header defaults.
+// Build with -DZV_HARNESS_WGMMA=0 for targets without sm_90a (e.g. -arch=sm_80): tests the mma.sync path only.
+#ifndef ZV_HARNESS_WGMMA
+#define ZV_HARNESS_WGMMA 1
+#endif
 #ifndef ZV_TIME_BM
 #define ZV_TIME_BM 0
 #endif
@@ -106,22 +110,29 @@ enum DType { F16 = 0, BF16 = 1, F32 = 2 };
 static const char* kDtName[] = {"f16", "bf16", "f32"};
 static int dt_size(DType t) { return t == F32 ? 4 : 2; }
 
-template <class V, class T>
+// ARCH 80: mma.sync path; ARCH 90: wgmma path where it applies (16-bit, d % 64 == 0), else mma.sync / SIMT.
+template <class V, class T, int ARCH>
 static bool launch_dim(const ZvSparseArgs& a, int d) {
   switch (d) {
-    case 64: launch<V, ZvAttnConfig<T, 64>>(a); return true;
-    case 80: launch<V, ZvAttnConfig<T, 80>>(a); return true;
-    case 96: launch<V, ZvAttnConfig<T, 96>>(a); return true;
-    case 128: launch<V, ZvAttnConfig<T, 128>>(a); return true;
-    case 256: launch<V, ZvAttnConfig<T, 256>>(a); return true;
+    case 64: launch<V, ZvAttnConfig<T, 64, 0, 0, 0, 0, ARCH>>(a); return true;
+    case 80: launch<V, ZvAttnConfig<T, 80, 0, 0, 0, 0, ARCH>>(a); return true;
+    case 96: launch<V, ZvAttnConfig<T, 96, 0, 0, 0, 0, ARCH>>(a); return true;
+    case 128: launch<V, ZvAttnConfig<T, 128, 0, 0, 0, 0, ARCH>>(a); return true;
+    case 256: launch<V, ZvAttnConfig<T, 256, 0, 0, 0, 0, ARCH>>(a); return true;
   }
   return false;
 }
 template <class V>
-static bool launch_any(const ZvSparseArgs& a, DType dt, int d) {
-  if (dt == F16) return launch_dim<V, __half>(a, d);
-  if (dt == BF16) return launch_dim<V, __nv_bfloat16>(a, d);
-  return launch_dim<V, float>(a, d);
+static bool launch_any(const ZvSparseArgs& a, DType dt, int d, int arch) {
+#if ZV_HARNESS_WGMMA
+  if (arch == 90) {
+    if (dt == F16) return launch_dim<V, __half, 90>(a, d);
+    if (dt == BF16) return launch_dim<V, __nv_bfloat16, 90>(a, d);
+  }
+#endif
+  if (dt == F16) return launch_dim<V, __half, 80>(a, d);
+  if (dt == BF16) return launch_dim<V, __nv_bfloat16, 80>(a, d);
+  return launch_dim<V, float, 80>(a, d);
 }
 
 // ------------------------------------------------------------------------------------------------ host data
@@ -177,6 +188,7 @@ struct Case {
   int count_mode;  // 0: 1, 1: n, 2: ~30%
   int per_kv_head;
   int sample_rows;  // 0: check every selected row, else this many per head
+  int arch;         // 80: mma.sync path, 90: wgmma path (where it applies)
 };
 static const char* kVarName[] = {"causal", "causal-generic", "window+softcap", "full"};
 
@@ -251,10 +263,10 @@ static int run_case(const Case& cs, unsigned seed, bool verbose) {
   a.q = q.dev; a.k = k.dev; a.v = v.dev; a.o = o_dev; a.k_cache = kc_dev; a.v_cache = vc_dev;
   a.count = count_dev; a.order = order_dev; a.params = params_dev;
   a.n = n; a.Hq = cs.hq; a.Hkv = cs.hkv; a.d = d; a.per_kv_head = cs.per_kv_head; a.scale = scale;
-  bool ok = cs.variant == 0 ? launch_any<VCausal>(a, cs.dt, d)
-          : cs.variant == 1 ? launch_any<VCausalGeneric>(a, cs.dt, d)
-          : cs.variant == 2 ? launch_any<VWindowSoftcap>(a, cs.dt, d)
-                            : launch_any<VFull>(a, cs.dt, d);
+  bool ok = cs.variant == 0 ? launch_any<VCausal>(a, cs.dt, d, cs.arch)
+          : cs.variant == 1 ? launch_any<VCausalGeneric>(a, cs.dt, d, cs.arch)
+          : cs.variant == 2 ? launch_any<VWindowSoftcap>(a, cs.dt, d, cs.arch)
+                            : launch_any<VFull>(a, cs.dt, d, cs.arch);
   if (!ok) { printf("unsupported head dim %d\n", d); return 1; }
   CK(cudaDeviceSynchronize());
 
@@ -311,9 +323,9 @@ static int run_case(const Case& cs, unsigned seed, bool verbose) {
   }
   const int fail = (bad_o || bad_zero || bad_cache) ? 1 : 0;
   if (verbose || fail)
-    printf("%s %-14s %-4s n=%-5d Hq=%-2d Hkv=%d d=%-3d count=%-5d perkv=%d rows=%lld max_err=%.3g rel_l2=%.3g "
+    printf("%s %-14s sm%d %-4s n=%-5d Hq=%-2d Hkv=%d d=%-3d count=%-5d perkv=%d rows=%lld max_err=%.3g rel_l2=%.3g "
            "bad(o/zero/cache)=%lld/%lld/%lld seed=%u\n",
-           fail ? "FAIL" : "ok  ", kVarName[cs.variant], kDtName[cs.dt], n, cs.hq, cs.hkv, d, counts[0],
+           fail ? "FAIL" : "ok  ", kVarName[cs.variant], cs.arch, kDtName[cs.dt], n, cs.hq, cs.hkv, d, counts[0],
            cs.per_kv_head, checked / d, max_err, std::sqrt(err2 / std::max(ref2, 1e-300)), bad_o, bad_zero,
            bad_cache, seed);
   for (void* p : {q.dev, k.dev, v.dev, o_dev, kc_dev, vc_dev, (void*)count_dev, (void*)order_dev, (void*)params_dev})
@@ -322,11 +334,11 @@ static int run_case(const Case& cs, unsigned seed, bool verbose) {
 }
 
 // ------------------------------------------------------------------------------------------------ timing
-static int run_timing() {
-  using Cfg = ZvAttnConfig<__nv_bfloat16, 128, ZV_TIME_BM, ZV_TIME_BN, ZV_TIME_WARPS, ZV_TIME_MINB>;
+template <class Cfg>
+static int run_timing(const char* label) {
   const int H = 40, d = 128;
-  printf("\nTiming: bf16 d=128 Hq=Hkv=40 causal, config BM=%d BN=%d warps=%d minBlocks=%d smem=%d B\n", Cfg::BM,
-         Cfg::BN, Cfg::WARPS, Cfg::MINB, Cfg::kSmemBytes);
+  printf("\nTiming [%s]: bf16 d=128 Hq=Hkv=40 causal, BM=%d BN=%d warps=%d minBlocks=%d smem=%d B\n", label,
+         Cfg::BM, Cfg::BN, Cfg::WARPS, Cfg::MINB, Cfg::kSmemBytes);
   printf("  FLOPs = 4 * Hq * d * c * (c + 1) / 2, c = kept rows (also reported: dense-equivalent = same formula "
          "with c = n)\n");
   printf("  %-6s %-6s %-7s %10s %10s %14s\n", "n", "kept", "c", "ms", "TFLOP/s", "dense-eq TF/s");
@@ -393,6 +405,14 @@ int main(int argc, char** argv) {
   printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
 
   std::vector<Case> cases;
+  auto add = [&](Case c) {  // every case on the mma.sync path, and again on the wgmma path where it applies
+    c.arch = 80;
+    cases.push_back(c);
+    if (ZV_HARNESS_WGMMA && c.dt != F32 && c.d % 64 == 0) {
+      c.arch = 90;
+      cases.push_back(c);
+    }
+  };
   const int dims[] = {64, 80, 96, 128, 256};
   const int ratios[] = {1, 4, 8};
   int idx = 0;
@@ -403,7 +423,7 @@ int main(int argc, char** argv) {
           for (int r : ratios)
             for (int cm = 0; cm < 3; ++cm, ++idx) {
               if (quick && idx % 5) continue;
-              cases.push_back({0, n, 2 * r, 2, d, (DType)dt, cm, idx & 1, 0});
+              add({0, n, 2 * r, 2, d, (DType)dt, cm, idx & 1, 0, 80});
             }
     for (int n : {2880, 8193})
       for (int dt = 0; dt < 3; ++dt)
@@ -411,7 +431,7 @@ int main(int argc, char** argv) {
           for (int cm = 0; cm < 3; ++cm, ++idx) {
             if (quick && idx % 3) continue;
             const int r = ratios[idx % 3];
-            cases.push_back({0, n, 2 * r, 2, d, (DType)dt, cm, idx & 1, n > 4000 ? 12 : 24});
+            add({0, n, 2 * r, 2, d, (DType)dt, cm, idx & 1, n > 4000 ? 12 : 24, 80});
           }
     for (int var = 1; var < 4; ++var)  // other variants: generic mask path, params, non-causal
       for (int n : {65, 127, 2880})
@@ -420,13 +440,25 @@ int main(int argc, char** argv) {
             for (int cm : {1, 2}) {
               ++idx;
               if (quick && idx % 3) continue;
-              cases.push_back({var, n, 8, 2, d, (DType)dt, cm, idx & 1, n > 1000 ? 24 : 0});
+              add({var, n, 8, 2, d, (DType)dt, cm, idx & 1, n > 1000 ? 24 : 0, 80});
             }
   }
   int fails = 0;
   for (size_t i = 0; i < cases.size(); ++i) fails += run_case(cases[i], 1000u + (unsigned)i, false);
   if (correctness) printf("correctness: %zu cases, %d failed\n", cases.size(), fails);
-  if (timing) fails += run_timing();
+  if (timing) {
+    using B16 = __nv_bfloat16;
+    fails += run_timing<ZvAttnConfig<B16, 128, ZV_TIME_BM, ZV_TIME_BN, ZV_TIME_WARPS, ZV_TIME_MINB, 80>>("mma.sync");
+#if ZV_HARNESS_WGMMA
+    fails += run_timing<ZvAttnConfig<B16, 128, ZV_TIME_BM, ZV_TIME_BN, ZV_TIME_WARPS, ZV_TIME_MINB, 90>>("wgmma");
+#endif
+#ifdef ZV_TUNE  // extra configurations for tuning runs
+    fails += run_timing<ZvAttnConfig<B16, 128, 128, 64, 8, 2, 90>>("wgmma 128x64 minB2");
+    fails += run_timing<ZvAttnConfig<B16, 128, 64, 128, 4, 2, 90>>("wgmma 64x128 minB2");
+    fails += run_timing<ZvAttnConfig<B16, 128, 64, 64, 4, 3, 90>>("wgmma 64x64 minB3");
+    fails += run_timing<ZvAttnConfig<B16, 128, 128, 32, 4, 2, 80>>("mma.sync 128x32 minB2");
+#endif
+  }
   if (fails) printf("HARNESS FAIL (%d failures)\n", fails);
   else printf("HARNESS PASS\n");
   return fails ? 1 : 0;

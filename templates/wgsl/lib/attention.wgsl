@@ -80,7 +80,7 @@ fn sparse_attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 
   var m_i = NEG_BIG;
   var l_i = 0.0;
-  var acc: array<f32, ATT_DPT>;
+  var acc = array<f32, ATT_DPT>(); // explicit zero init (lavapipe skipped implicit re-init in loops)
   let kend = select(cnt, min(cnt, i0 + ATT_BQ), ATTN_CAUSAL);
   for (var j0 = 0u; j0 < kend; j0 += ATT_BK) {
     workgroupBarrier(); // previous tile's ks/vs/ss fully consumed (first iteration: qs/qpos written)

@@ -34,7 +34,7 @@ fn decode_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
   workgroupBarrier();
   var m = NEG_BIG;
   var l = 0.0;
-  var acc: array<f32, DEC_DPT>;
+  var acc = array<f32, DEC_DPT>();
   for (var j0 = j_begin; j0 < j_end; j0 += DEC_WG) {
     let j = j0 + t;
     var s = NEG_BIG;
