@@ -1,18 +1,18 @@
 import { createWebGpu } from "./src/runtime/webgpu.ts";
-import { makeContext, renderWgsl, STAGE_BINDINGS } from "./src/backends/wgsl/stages.ts";
+import { makeContext, renderWgsl, STAGE_BINDINGS, STAGE_ENTRIES, type WgslStage } from "./src/backends/wgsl/stages.ts";
 const dev = await createWebGpu();
 const d = Number(process.argv[2] ?? 64);
-const mode = process.argv[3] ?? "base";
-const ctx = makeContext(dev, { headDim: d });
-let code = renderWgsl("attention", ctx);
-code = code.replace("struct SparseArgs {\n  n: u32,", "struct SparseArgs {\n  n: u32,");
-if (mode.includes("dot")) code = code.replaceAll("for (var x = 0u; x < HEAD_DIM; x++)", "for (var x = 0u; x < args.n * 0u + HEAD_DIM; x++)");
-if (mode.includes("bk")) code = code.replaceAll("for (var c = 0u; c < ATT_BK; c++)", "for (var c = 0u; c < args.n * 0u + ATT_BK; c++)");
-if (mode.includes("dpt")) code = code.replaceAll("for (var dd = 0u; dd < ATT_DPT; dd++)", "for (var dd = 0u; dd < args.n * 0u + ATT_DPT; dd++)");
-const t0 = performance.now();
-const p = await dev.pipeline(code, "sparse_attention", STAGE_BINDINGS.attention);
-const bufs = STAGE_BINDINGS.attention.map((k, i) => i === 0 ? dev.uniform(new Uint32Array([4, 1, 1, 0, 0, 0, 0, 0]).buffer, "u") : dev.buffer(4096, "b"));
-const enc = dev.device.createCommandEncoder(); const pass = enc.beginComputePass(); pass.setPipeline(p); pass.setBindGroup(0, dev.bindGroup(STAGE_BINDINGS.attention, bufs)); pass.dispatchWorkgroups(1, 1); pass.end();
-dev.device.queue.submit([enc.finish()]); await dev.device.queue.onSubmittedWorkDone();
-console.log(d, mode, "pipeline+dispatch ms", (performance.now() - t0).toFixed(0));
+const roll = process.argv[3] !== "unroll";
+const ctx = makeContext(dev, { headDim: d, config: { rollLoops: roll } });
+for (const st of ["probe", "select", "attention", "decode"] as WgslStage[]) {
+  const code = renderWgsl(st, ctx);
+  for (const entry of STAGE_ENTRIES[st]) {
+    const t0 = performance.now();
+    const p = await dev.pipeline(code, entry, STAGE_BINDINGS[st]);
+    const bufs = STAGE_BINDINGS[st].map((k, i) => i === 0 ? dev.uniform(new Uint32Array([4, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]).buffer, "u") : dev.buffer(4096, "b"));
+    const enc = dev.device.createCommandEncoder(); const pass = enc.beginComputePass(); pass.setPipeline(p); pass.setBindGroup(0, dev.bindGroup(STAGE_BINDINGS[st], bufs)); pass.dispatchWorkgroups(1, 1); pass.end();
+    dev.device.queue.submit([enc.finish()]); await dev.device.queue.onSubmittedWorkDone();
+    console.log(d, roll ? "rolled" : "unrolled", entry, (performance.now() - t0).toFixed(0), "ms");
+  }
+}
 dev.destroy();

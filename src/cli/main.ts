@@ -11,7 +11,7 @@ import { randomTensor } from "../io/random.ts";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.ts";
 import type { Tensor } from "../io/tensor.ts";
 import { isDType } from "../io/dtype.ts";
-import { PASSES } from "../passes/index.ts";
+import { checkPassName, PASSES } from "../passes/index.ts";
 import type { Program } from "../ir/ir.ts";
 
 const USAGE = `zipvl: a compiler and runtime for fused sparse-attention kernels
@@ -86,6 +86,7 @@ async function dispatch(argv: readonly string[], out: Out): Promise<number> {
   if (extra.length) fail("ZV5001", [`unexpected arguments: ${extra.join(" ")}`]);
   const dumps: [string, Program][] = [];
   const until = o["dump-after"];
+  if (until) checkPassName(until);
   const compiled = compileFile(file!, { onStage: (name, p) => name === until && dumps.push([name, p]) });
   const dump = dumps[0];
   if (cmd === "check") {

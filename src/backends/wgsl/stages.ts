@@ -36,6 +36,8 @@ export interface WgslConfig {
   attnBK: number;
   attnTPR: number; // divides headDim
   decodeWorkgroup: number;
+  /** Keep constant-trip loops rolled (software adapters: JIT time); GPUs unroll. */
+  rollLoops: boolean;
 }
 export type WgslStage = "probe" | "select" | "attention" | "decode";
 export interface WgslContext {
@@ -65,7 +67,7 @@ export const STAGE_ENTRIES: Record<WgslStage, readonly string[]> = {
 
 const pow2Floor = (x: number): number => 2 ** Math.floor(Math.log2(Math.max(1, x)));
 
-export function chooseConfig(limits: ZvLimits, headDim: number): WgslConfig {
+export function chooseConfig(limits: ZvLimits, headDim: number, software = false): WgslConfig {
   const inv = Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX);
   const smem = limits.maxComputeWorkgroupStorageSize;
   const probeWorkgroup = pow2Floor(Math.min(64, inv));
@@ -80,7 +82,7 @@ export function chooseConfig(limits: ZvLimits, headDim: number): WgslConfig {
     bq * tpr <= inv && 4 * ((bq + 2 * bk) * headDim + bq * bk + bq + bk) <= smem;
   const [attnBQ, attnBK] = tiles.find(fits) ?? [1, 1];
   const decodeWorkgroup = pow2Floor(Math.min(Math.max(64, headDim), inv));
-  return { probeWorkgroup, probeQChunk, selectWorkgroup, selectItems: 4, attnBQ, attnBK, attnTPR: tpr, decodeWorkgroup };
+  return { probeWorkgroup, probeQChunk, selectWorkgroup, selectItems: 4, attnBQ, attnBK, attnTPR: tpr, decodeWorkgroup, rollLoops: software };
 }
 
 // ---- rendering ------------------------------------------------------------------------------------------------
@@ -119,7 +121,7 @@ const CANONICAL_HOOKS: Required<WgslVariant> = { ...ZIPVL_WGSL_VARIANT, probeMas
 
 export function makeContext(dev: ZvGpu, o: { headDim: number; useF16?: boolean; variant?: WgslVariant; config?: Partial<WgslConfig>; kernelName?: string }): WgslContext {
   const variant: Required<WgslVariant> = { keepIf: "false", ...(o.variant ?? ZIPVL_WGSL_VARIANT) };
-  const config = { ...chooseConfig(dev.limits, o.headDim), ...o.config };
+  const config = { ...chooseConfig(dev.limits, o.headDim, dev.info.isSoftware), ...o.config };
   return { kernelName: o.kernelName ?? "zipvl", headDim: o.headDim, useF16: o.useF16 === true && dev.hasF16, config, variant };
 }
 

@@ -11,7 +11,7 @@
 // the query tile are skipped when ATTN_CAUSAL says the mask implies it.
 struct SparseArgs {
   n: u32, hq: u32, hkv: u32, per_kv_head: u32,
-  scale: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+  scale: f32, zero: u32, _pad1: u32, _pad2: u32,
 }
 @group(0) @binding(0) var<uniform> args: SparseArgs;
 @group(0) @binding(2) var<storage, read> q: array<elem>;              // [Hq, n, d]
@@ -36,7 +36,7 @@ var<workgroup> kpos: array<i32, ATT_BK>;
 fn zero_row(h: u32, obase: u32, i: u32, lane: u32) {
   if (i >= args.n) { return; }
   let dst = (h * args.n + u32(order[obase + i])) * HEAD_DIM;
-  for (var dd = 0u; dd < ATT_DPT; dd++) { o[dst + dd * ATT_TPR + lane] = elem(0.0); }
+  for (var dd = 0u; dd < rolled(ATT_DPT); dd++) { o[dst + dd * ATT_TPR + lane] = elem(0.0); }
 }
 
 @compute @workgroup_size(ATT_WG)
@@ -57,7 +57,7 @@ fn sparse_attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     return;
   }
   let writes_cache = h % g == 0u;
-  for (var e = t; e < ATT_BQ * HEAD_DIM; e += ATT_WG) {
+  for (var e = t; e < rolled(ATT_BQ * HEAD_DIM); e += ATT_WG) {
     let ii = i0 + e / HEAD_DIM;
     var val = 0.0;
     if (ii < cnt) {
@@ -84,7 +84,7 @@ fn sparse_attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
   let kend = select(cnt, min(cnt, i0 + ATT_BQ), ATTN_CAUSAL);
   for (var j0 = 0u; j0 < kend; j0 += ATT_BK) {
     workgroupBarrier(); // previous tile's ks/vs/ss fully consumed (first iteration: qs/qpos written)
-    for (var e = t; e < ATT_BK * HEAD_DIM; e += ATT_WG) {
+    for (var e = t; e < rolled(ATT_BK * HEAD_DIM); e += ATT_WG) {
       let jj = j0 + e / HEAD_DIM;
       var kval = 0.0;
       var vval = 0.0;
@@ -102,28 +102,28 @@ fn sparse_attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
       kpos[t] = p;
     }
     workgroupBarrier();
-    for (var c = lane; c < ATT_BK; c += ATT_TPR) {
+    for (var c = lane; c < rolled(ATT_BK); c += ATT_TPR) {
       var s = NEG_BIG;
       if (i < cnt && j0 + c < cnt && attn_mask(qpos[row], kpos[c], i32(n))) {
         var d = 0.0;
-        for (var x = 0u; x < HEAD_DIM; x++) { d += qs[row * HEAD_DIM + x] * ks[c * HEAD_DIM + x]; }
+        for (var x = 0u; x < rolled(HEAD_DIM); x++) { d += qs[row * HEAD_DIM + x] * ks[c * HEAD_DIM + x]; }
         s = max(score_mod(d * args.scale, qpos[row], kpos[c], i32(n)), NEG_BIG);
       }
       ss[row * ATT_BK + c] = s;
     }
     workgroupBarrier();
     var mt = NEG_BIG;
-    for (var c = 0u; c < ATT_BK; c++) { mt = max(mt, ss[row * ATT_BK + c]); }
+    for (var c = 0u; c < rolled(ATT_BK); c++) { mt = max(mt, ss[row * ATT_BK + c]); }
     let m_new = max(m_i, mt);
     let alpha = exp(m_i - m_new);
     l_i *= alpha;
-    for (var dd = 0u; dd < ATT_DPT; dd++) { acc[dd] *= alpha; }
-    for (var c = 0u; c < ATT_BK; c++) {
+    for (var dd = 0u; dd < rolled(ATT_DPT); dd++) { acc[dd] *= alpha; }
+    for (var c = 0u; c < rolled(ATT_BK); c++) {
       let s = ss[row * ATT_BK + c];
       if (s > NEG_BIG) {
         let p = exp(s - m_new);
         l_i += p;
-        for (var dd = 0u; dd < ATT_DPT; dd++) { acc[dd] += p * vs[c * HEAD_DIM + dd * ATT_TPR + lane]; }
+        for (var dd = 0u; dd < rolled(ATT_DPT); dd++) { acc[dd] += p * vs[c * HEAD_DIM + dd * ATT_TPR + lane]; }
       }
     }
     m_i = m_new;
@@ -132,7 +132,7 @@ fn sparse_attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
     // A row whose mask hides every key (l = 0) outputs 0, not NaN.
     let inv = select(0.0, 1.0 / l_i, l_i > 0.0);
     let dst = (h * n + u32(order[obase + i])) * HEAD_DIM;
-    for (var dd = 0u; dd < ATT_DPT; dd++) { o[dst + dd * ATT_TPR + lane] = elem(acc[dd] * inv); }
+    for (var dd = 0u; dd < rolled(ATT_DPT); dd++) { o[dst + dd * ATT_TPR + lane] = elem(acc[dd] * inv); }
   } else {
     zero_row(h, obase, i, lane);
   }

@@ -6,7 +6,7 @@
 // In decode_partial, thread t scores key j0 + t of each tile, then owns output dims t, t + DEC_WG, ... (coalesced V).
 struct DecodeArgs {
   capacity: u32, hq: u32, hkv: u32, splits: u32,
-  scale: f32, _pad0: u32, _pad1: u32, _pad2: u32,
+  scale: f32, zero: u32, _pad1: u32, _pad2: u32,
 }
 @group(0) @binding(0) var<uniform> args: DecodeArgs;
 @group(0) @binding(2) var<storage, read> q: array<elem>;               // [Hq, 1, d]
@@ -30,7 +30,7 @@ fn decode_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
   let chunk = ceil_div(c, args.splits);
   let j_begin = min(c, split * chunk);
   let j_end = min(c, j_begin + chunk);
-  for (var x = t; x < HEAD_DIM; x += DEC_WG) { dq[x] = f32(q[h * HEAD_DIM + x]); }
+  for (var x = t; x < rolled(HEAD_DIM); x += DEC_WG) { dq[x] = f32(q[h * HEAD_DIM + x]); }
   workgroupBarrier();
   var m = NEG_BIG;
   var l = 0.0;
@@ -41,7 +41,7 @@ fn decode_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     if (j < j_end) {
       let kb = (kv * args.capacity + j) * HEAD_DIM;
       var d = 0.0;
-      for (var x = 0u; x < HEAD_DIM; x++) { d += dq[x] * f32(k_cache[kb + x]); }
+      for (var x = 0u; x < rolled(HEAD_DIM); x++) { d += dq[x] * f32(k_cache[kb + x]); }
       s = max(d * args.scale, NEG_BIG);
     }
     ds[t] = s;
@@ -52,12 +52,12 @@ fn decode_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     let m_new = max(m, mt);
     let alpha = exp(m - m_new);
     l *= alpha;
-    for (var e = 0u; e < DEC_DPT; e++) { acc[e] *= alpha; }
+    for (var e = 0u; e < rolled(DEC_DPT); e++) { acc[e] *= alpha; }
     for (var cc = 0u; cc < live; cc++) {
       let p = exp(ds[cc] - m_new);
       l += p;
       let vb = (kv * args.capacity + j0 + cc) * HEAD_DIM;
-      for (var e = 0u; e < DEC_DPT; e++) {
+      for (var e = 0u; e < rolled(DEC_DPT); e++) {
         let dim = t + e * DEC_WG;
         if (dim < HEAD_DIM) { acc[e] += p * f32(v_cache[vb + dim]); }
       }
@@ -66,7 +66,7 @@ fn decode_partial(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     workgroupBarrier(); // ds is rewritten by the next tile
   }
   let slot = h * args.splits + split;
-  for (var e = 0u; e < DEC_DPT; e++) {
+  for (var e = 0u; e < rolled(DEC_DPT); e++) {
     let dim = t + e * DEC_WG;
     if (dim < HEAD_DIM) { part_o[slot * HEAD_DIM + dim] = acc[e]; }
   }
@@ -87,7 +87,7 @@ fn decode_combine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
     total += part_ml[slot * 2u + 1u] * exp(part_ml[slot * 2u] - big);
   }
   let inv = select(0.0, 1.0 / total, total > 0.0); // empty cache -> zeros
-  for (var dim = t; dim < HEAD_DIM; dim += DEC_WG) {
+  for (var dim = t; dim < rolled(HEAD_DIM); dim += DEC_WG) {
     var sum = 0.0;
     for (var s = 0u; s < args.splits; s++) {
       let slot = h * args.splits + s;

@@ -6,7 +6,7 @@
 //     chunks of PROBE_QCHUNK rows. Scores are recomputed in both passes (2x FLOPs, no m x n intermediate).
 struct ProbeArgs {
   n: u32, m: u32, hq: u32, hkv: u32,
-  per_kv_head: u32, scale: f32, _pad0: u32, _pad1: u32,
+  per_kv_head: u32, scale: f32, zero: u32, _pad1: u32,
 }
 @group(0) @binding(0) var<uniform> args: ProbeArgs;
 @group(0) @binding(2) var<storage, read> q: array<elem>;            // [Hq, n, d]
@@ -21,7 +21,7 @@ var<workgroup> red: array<vec2<f32>, PROBE_WG>;
 
 fn probe_score(qoff: u32, kbase: u32, q_pos: i32, k_pos: i32) -> f32 {
   var acc = 0.0;
-  for (var c = 0u; c < HEAD_DIM; c++) {
+  for (var c = 0u; c < rolled(HEAD_DIM); c++) {
     acc += pq[qoff + c] * f32(k[kbase + c]);
   }
   return max(score_mod(acc * args.scale, q_pos, k_pos, i32(args.n)), NEG_BIG);
@@ -56,7 +56,7 @@ fn probe_rowstats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
   let h = wg.y;
   let kv = h / (args.hq / args.hkv);
   let q_pos = probes[i];
-  for (var c = t; c < HEAD_DIM; c += PROBE_WG) {
+  for (var c = t; c < rolled(HEAD_DIM); c += PROBE_WG) {
     pq[c] = f32(q[(h * n + u32(q_pos)) * HEAD_DIM + c]);
   }
   workgroupBarrier();
@@ -100,7 +100,7 @@ fn probe_colmass(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
   var kr: array<f32, HEAD_DIM>; // this thread's key row, reused by every probe row of the head
   for (var h = h_begin; h < h_end; h++) {
     let kbase = ((h / g) * n + min(j, n - 1u)) * HEAD_DIM;
-    for (var c = 0u; c < HEAD_DIM; c++) { kr[c] = f32(k[kbase + c]); }
+    for (var c = 0u; c < rolled(HEAD_DIM); c++) { kr[c] = f32(k[kbase + c]); }
     for (var i0 = i_begin; i0 < m; i0 += PROBE_QCHUNK) {
       let rows = min(PROBE_QCHUNK, m - i0);
       workgroupBarrier(); // the previous chunk is fully consumed
@@ -113,7 +113,7 @@ fn probe_colmass(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
           let q_pos = probes[i0 + r];
           if (probe_mask(q_pos, i32(j), i32(n))) {
             var acc = 0.0;
-            for (var c = 0u; c < HEAD_DIM; c++) { acc += pq[r * HEAD_DIM + c] * kr[c]; }
+            for (var c = 0u; c < rolled(HEAD_DIM); c++) { acc += pq[r * HEAD_DIM + c] * kr[c]; }
             let s = max(score_mod(acc * args.scale, q_pos, i32(j), i32(n)), NEG_BIG);
             mass += activate(s, h, i0 + r);
             if (h == h_begin) { nvis++; }

@@ -11,7 +11,7 @@
 struct SelectArgs {
   n: u32, sets: u32, mode: u32, normalizer: u32,
   pool_kind: u32, pool_size: u32, keep_first: u32, keep_last: u32,
-  amount: f32, fixed_count: u32, _pad0: u32, _pad1: u32,
+  amount: f32, fixed_count: u32, zero: u32, _pad1: u32,
 }
 @group(0) @binding(0) var<uniform> args: SelectArgs;
 @group(0) @binding(2) var<storage, read> colmass: array<f32>;           // [S, n] raw column mass
@@ -69,7 +69,7 @@ fn tau_count(t: u32, base: u32) -> u32 {
   var above_cnt = 0u;
   var goal = 0.0;
   var eq_cnt = 0u;
-  for (var step = 0u; step < 8u; step++) {
+  for (var step = 0u; step < rolled(8u); step++) {
     let shift = 28u - 4u * step;
     let hi_mask = select(0u, 0xffffffffu << (shift + 4u), step > 0u);
     if (t < 16u) { atomicStore(&hist[t], 0u); }
@@ -85,14 +85,14 @@ fn tau_count(t: u32, base: u32) -> u32 {
       }
     }
     workgroupBarrier(); // hist zeroed
-    for (var d = 0u; d < 16u; d++) {
+    for (var d = 0u; d < rolled(16u); d++) {
       bucket_sum[d * SELECT_WG + t] = ls[d];
       if (lc[d] > 0u) { atomicAdd(&hist[d], lc[d]); }
     }
     workgroupBarrier();
     for (var off = SELECT_WG / 2u; off > 0u; off >>= 1u) {
       if (t < off) {
-        for (var d = 0u; d < 16u; d++) { bucket_sum[d * SELECT_WG + t] += bucket_sum[d * SELECT_WG + t + off]; }
+        for (var d = 0u; d < rolled(16u); d++) { bucket_sum[d * SELECT_WG + t] += bucket_sum[d * SELECT_WG + t + off]; }
       }
       workgroupBarrier();
     }
@@ -100,7 +100,7 @@ fn tau_count(t: u32, base: u32) -> u32 {
     if (t == 0u) {
       if (step == 0u) {
         var total = 0.0; // from the same bucket sums the walk uses, so tau = 1 is reachable despite rounding
-        for (var d = 0u; d < 16u; d++) { total += bucket_sum[d * SELECT_WG]; }
+        for (var d = 0u; d < rolled(16u); d++) { total += bucket_sum[d * SELECT_WG]; }
         goal = args.amount * total;
       }
       var found = false;
@@ -133,10 +133,10 @@ fn tau_count(t: u32, base: u32) -> u32 {
 fn kth_key(t: u32, base: u32, kk: u32) -> vec2<u32> {
   var prefix = 0u;
   var above = 0u;
-  for (var step = 0u; step < 4u; step++) {
+  for (var step = 0u; step < rolled(4u); step++) {
     let shift = 24u - 8u * step;
     let hi_mask = select(0u, 0xffffffffu << (shift + 8u), step > 0u);
-    for (var b = t; b < 256u; b += SELECT_WG) { atomicStore(&hist[b], 0u); }
+    for (var b = t; b < rolled(256u); b += SELECT_WG) { atomicStore(&hist[b], 0u); }
     workgroupBarrier();
     for (var j = t; j < args.n; j += SELECT_WG) {
       let key = f32_key(norm_scores[base + j]);
@@ -199,7 +199,7 @@ fn select_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
   for (var t0 = 0u; t0 < n; t0 += SELECT_WG * SELECT_ITEMS) {
     let my0 = t0 + t * SELECT_ITEMS;
     var loc = vec2<u32>(0u, 0u);
-    for (var e = 0u; e < SELECT_ITEMS; e++) {
+    for (var e = 0u; e < rolled(SELECT_ITEMS); e++) {
       if (my0 + e < n) { loc += sel_flags(base, my0 + e, x); }
     }
     scan[t] = loc;
@@ -214,7 +214,7 @@ fn select_main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     var run = carry + scan[t] - loc; // exclusive prefix: (sure-selected, equal) before my0
     carry += scan[SELECT_WG - 1u];
     workgroupBarrier(); // scan[] is rewritten by the next tile
-    for (var e = 0u; e < SELECT_ITEMS; e++) {
+    for (var e = 0u; e < rolled(SELECT_ITEMS); e++) {
       let j = my0 + e;
       if (j < n) {
         let f = sel_flags(base, j, x);
