@@ -277,7 +277,7 @@ def ref_step_body(q, k, v, n, p, gen, name):
     be = BACKENDS[name]
     ms, ms_min = time_eager(lambda i: ref_attend(q, k, v, ref_select(q, k, n, p, gen)[0], be))
     return {"ms": ms, "tflops": tf(causal_flops(p), ms), "ms_min": ms_min, "p": p,
-            "dense_equiv_tflops": tf(causal_flops(n), ms)}
+            "dense_equiv_tflops": tf(causal_flops(n), ms), "note": "full step: probe+select+gather+SDPA+scatter"}
 
 
 def section_ref(ns, ratio, sweep):

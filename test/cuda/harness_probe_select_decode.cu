@@ -44,13 +44,15 @@ static double ref_mod(int var, double s) { return var == 0 ? s : 30.0 * tanh(s /
 static bool ref_mask(int var, long long q, long long k) { return var == 0 ? k <= q : k <= q + 16; }
 
 // ---- kernels and launch helpers (geometry as documented in the templates) ----
+template <typename T, int D> using ProbeCfg = zv::ProbeConfig<T, D, 0, 0, 0, 0>;  // template defaults
 template <class V, typename T, int D>
-__global__ void __launch_bounds__(128, 2) k_probe(const ZvProbeArgs a) {
-  zv::probe_kernel<V, T, D, zv::ProbeConfig<T, D, 0, 0, 0, 0>>(a);
+__global__ void __launch_bounds__(ProbeCfg<T, D>::kThreads, ProbeCfg<T, D>::kMinBlocks) k_probe(const ZvProbeArgs a) {
+  zv::probe_kernel<V, T, D, ProbeCfg<T, D>>(a);
 }
 __global__ void __launch_bounds__(1024, 1) k_select(const ZvSelectArgs a) { zv::select_kernel<1024>(a); }
 template <typename T, int D>
-__global__ void __launch_bounds__(128, 3) k_dsplit(const ZvDecodeArgs a) {
+__global__ void __launch_bounds__(zv::DecodeConfig<T, D, 0>::kThreads, zv::DecodeConfig<T, D, 0>::kMinBlocks)
+    k_dsplit(const ZvDecodeArgs a) {
   zv::decode_split_kernel<T, D, zv::DecodeConfig<T, D, 0>>(a);
 }
 template <typename T, int D>
@@ -64,7 +66,7 @@ static size_t dt_size(DT t) { return t == F32 ? 4 : 2; }
 
 template <class V, typename T, int D>
 void probe_launch(const ZvProbeArgs& a) {
-  using C = zv::ProbeConfig<T, D, 0, 0, 0, 0>;
+  using C = ProbeCfg<T, D>;
   dim3 grid((unsigned)((a.Hq / a.Hkv * a.m + C::kBM - 1) / C::kBM), (unsigned)a.Hkv);
   k_probe<V, T, D><<<grid, C::kThreads>>>(a);
 }
@@ -415,8 +417,8 @@ static void bench(int Hkv, int n, int sms) {
   const float tps = median_us([&] { probe(); select(); });
   const int p = get(sa.count, 1)[0];
   ZvDecodeArgs da{};
-  da.q = pa.q; da.k_cache = pa.k; da.v_cache = pa.k; da.o = dev<void>(nullptr, Hq * d * 2);
-  da.splits = std::max(1, std::min((2 * sms + Hkv - 1) / Hkv, (len + 255) / 256));
+  da.q = pa.q; da.k_cache = pa.k; da.v_cache = dev<void>(kb.data(), kb.size()); da.o = dev<void>(nullptr, Hq * d * 2);
+  da.splits = std::max(1, std::min((2 * sms + Hkv - 1) / Hkv, (len + 63) / 64));
   da.part_o = dev<float>(nullptr, (size_t)Hq * da.splits * d * 4);
   da.part_ml = dev<float>(nullptr, (size_t)Hq * da.splits * 8);
   da.length = dev<int>(&len, 4);
@@ -427,7 +429,7 @@ static void bench(int Hkv, int n, int sms) {
          100.0 * p / n, len, da.splits, td, gbs);
   for (const void* x : {pa.q, pa.k, (const void*)pa.probes, (const void*)pa.colmass, (const void*)pa.visible,
                         (const void*)pa.params, (const void*)sa.norm_scores, (const void*)sa.count,
-                        (const void*)sa.order, (const void*)da.o, (const void*)da.part_o, (const void*)da.part_ml,
+                        (const void*)sa.order, da.v_cache, (const void*)da.o, (const void*)da.part_o, (const void*)da.part_ml,
                         (const void*)da.length})
     CK(cudaFree((void*)x));
 }
@@ -437,7 +439,9 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
-  g_sel_smem_max = (int)prop.sharedMemPerBlockOptin - 8192;  // leave room for the static shared memory
+  cudaFuncAttributes fa;
+  CK(cudaFuncGetAttributes(&fa, k_select));
+  g_sel_smem_max = (int)(prop.sharedMemPerBlockOptin - fa.sharedSizeBytes);  // the rest of the opt-in maximum
   CK(cudaFuncSetAttribute(k_select, cudaFuncAttributeMaxDynamicSharedMemorySize, g_sel_smem_max));
   // sel: {mode 0 tau/1 ratio/2 budget/3 all, amount, normalizer 0 visible/1 n-j/2 none, pool kind, size, keep first, last}
   const PCase pcs[] = {

@@ -90,7 +90,7 @@ struct VFull {  // bidirectional: exercises the count-boundary masking
 
 template <class V, class Cfg>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::MINB) attn_kernel(const ZvSparseArgs args) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem[];
   zv_sparse_attn<V, Cfg>(args, smem);
 }
 
@@ -453,7 +453,7 @@ int main(int argc, char** argv) {
     fails += run_timing<ZvAttnConfig<B16, 128, ZV_TIME_BM, ZV_TIME_BN, ZV_TIME_WARPS, ZV_TIME_MINB, 90>>("wgmma");
 #endif
 #ifdef ZV_TUNE  // extra configurations for tuning runs
-    fails += run_timing<ZvAttnConfig<B16, 128, 128, 64, 8, 2, 90>>("wgmma 128x64 minB2");
+    fails += run_timing<ZvAttnConfig<B16, 128, 128, 128, 8, 1, 90>>("wgmma 128x128 minB1");
     fails += run_timing<ZvAttnConfig<B16, 128, 64, 128, 4, 2, 90>>("wgmma 64x128 minB2");
     fails += run_timing<ZvAttnConfig<B16, 128, 64, 64, 4, 3, 90>>("wgmma 64x64 minB3");
     fails += run_timing<ZvAttnConfig<B16, 128, 128, 32, 4, 2, 80>>("mma.sync 128x32 minB2");

@@ -169,9 +169,9 @@ export interface SelectOptions {
   keepFirst: number;
   keepLast: number;
 }
-/** Fixed counts are computed here in f64 (ceil(r * n) in f32 can differ from the reference). */
+/** Fixed counts are computed here in f64, exactly as docs/SEMANTICS.md (f32 on the device could round differently). */
 export function fixedCount(mode: SelectMode, amount: number, n: number): number {
-  if (mode === "ratio") return Math.max(1, Math.ceil(amount * n));
+  if (mode === "ratio") return Math.max(1, Math.ceil(amount * n - 1e-9)); // 0.3 * 10 = 3.0000000000000004 -> 3
   if (mode === "budget") return Math.min(n, Math.max(1, Math.floor(amount)));
   return n; // "all"; unused for "tau"
 }
@@ -261,6 +261,10 @@ export async function probeScores(dev: ZvGpu, a: ProbeScoresArgs): Promise<{ col
   expectLength("q", a.q, a.Hq * a.n * a.d);
   expectLength("k", a.k, a.Hkv * a.n * a.d);
   expectLength("probes", a.probes, m);
+  // probe_colmass binary-searches the probes and rowstat is indexed by row: ascending unique positions only.
+  a.probes.forEach((p, i) => {
+    if (p < 0 || p >= a.n || (i > 0 && p <= a.probes[i - 1]!)) throw new RangeError(`probes must be ascending, unique, in [0, n): probes[${i}] = ${p}`);
+  });
   const ctx = makeContext(dev, { headDim: a.d, ...opt(a) });
   const S = a.perKvHead ? a.Hkv : 1;
   const b: ProbeBuffers = {

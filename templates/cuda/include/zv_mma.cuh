@@ -32,18 +32,32 @@ __device__ __forceinline__ uint64_t zv_wgmma_desc(uint32_t smem_addr, uint32_t l
   return (uint64_t)((smem_addr >> 4) & 0x3FFF) | ((uint64_t)((lbo_bytes >> 4) & 0x3FFF) << 16) |
          ((uint64_t)((sbo_bytes >> 4) & 0x3FFF) << 32) | (1ull << 62);
 }
+// A descriptor plus a byte offset: the start-address field is the low 14 bits of (address >> 4) and shared
+// addresses stay below 2^18, so adding (offset >> 4) never carries into the other fields.
+__device__ __forceinline__ uint64_t zv_wgmma_desc_add(uint64_t desc, uint32_t offset_bytes) {
+  return desc + (offset_bytes >> 4);
+}
+// Hide a value from loop-invariant code motion: the descriptors of every k16 step are base + constant, and
+// without this the compiler hoists all of them out of the key loop (two registers each, ~40 in total).
+__device__ __forceinline__ uint64_t zv_wgmma_opaque(uint64_t x) {
+  asm volatile("" : "+l"(x));
+  return x;
+}
 // K-major operand: 8-row core groups 1024 bytes apart (SBO); LBO unused with 128-byte swizzle (CUTLASS puts 1).
 // k16 step kk starts 32*kk bytes into the 128-byte line, or in the next panel every 4 steps.
 template <int R>
-__device__ __forceinline__ uint64_t zv_wgmma_desc_kmajor(uint32_t tile, int row0, int kk) {
-  return zv_wgmma_desc(tile + (kk >> 2) * (R * 128) + row0 * 128 + (kk & 3) * 32, 16, 1024);
+__device__ __forceinline__ uint64_t zv_wgmma_desc_kmajor(uint64_t tile_desc, int row0, int kk) {
+  return zv_wgmma_desc_add(tile_desc, (kk >> 2) * (R * 128) + row0 * 128 + (kk & 3) * 32);
 }
+__device__ __forceinline__ uint64_t zv_wgmma_tile_desc_kmajor(uint32_t tile) { return zv_wgmma_desc(tile, 16, 1024); }
 // MN-major operand (V as B of P V): K groups of 8 rows 1024 bytes apart (SBO), 64-column panels R*128 apart (LBO);
 // k16 step kk starts at row 16*kk.
 template <int R>
-__device__ __forceinline__ uint64_t zv_wgmma_desc_mnmajor(uint32_t tile, int kk) {
-  return zv_wgmma_desc(tile + kk * 16 * 128, R * 128, 1024);
+__device__ __forceinline__ uint64_t zv_wgmma_desc_mnmajor(uint64_t tile_desc, int kk) {
+  return zv_wgmma_desc_add(tile_desc, kk * 16 * 128);
 }
+template <int R>
+__device__ __forceinline__ uint64_t zv_wgmma_tile_desc_mnmajor(uint32_t tile) { return zv_wgmma_desc(tile, R * 128, 1024); }
 
 __device__ __forceinline__ void zv_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void zv_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

@@ -31,7 +31,7 @@ __host__ __device__ constexpr int activation_code(const char* s) {
 }
 
 // Config knobs (0 = default). See probe.cu.hbs for their meaning.
-template <typename T, int D, int kWarpsCfg, int kMTCfg, int kNTCfg, int kRowsF32Cfg>
+template <typename T, int D, int kWarpsCfg, int kMTCfg, int kNTCfg, int kRowsF32Cfg, int kMinBlocksCfg = 0>
 struct ProbeConfig {
   static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16, <= 256");
   static constexpr bool kTC = DType<T>::kTensorCore;
@@ -41,8 +41,8 @@ struct ProbeConfig {
   static constexpr int kRowsF32 = kRowsF32Cfg > 0 ? kRowsF32Cfg : 16;
   static constexpr int kBM = kTC ? 16 * kMT : kRowsF32;  // flattened probe rows per CTA
   static constexpr int kThreads = 32 * kWarps;
-  // Two 4-warp CTAs per SM: without the hint ptxas caps some sm_80 builds at 128 registers and spills.
-  static constexpr int kMinBlocks = kWarps >= 8 ? 1 : 8 / kWarps;
+  // Occupancy hint for __launch_bounds__ (without one, ptxas capped some sm_80 builds at 128 registers and spilled).
+  static constexpr int kMinBlocks = kMinBlocksCfg > 0 ? kMinBlocksCfg : (kWarps >= 8 ? 1 : 8 / kWarps);
 };
 
 // Host-mirrorable geometry: grid = (ceil(g*m / BM), Hkv, 1), block = (32*warps, 1, 1), no dynamic shared memory.
@@ -130,19 +130,21 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
   const long long kend = probe_key_end<V>(a, r0, kBM, g);
   const T* kbase = static_cast<const T*>(a.k) + (size_t)kv * n * D;
 
-  // S = Q K^T for keys [base, base + kTile): acc[mt][nt] holds rows (gid, gid+8) x cols (2tig, 2tig+1).
-  auto tile_scores = [&](long long base, float (&acc)[kMT][kNT][4]) {
-    uint4 kb[kNT][kFull];
-    uint2 kh[kNT];
+  // K fragments of keys [base, base + kTile) (zero past kend), and S = Q K^T for them: acc[mt][nt] holds rows
+  // (gid, gid+8) x cols (2tig, 2tig+1).
+  struct KFrag { uint4 full[kNT][kFull > 0 ? kFull : 1]; uint2 half[kNT]; };
+  auto load_tile = [&](long long base, KFrag& f) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
       const long long key = base + nt * 8 + gid;
       const bool ok = key < kend;
       const T* src = kbase + (size_t)(ok ? key : 0) * D;
 #pragma unroll
-      for (int c = 0; c < kFull; ++c) kb[nt][c] = ok ? ld16(src + 32 * c + 8 * tig) : make_uint4(0, 0, 0, 0);
-      if (kHalf) kh[nt] = ok ? *reinterpret_cast<const uint2*>(src + 32 * kFull + 4 * tig) : make_uint2(0, 0);
+      for (int c = 0; c < kFull; ++c) f.full[nt][c] = ok ? ld16(src + 32 * c + 8 * tig) : make_uint4(0, 0, 0, 0);
+      if (kHalf) f.half[nt] = ok ? *reinterpret_cast<const uint2*>(src + 32 * kFull + 4 * tig) : make_uint2(0, 0);
     }
+  };
+  auto tile_mma = [&](const KFrag& f, float (&acc)[kMT][kNT][4]) {
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -153,7 +155,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
     for (int c = 0; c < kFull; ++c)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        const uint32_t b0[2] = {kb[nt][c].x, kb[nt][c].y}, b1[2] = {kb[nt][c].z, kb[nt][c].w};
+        const uint32_t b0[2] = {f.full[nt][c].x, f.full[nt][c].y}, b1[2] = {f.full[nt][c].z, f.full[nt][c].w};
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_16816<T>(acc[mt][nt], qa[mt][2 * c], b0);
@@ -163,10 +165,35 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
     if (kHalf) {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
-        const uint32_t b[2] = {kh[nt].x, kh[nt].y};
+        const uint32_t b[2] = {f.half[nt].x, f.half[nt].y};
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) mma_16816<T>(acc[mt][nt], qa[mt][kSteps - 1], b);
       }
+    }
+  };
+  // One pass over this warp's tiles (warp, warp + kW, ...). Register double buffer: the next tile's loads are in
+  // flight while the current one is multiplied and consumed (each warp would otherwise stall on every tile).
+  auto for_each_tile = [&](auto&& consume) {
+    const long long stride = (long long)kW * kTile;
+    long long base = (long long)warp * kTile;
+    if (base >= kend) return;
+    KFrag fa, fb;
+    load_tile(base, fa);
+    for (;; base += 2 * stride) {
+      load_tile(base + stride, fb);
+      {
+        float acc[kMT][kNT][4];
+        tile_mma(fa, acc);
+        consume(base, acc);
+      }
+      if (base + stride >= kend) break;
+      load_tile(base + 2 * stride, fa);
+      {
+        float acc[kMT][kNT][4];
+        tile_mma(fb, acc);
+        consume(base + stride, acc);
+      }
+      if (base + 2 * stride >= kend) break;
     }
   };
   // Scaled, modified score of element (mt, hf, nt, c), or -inf where invisible.
@@ -184,9 +211,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) { rm[mt][hf] = neg_inf(); rl[mt][hf] = 0.f; }
-    for (long long base = (long long)warp * kTile; base < kend; base += kW * kTile) {
-      float acc[kMT][kNT][4];
-      tile_scores(base, acc);
+    for_each_tile([&](long long base, const float (&acc)[kMT][kNT][4]) {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -205,7 +230,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
             for (int c = 0; c < 2; ++c) l += fast_exp(s[nt][c] - mn);
           rm[mt][hf] = mn; rl[mt][hf] = l;
         }
-    }
+    });
     // Merge the 4 lanes of a row (tig), then the warps (shared memory).
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
@@ -239,9 +264,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
 
   // Pass 2: probabilities, summed over this CTA's rows, one atomic per column.
   float* cm = a.colmass + (a.per_kv_head ? kv * n : 0);
-  for (long long base = (long long)warp * kTile; base < kend; base += kW * kTile) {
-    float acc[kMT][kNT][4];
-    tile_scores(base, acc);
+  for_each_tile([&](long long base, const float (&acc)[kMT][kNT][4]) {
     float cs[kNT][2];
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) { cs[nt][0] = 0.f; cs[nt][1] = 0.f; }
@@ -268,7 +291,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
         // Spread the kNT*2 atomics of a tile over the 8 row-lanes.
         if (gid == ((nt * 2 + c) & 7) && col < kend && v != 0.f) atomicAdd(cm + col, v);
       }
-  }
+  });
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 // zipvl device library: token selection (SEMANTICS.md steps 4-5), one thread block per selection set.
 //
-// No sort: the count p (tau mode) and the identity threshold are both found by 8-bit MSB-first radix select over
-// order-preserving float keys (4 passes each), followed by one block-scan pass that writes order[].
+// No sort: the count p (tau mode) and the identity threshold are both found by MSB-first radix select over
+// order-preserving float keys (3 passes of 11/11/10 bits each), followed by a block-scan pass that writes order[].
 // * Data lives in dynamic shared memory when the launcher gave >= 4*n bytes (%dynamic_smem_size is read at run
 //   time, so any size is safe); otherwise every pass re-reads global memory (colmass / norm_scores, L2-resident).
 // * Tau: "smallest p whose cumulative mass of the largest values >= tau * total" needs per-bucket MASS, not
@@ -10,14 +10,20 @@
 //   Tolerance vs the float64 interpreter: each a_j is rounded to a multiple of ~2^-61 * sum|a| (n*2^-62 relative
 //   in total) and compared in double; p can differ only where a cumulative sum lies within ~1e-15 * sum|a| of
 //   tau * total (and, upstream, by the f32 accumulation of colmass itself).
-// * Histograms use warp-aggregated shared atomics (__match_any_sync): leading digits of real score
-//   distributions are heavily clustered, and unaggregated atomics would serialize on a handful of buckets.
+// * Performance notes (measured on H100/H200): 64-bit shared atomics compile to CAS spin loops and
+//   __match_any_sync is slow, so the 64-bit sums use two native 32-bit atomics with an explicit carry, and the
+//   first digit is 11 bits wide (sign, exponent, 2 mantissa bits) to spread the clustered leading digits of real
+//   score distributions over more buckets. Global loads are batched because one block is latency-bound.
 #pragma once
 
 #include "zv_args.cuh"
 #include "zv_common.cuh"
 
 namespace zv {
+
+constexpr int kSelBuckets = 2048;                     // 11-bit digits
+__host__ __device__ constexpr int sel_shift(int pass) { return pass == 0 ? 21 : (pass == 1 ? 10 : 0); }
+__host__ __device__ constexpr int sel_bits(int pass) { return pass == 2 ? 10 : 11; }
 
 // Larger float -> larger key; -0 and +0 share a key so they tie. NaNs are not expected.
 __device__ __forceinline__ uint32_t float_key(float x) {
@@ -35,15 +41,28 @@ __device__ __forceinline__ uint32_t dynamic_smem_bytes() {
 __device__ __forceinline__ long long to_fixed(float v, double fscale) { return __double2ll_rn((double)v * fscale); }
 
 struct SelectShared {
-  unsigned int cnt[256];
-  unsigned long long sum[256];  // two's-complement fixed-point masses
+  unsigned int cnt[kSelBuckets];
+  unsigned int sum_lo[kSelBuckets], sum_hi[kSelBuckets];  // two's-complement fixed-point masses, split for atomics
+  long long wc[32], ws[32];                              // per-warp totals in the bucket walk
   int scan[33];
   float fred[32];
   double dred[32];
-  // Walk result (written by warp 0): digit, count/mass of everything above it, its own count.
-  int found, digit;
-  long long above_cnt, above_sum, digit_cnt, total;
+  long long lred[32];
+  // Walk result: first digit (descending order index) reaching the target, and the measures above it.
+  int first, digit;
+  long long above_cnt, above_sum, digit_cnt;
 };
+
+__device__ __forceinline__ long long bucket_sum(const SelectShared& sh, int d) {
+  return (long long)(((unsigned long long)sh.sum_hi[d] << 32) | sh.sum_lo[d]);
+}
+// 64-bit add from two native 32-bit shared atomics: a wrap of the low word carries into the high word.
+__device__ __forceinline__ void atomic_add64_split(unsigned int* lo, unsigned int* hi, long long v) {
+  const unsigned int vlo = (unsigned int)v, vhi = (unsigned int)((unsigned long long)v >> 32);
+  const unsigned int old = atomicAdd(lo, vlo);
+  const unsigned int add_hi = vhi + (old + vlo < old ? 1u : 0u);
+  if (add_hi) atomicAdd(hi, add_hi);
+}
 
 // Candidate source for one radix pass: keys from shared memory, or recomputed from global floats.
 struct KeySrc {
@@ -53,39 +72,28 @@ struct KeySrc {
   __device__ __forceinline__ uint32_t key(int j) const { return keys ? keys[j] : float_key(vals[j]); }
 };
 
-// Histogram of digit (key >> shift) & 255 over candidates with (key & mask) == prefix. kSums adds fixed-point mass.
-template <bool kSums>
-__device__ void radix_hist(const KeySrc& src, int n, uint32_t prefix, uint32_t mask, int shift, double fscale,
+// Histogram of digit (key >> shift) over candidates with (key & mask) == prefix. kSums adds fixed-point mass.
+template <bool kSums, int kT>
+__device__ void radix_hist(const KeySrc& src, uint32_t prefix, uint32_t mask, int pass, double fscale,
                            SelectShared& sh) {
-  for (int i = threadIdx.x; i < 256; i += blockDim.x) { sh.cnt[i] = 0; if (kSums) sh.sum[i] = 0; }
+  for (int i = threadIdx.x; i < kSelBuckets; i += kT) {
+    sh.cnt[i] = 0;
+    if (kSums) { sh.sum_lo[i] = 0; sh.sum_hi[i] = 0; }
+  }
   __syncthreads();
-  const int lane = threadIdx.x & 31;
-  for (int base = 0; base < n; base += blockDim.x) {  // warp-uniform trip count: the warp intrinsics need all lanes
-    const int j = base + threadIdx.x;
-    uint32_t dig = 256, key = 0;
-    if (j >= src.lo && j < src.hi) {
-      key = src.key(j);
-      if ((key & mask) == prefix) dig = (key >> shift) & 255u;
-    }
-    const unsigned peers = __match_any_sync(0xffffffffu, dig);
-    const bool leader = dig < 256 && lane == __ffs(peers) - 1;
-    if (leader) atomicAdd(&sh.cnt[dig], (unsigned)__popc(peers));
-    if (kSums) {
-      const long long v = dig < 256 ? to_fixed(key_float(key), fscale) : 0;
-      unsigned leaders = __ballot_sync(0xffffffffu, leader);
-      if (__popc(leaders) <= 4) {  // few distinct digits: one warp sum per digit
-        while (leaders) {
-          const int l = __ffs(leaders) - 1;
-          leaders &= leaders - 1;
-          const uint32_t d = __shfl_sync(0xffffffffu, dig, l);
-          long long t = dig == d ? v : 0;
+  const int shift = sel_shift(pass);
+  const uint32_t dmask = (1u << sel_bits(pass)) - 1u;
+  constexpr int kB = 4;  // loads in flight per thread
+  for (int base = src.lo + (int)threadIdx.x; base < src.hi; base += kB * kT) {
+    uint32_t key[kB];
 #pragma unroll
-          for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-          if (lane == l) atomicAdd(&sh.sum[d], (unsigned long long)t);
-        }
-      } else if (dig < 256) {  // spread digits: little contention left
-        atomicAdd(&sh.sum[dig], (unsigned long long)v);
-      }
+    for (int b = 0; b < kB; ++b) key[b] = base + b * kT < src.hi ? src.key(base + b * kT) : 0u;
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      if (base + b * kT >= src.hi || (key[b] & mask) != prefix) continue;
+      const uint32_t d = (key[b] >> shift) & dmask;
+      atomicAdd(&sh.cnt[d], 1u);
+      if (kSums) atomic_add64_split(&sh.sum_lo[d], &sh.sum_hi[d], to_fixed(key_float(key[b]), fscale));
     }
   }
   __syncthreads();
@@ -101,40 +109,47 @@ __device__ __forceinline__ long long warp_inclusive_scan64(long long v) {
   return v;
 }
 
-// Warp 0: walk digits 255..0 (largest values first); find the first digit where the running measure (counts, or
-// fixed-point mass when kSums) reaches `target`, starting from base_cnt/base_sum (everything above the current
-// prefix). Lane l owns digits 255-8l .. 248-8l; buckets of one lane share a sign, so mass is monotone inside.
-template <bool kSums>
-__device__ void radix_walk(SelectShared& sh, double target, long long base_cnt, long long base_sum) {
-  if (threadIdx.x >= 32) return;
-  const int lane = threadIdx.x;
-  long long c[8], s[8], tc = 0, ts = 0;
+// Block-wide walk over the digits in descending order: finds the first digit where the running measure (counts,
+// or fixed-point mass when kSums), starting from base_cnt/base_sum (everything above the current prefix),
+// reaches `target`. Thread t owns descending positions [t*kPer, (t+1)*kPer). Returns false if none does.
+template <bool kSums, int kT>
+__device__ bool radix_walk(SelectShared& sh, double target, long long base_cnt, long long base_sum) {
+  constexpr int kPer = kSelBuckets / kT;
+  static_assert(kSelBuckets % kT == 0, "threads must divide the bucket count");
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  long long c[kPer], s[kPer], tc = 0, ts = 0;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const int d = 255 - 8 * lane - i;
+  for (int i = 0; i < kPer; ++i) {
+    const int d = kSelBuckets - 1 - (tid * kPer + i);
     c[i] = sh.cnt[d];
-    s[i] = kSums ? (long long)sh.sum[d] : c[i];
+    s[i] = kSums ? bucket_sum(sh, d) : c[i];
     tc += c[i]; ts += s[i];
   }
   const long long ic = warp_inclusive_scan64(tc), is = warp_inclusive_scan64(ts);
+  if (lane == 31) { sh.wc[warp] = ic; sh.ws[warp] = is; }
+  if (tid == 0) sh.first = 0x7fffffff;
+  __syncthreads();
   long long ac = base_cnt + ic - tc, as = (kSums ? base_sum : base_cnt) + is - ts;
-  const unsigned hits = __ballot_sync(0xffffffffu, (double)(as + ts) >= target);
-  if (hits == 0) { if (lane == 0) sh.found = 0; return; }
-  if (lane != __ffs(hits) - 1) return;
-  sh.found = 0;
+  for (int w = 0; w < warp; ++w) { ac += sh.wc[w]; as += sh.ws[w]; }
+  int first = 0x7fffffff;
+  long long fc = 0, fac = 0, fas = 0;
 #pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    if ((double)(as + s[i]) >= target) {
-      sh.found = 1; sh.digit = 255 - 8 * lane - i;
-      sh.above_cnt = ac; sh.above_sum = as; sh.digit_cnt = c[i];
-      return;
-    }
+  for (int i = 0; i < kPer; ++i) {
+    if (first == 0x7fffffff && (double)(as + s[i]) >= target) { first = tid * kPer + i; fc = c[i]; fac = ac; fas = as; }
     ac += c[i]; as += s[i];
   }
+  if (first != 0x7fffffff) atomicMin(&sh.first, first);
+  __syncthreads();
+  if (first != 0x7fffffff && first == sh.first) {
+    sh.digit = kSelBuckets - 1 - first; sh.digit_cnt = fc; sh.above_cnt = fac; sh.above_sum = fas;
+  }
+  __syncthreads();
+  return sh.first != 0x7fffffff;
 }
 
 // Tau count over raw masses a[0..n): smallest p with (sum of the p largest) >= tau * sum(a), p >= 1; n if never.
 // a_max and abs_total come from phase 0. `keys` (if non-null) is n words of shared memory to cache keys in.
+template <int kT>
 __device__ long long tau_count(const float* a, int n, double tau, float a_max, double abs_total, uint32_t* keys,
                                SelectShared& sh) {
   if (abs_total == 0.0) return 1;  // all zero: the first value already reaches tau * 0
@@ -142,35 +157,26 @@ __device__ long long tau_count(const float* a, int n, double tau, float a_max, d
   frexp(abs_total, &e);
   const double fscale = ldexp(1.0, 61 - e);  // sum |fixed| <= 2^61 + n/2: no overflow
   if (keys) {
-    for (int j = threadIdx.x; j < n; j += blockDim.x) keys[j] = float_key(a[j]);
+    for (int j = threadIdx.x; j < n; j += kT) keys[j] = float_key(a[j]);
     __syncthreads();
   }
   const KeySrc src{keys, a, 0, n};
   uint32_t prefix = 0, mask = 0;
   long long base_cnt = 0, base_sum = 0, dc = 0;
   double target = 0.0;
-  for (int pass = 0; pass < 4; ++pass) {
-    const int shift = 24 - 8 * pass;
-    radix_hist<true>(src, n, prefix, mask, shift, fscale, sh);
+  for (int pass = 0; pass < 3; ++pass) {
+    radix_hist<true, kT>(src, prefix, mask, pass, fscale, sh);
     if (pass == 0) {
-      if (threadIdx.x < 32) {
-        long long t = 0;
-        for (int d = threadIdx.x; d < 256; d += 32) t += (long long)sh.sum[d];
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) t += __shfl_xor_sync(0xffffffffu, t, o);
-        if (threadIdx.x == 0) sh.total = t;
-      }
-      __syncthreads();
-      target = tau * (double)sh.total;
+      long long t = 0;
+      for (int d = threadIdx.x; d < kSelBuckets; d += kT) t += bucket_sum(sh, d);
+      t = block_reduce(t, sh.lred, OpSum(), 0ll);
+      target = tau * (double)t;
       if ((double)to_fixed(a_max, fscale) >= target) return 1;
     }
-    radix_walk<true>(sh, target, base_cnt, base_sum);
-    __syncthreads();
-    if (!sh.found) return n;  // cumulative mass never reaches the target (tau > 1, or rounding at tau = 1)
-    base_cnt = sh.above_cnt; base_sum = sh.above_sum;
-    prefix |= (uint32_t)sh.digit << shift; mask |= 0xffu << shift;
-    dc = sh.digit_cnt;
-    __syncthreads();  // sh is rewritten by the next pass
+    if (!radix_walk<true, kT>(sh, target, base_cnt, base_sum)) return n;  // never reached (tau > 1)
+    base_cnt = sh.above_cnt; base_sum = sh.above_sum; dc = sh.digit_cnt;
+    prefix |= (uint32_t)sh.digit << sel_shift(pass);
+    mask |= ((1u << sel_bits(pass)) - 1u) << sel_shift(pass);
     if (dc == 1) return base_cnt + 1;
   }
   // prefix is now one exact value v > 0 shared by dc elements: take the fewest of them that reach the target.
@@ -183,18 +189,17 @@ __device__ long long tau_count(const float* a, int n, double tau, float a_max, d
 }
 
 // Key of the K-th largest candidate (0 < K < #candidates); `need` = how many candidates equal to it to take.
-__device__ uint32_t topk_threshold(const KeySrc& src, int n, long long K, long long& need, SelectShared& sh) {
+template <int kT>
+__device__ uint32_t topk_threshold(const KeySrc& src, long long K, long long& need, SelectShared& sh) {
   uint32_t prefix = 0, mask = 0;
   long long base = 0;
-  for (int pass = 0; pass < 4; ++pass) {
-    const int shift = 24 - 8 * pass;
-    radix_hist<false>(src, n, prefix, mask, shift, 0.0, sh);
-    radix_walk<false>(sh, (double)K, base, 0);
-    __syncthreads();
+  for (int pass = 0; pass < 3; ++pass) {
+    radix_hist<false, kT>(src, prefix, mask, pass, 0.0, sh);
+    radix_walk<false, kT>(sh, (double)K, base, 0);
     base = sh.above_cnt;
-    prefix |= (uint32_t)sh.digit << shift; mask |= 0xffu << shift;
     const long long dc = sh.digit_cnt;
-    __syncthreads();
+    prefix |= (uint32_t)sh.digit << sel_shift(pass);
+    mask |= ((1u << sel_bits(pass)) - 1u) << sel_shift(pass);
     if (base + dc == K) break;  // the whole bucket is taken: its lower bits do not matter
   }
   need = K - base;
@@ -212,6 +217,7 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
   float* out = a.norm_scores + set * a.n;
   int* ord = a.order + set * a.n;
   uint32_t* keys = (long long)dynamic_smem_bytes() >= 4ll * n ? zv_select_dyn : nullptr;
+  constexpr int kB = 4;  // global loads in flight per thread in the streaming loops
 
   // Phase 0: s_j = a_j / divisor (0 where the divisor is 0), optional pooling; norm_scores = pooled scores.
   auto norm = [&](int j) {
@@ -220,26 +226,40 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
   };
   const int half = (a.pool_kind != 0 && a.pool_size > 1) ? (int)(a.pool_size / 2) : 0;
   if (half > 0 && keys) {
-    for (int j = tid; j < n; j += kThreads) keys[j] = __float_as_uint(norm(j));
+    for (int b0 = tid; b0 < n; b0 += kB * kThreads) {
+      float v[kB];
+#pragma unroll
+      for (int b = 0; b < kB; ++b) v[b] = b0 + b * kThreads < n ? norm(b0 + b * kThreads) : 0.f;
+#pragma unroll
+      for (int b = 0; b < kB; ++b) if (b0 + b * kThreads < n) keys[b0 + b * kThreads] = __float_as_uint(v[b]);
+    }
     __syncthreads();
   }
   float a_max = neg_inf();
   double a_abs = 0.0;
-  for (int j = tid; j < n; j += kThreads) {
-    float v;
-    if (half == 0) {
-      v = norm(j);
-    } else {
+  for (int b0 = tid; b0 < n; b0 += kB * kThreads) {
+    float v[kB], raw[kB];
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      const int j = b0 + b * kThreads;
+      raw[b] = j < n && a.mode == 0 ? cm[j] : 0.f;
+      if (j >= n) { v[b] = 0.f; continue; }
+      if (half == 0) { v[b] = norm(j); continue; }
       const int lo = max(0, j - half), hi = min(n - 1, j + half);
-      v = a.pool_kind == 1 ? neg_inf() : 0.f;
+      float acc = a.pool_kind == 1 ? neg_inf() : 0.f;
       for (int i = lo; i <= hi; ++i) {
         const float x = keys ? __uint_as_float(keys[i]) : norm(i);
-        v = a.pool_kind == 1 ? fmaxf(v, x) : v + x;
+        acc = a.pool_kind == 1 ? fmaxf(acc, x) : acc + x;
       }
-      if (a.pool_kind != 1) v /= (float)(hi - lo + 1);
+      v[b] = a.pool_kind == 1 ? acc : acc / (float)(hi - lo + 1);
     }
-    out[j] = v;
-    if (a.mode == 0) { a_max = fmaxf(a_max, cm[j]); a_abs += fabs((double)cm[j]); }
+#pragma unroll
+    for (int b = 0; b < kB; ++b) {
+      if (b0 + b * kThreads >= n) continue;
+      out[b0 + b * kThreads] = v[b];
+      a_max = fmaxf(a_max, raw[b]);
+      a_abs += fabs((double)raw[b]);
+    }
   }
   __syncthreads();  // out[] complete and the key cache free again
 
@@ -248,7 +268,7 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
   if (a.mode == 0) {
     a_max = block_max(a_max, sh.fred);
     a_abs = block_sum(a_abs, sh.dred);
-    p = tau_count(cm, n, a.amount, a_max, a_abs, keys, sh);
+    p = tau_count<kThreads>(cm, n, a.amount, a_max, a_abs, keys, sh);
   } else if (a.mode == 1) {
     p = min((long long)n, max(1ll, (long long)ceil(a.amount * (double)n)));
   } else if (a.mode == 2) {
@@ -273,31 +293,51 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
       __syncthreads();
     }
     const KeySrc src{keys, out, kf, n - kl};
-    vkey = topk_threshold(src, n, K, need, sh);
+    vkey = topk_threshold<kThreads>(src, K, need, sh);
   }
 
-  // order[]: selected ascending, then unselected ascending. One packed scan per chunk counts, before each j,
-  // the forced-or-above-threshold candidates (low 16 bits) and the ties at the threshold (high 16 bits);
-  // ties are taken lowest position first.
+  // order[]: selected ascending, then unselected ascending. Each thread takes kE consecutive positions of a
+  // chunk; one packed block scan per chunk counts, before each thread, the forced-or-above-threshold candidates
+  // (low 16 bits) and the ties at the threshold (high 16 bits); ties are taken lowest position first.
+  constexpr int kE = 8;
+  static_assert(kE * kThreads < (1 << 16), "chunk counts must fit 16 bits");
+  const bool need_keys = !take_all && !take_none;
   int carry_gf = 0, carry_eq = 0;
-  for (int base = 0; base < n; base += kThreads) {
-    const int j = base + tid;
-    const bool valid = j < n, forced = valid && (j < kf || j >= n - kl);
-    bool gt = false, eq = false;
-    if (valid && !forced && !take_none) {
-      if (take_all) {
-        gt = true;
-      } else {
-        const uint32_t k = keys ? keys[j] : float_key(out[j]);
-        gt = k > vkey; eq = k == vkey;
-      }
+  for (int cbase = 0; cbase < n; cbase += kE * kThreads) {
+    const int j0 = cbase + tid * kE;
+    uint32_t k[kE];
+    if (need_keys && keys && j0 + kE <= n) {
+      const uint4 x = *reinterpret_cast<const uint4*>(keys + j0), y = *reinterpret_cast<const uint4*>(keys + j0 + 4);
+      k[0] = x.x; k[1] = x.y; k[2] = x.z; k[3] = x.w; k[4] = y.x; k[5] = y.y; k[6] = y.z; k[7] = y.w;
+    } else {
+#pragma unroll
+      for (int e = 0; e < kE; ++e)
+        k[e] = need_keys && j0 + e < n ? (keys ? keys[j0 + e] : float_key(out[j0 + e])) : 0u;
+    }
+    unsigned gf = 0, eq = 0;  // per-element flags as bit masks
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      const int j = j0 + e;
+      if (j >= n) continue;
+      const bool forced = j < kf || j >= n - kl;
+      const bool g = forced || (!take_none && (take_all || k[e] > vkey));
+      const bool q = !forced && need_keys && k[e] == vkey;
+      gf |= (g ? 1u : 0u) << e;
+      eq |= (q ? 1u : 0u) << e;
     }
     int total;
-    const int ex = block_exclusive_scan((forced || gt ? 1 : 0) | (eq ? 1 << 16 : 0), sh.scan, total);
-    const int gf_before = carry_gf + (ex & 0xffff), eq_before = carry_eq + (ex >> 16);
-    const bool sel = forced || gt || (eq && eq_before < need);
-    const int sel_before = gf_before + (int)min((long long)eq_before, need);
-    if (valid) ord[sel ? sel_before : count + (j - sel_before)] = j;
+    const int ex = block_exclusive_scan(__popc(gf) | (__popc(eq) << 16), sh.scan, total);
+    int gf_before = carry_gf + (ex & 0xffff), eq_before = carry_eq + (ex >> 16);
+#pragma unroll
+    for (int e = 0; e < kE; ++e) {
+      const int j = j0 + e;
+      if (j >= n) break;
+      const bool g = (gf >> e) & 1u, q = (eq >> e) & 1u;
+      const bool sel = g || (q && eq_before < need);
+      const int sel_before = gf_before + (int)min((long long)eq_before, need);
+      ord[sel ? sel_before : count + (j - sel_before)] = j;
+      gf_before += g; eq_before += q;
+    }
     carry_gf += total & 0xffff; carry_eq += total >> 16;
   }
   if (tid == 0) a.count[set] = count;

@@ -42,18 +42,20 @@ struct ZvAttnConfig {
   // mma.sync, 1 forces wgmma.
   static constexpr bool kWgmma = kMma && D % 64 == 0 && (WGMMA_ == 1 || (WGMMA_ == 0 && ARCH_ >= 90));
   // mma.sync: two m16 tiles per warp (BM=128 with 4 warps) halves the shared-memory traffic per MMA compared with
-  // one; d=256 keeps one (the O accumulator alone is 128 registers per thread). wgmma: one warpgroup per 64 rows.
+  // one; d=256 keeps one (the O accumulator alone is 128 registers per thread).
+  // wgmma: two warpgroups of 64 rows share each K/V tile; BN=64 keeps d<=128 within 128 registers, so two CTAs
+  // (16 warps) share an SM and one CTA's softmax overlaps the other's MMAs (measured on H100, d=128: 472 TFLOP/s
+  // vs 443 for 128x128 with one CTA per SM).
   static constexpr int BM = BM_ ? BM_ : (kMma ? (D <= 128 || kWgmma ? 128 : 64) : 64);
-  static constexpr int BN = BN_ ? BN_ : (kWgmma && D <= 128 ? 128 : kMma ? 64 : 32);
+  static constexpr int BN = BN_ ? BN_ : (kMma ? 64 : 32);
   static constexpr int WARPS = WARPS_ ? WARPS_ : (kWgmma ? BM / 16 : 4);
-  static constexpr int MINB = MINB_ ? MINB_ : (kMma && !kWgmma && D <= 64 ? 2 : 1);
+  static constexpr int MINB = MINB_ ? MINB_ : (kMma && D <= (kWgmma ? 128 : 64) ? 2 : 1);
   static constexpr int kThreads = WARPS * 32;
   static constexpr int MT = BM / (16 * WARPS);
   static constexpr int kStride = D + 8;  // mma.sync smem row pitch (elements): +16 B makes 8 consecutive rows hit
                                          // 8 distinct 16-byte bank groups, so ldmatrix is conflict-free.
   static constexpr int kRowBytes = kWgmma ? D * 2 : kStride * 2;  // wgmma: 128-byte-swizzled panels, no padding
-  static constexpr int kAlign = kWgmma ? 1024 : 0;               // swizzle atoms need 1024-byte alignment
-  static constexpr int kSmemBytes = kMma ? kAlign + (BM + 2 * BN) * kRowBytes + 4 * BN * 4 : 0;
+  static constexpr int kSmemBytes = kMma ? (BM + 2 * BN) * kRowBytes + 4 * BN * 4 : 0;
 
   static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16 in [16, 256]");
   static_assert(!kMma || (BM % (16 * WARPS) == 0 && MT >= 1), "BM must be a multiple of 16 * WARPS");
@@ -70,10 +72,17 @@ __device__ __forceinline__ int zv_attn_tile_off(int r, int c) {
   else return r * Cfg::kRowBytes + c * 16;
 }
 
+// Hide a value from loop-invariant code motion (cheap recomputation beats a register pinned across the loop).
+__device__ __forceinline__ int zv_attn_opaque(int x) {
+  asm volatile("" : "+r"(x));
+  return x;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
-// Per-CTA task: which head, which selection set, which row block. Grid = (ceil(n / BM), Hq); row blocks run in
-// reverse (heaviest causal blocks first, cheap zero-fill blocks last per head; heads in y keep one head's K/V hot
-// in L2 while its row blocks run).
+// Per-CTA task: which head, which selection set, which row block. Grid = (ceil(n / BM), Hq). Block ids are
+// remapped so that row blocks run heaviest first (causal work grows with the row index) across a chunk of heads
+// whose K/V fit in about half of L2 (all heads at small n: a short, light tail; one head at a time at large n:
+// its K/V stay hot in L2 while all its row blocks run). Zero-fill blocks (past count) come last.
 // ---------------------------------------------------------------------------------------------------------------
 template <class T>
 struct ZvAttnTask {
@@ -83,17 +92,30 @@ struct ZvAttnTask {
   T *o, *kc, *vc;      // o[h], k_cache[kv], v_cache[kv]
 };
 
+// Remapped (head, row block) of this CTA. `salt` (0) is passed through an opaque move so that a second call is
+// recomputed rather than CSE'd with the first, which would pin its results in registers across the key loop.
+template <class T>
+__device__ __forceinline__ int2 zv_attn_block(const ZvSparseArgs& a, int salt) {
+  constexpr long long kL2Budget = 24ll << 20;  // bytes of K+V per chunk of heads
+  const int nb = gridDim.x, H = gridDim.y;
+  const int hc = (int)max(1ll, min((long long)H, kL2Budget / max(1ll, a.n * a.d * (long long)sizeof(T) * 2)));
+  const int bid = blockIdx.y * nb + blockIdx.x + zv_attn_opaque(salt), chunk = bid / (nb * hc), h0 = chunk * hc;
+  const int hcount = min(hc, H - h0), rem = bid - chunk * nb * hc;
+  return make_int2(h0 + rem % hcount, nb - 1 - rem / hcount);
+}
+
 template <class T, int BM>
 __device__ __forceinline__ ZvAttnTask<T> zv_attn_task(const ZvSparseArgs& a) {
   ZvAttnTask<T> t;
+  const int2 blk = zv_attn_block<T>(a, 0);
   t.n = (int)a.n;
-  t.h = blockIdx.y;
+  t.h = blk.x;
+  t.row0 = blk.y * BM;
   t.g = (int)(a.Hq / a.Hkv);
   t.kv = t.h / t.g;
   const int s = a.per_kv_head ? t.kv : 0;
   t.order = a.order + (long long)s * t.n;
   t.count = min(max(__ldg(a.count + s), 0), t.n);
-  t.row0 = (gridDim.x - 1 - blockIdx.x) * BM;
   const long long hd = (long long)t.n * a.d;
   t.q = static_cast<const T*>(a.q) + t.h * hd;
   t.k = static_cast<const T*>(a.k) + t.kv * hd;
@@ -140,11 +162,6 @@ __device__ __forceinline__ void zv_attn_cp_async_4(void* smem, const void* gmem,
 
 template <bool B> struct ZvAttnTag { static constexpr bool value = B; };
 
-// Index mask of the compacted problem: key j is visible from query i when j <= i (causal) or j < count.
-template <class Variant>
-__device__ __forceinline__ bool zv_attn_index_visible(int i, int j, int count) {
-  return Variant::kAttnCausal ? j <= i : j < count;
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Tensor-core path (f16 / bf16). Per warp: MT m16 tiles of query rows (rows wrow..wrow+16*MT). The GEMMs are
@@ -180,8 +197,7 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, tq = lane & 3;
-  unsigned char* sQ = smem_raw;
-  if constexpr (Cfg::kAlign > 0) sQ += (Cfg::kAlign - zv::smem_u32(smem_raw) % Cfg::kAlign) % Cfg::kAlign;
+  unsigned char* sQ = smem_raw;  // 1024-byte aligned for wgmma (see zv_sparse_attn)
   unsigned char* sK = sQ + BM * Cfg::kRowBytes;
   unsigned char* sV = sK + BN * Cfg::kRowBytes;
   // Gathered key positions, a ring of 4 tiles: positions of tile jt-2 are fetched (cp.async) together with K tile
@@ -250,9 +266,11 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   const unsigned char* q_frag = sQ + ((wrow + a_off) * Cfg::kStride + a_col) * 2;
   const unsigned char* k_frag = sK + (b_row * Cfg::kStride + b_col) * 2;
   const unsigned char* v_frag = sV + (a_off * Cfg::kStride + a_col) * 2;
-  // wgmma: shared addresses of the tiles; this warp's warpgroup owns Q rows wrow & ~63 .. +64.
-  const uint32_t q_u32 = zv::smem_u32(sQ), k_u32 = zv::smem_u32(sK), v_u32 = zv::smem_u32(sV);
-  (void)q_frag; (void)k_frag; (void)v_frag; (void)q_u32; (void)k_u32; (void)v_u32;
+  // wgmma: tile descriptors; this warp's warpgroup owns Q rows wrow & ~63 .. +64.
+  const uint64_t q_desc = zv_wgmma_tile_desc_kmajor(zv::smem_u32(sQ) + (wrow & ~63) * 128);
+  const uint64_t k_desc = zv_wgmma_tile_desc_kmajor(zv::smem_u32(sK));
+  const uint64_t v_desc = zv_wgmma_tile_desc_mnmajor<BN>(zv::smem_u32(sV));
+  (void)q_frag; (void)k_frag; (void)v_frag; (void)q_desc; (void)k_desc; (void)v_desc;
 
   // Query positions of this lane's 2*MT rows (only read by score_mod / attn_mask; dead code otherwise, which is
   // why zv_attn_pos is a plain load: __ldg is asm volatile and would survive dead-code elimination).
@@ -283,11 +301,11 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
     float s[MT][NT][4];
     if constexpr (kWgmma) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      const uint64_t qd = zv_wgmma_opaque(q_desc), kd = zv_wgmma_opaque(k_desc);
       zv_wgmma_fence();
 #pragma unroll
       for (int kk = 0; kk < KT; ++kk)
-        ZvWgmma<BN>::template ss<T, 0>(s[0], zv_wgmma_desc_kmajor<BM>(q_u32, wrow & ~63, kk),
-                                       zv_wgmma_desc_kmajor<BN>(k_u32, 0, kk), kk);
+        ZvWgmma<BN>::template ss<T, 0>(s[0], zv_wgmma_desc_kmajor<BM>(qd, 0, kk), zv_wgmma_desc_kmajor<BN>(kd, 0, kk), kk);
       zv_wgmma_commit();
       zv_wgmma_wait<0>();
       zv_wgmma_fence_regs(s[0]);
@@ -325,19 +343,20 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
     const int* kpos_tile = idx_slot(jt);
 
     // Scores -> log2 domain with score_mod and masks; online softmax per row half (g, g+8).
+    float alphas[MT][2];  // rescale factors of O, applied once S is dead (lower register peak)
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
-        const int qi = row0 + wrow + mt * 16 + hh * 8 + g;
+        // Index mask: key column jt*BN + c is visible iff c <= lim (causal: key <= query; else key < count).
+        const int lim = (Variant::kAttnCausal ? row0 + wrow + mt * 16 + hh * 8 + g : count - 1) - jt * BN - 2 * tq;
         float mx = m_run[mt][hh];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
-            const int kj = jt * BN + nt * 8 + 2 * tq + e;
             const long long kpos = kpos_tile[nt * 8 + 2 * tq + e];
-            bool vis = !kIndexMask || zv_attn_index_visible<Variant>(qi, kj, count);
+            bool vis = !kIndexMask || nt * 8 + e <= lim;
             if (!kMaskTrivial) vis = vis && Variant::attn_mask(qpos[mt][hh], kpos, n_ll, prm);
             float& x = s[mt][nt][hh * 2 + e];
             x = vis ? Variant::score_mod(x * scale, qpos[mt][hh], kpos, n_ll, prm) * zv::kLog2e : zv::neg_inf();
@@ -360,11 +379,7 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
           }
         }
         l_run[mt][hh] = l_run[mt][hh] * alpha + rs;
-#pragma unroll
-        for (int dt = 0; dt < DT; ++dt) {
-          acc[mt][dt][hh * 2] *= alpha;
-          acc[mt][dt][hh * 2 + 1] *= alpha;
-        }
+        alphas[mt][hh] = alpha;
       }
     }
 
@@ -375,20 +390,30 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
       a[2] = zv::pack2<T>(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
       a[3] = zv::pack2<T>(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
     };
+    auto rescale_o = [&]() {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int dt = 0; dt < DT; ++dt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[mt][dt][e] *= alphas[mt][e >> 1];
+    };
     if constexpr (kWgmma) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
       uint32_t pa[BN / 16][4];  // all k16 steps are in flight at once: their A registers must stay live
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) p_frag(pa[kk], kk, 0);
+      rescale_o();
+      const uint64_t vd = zv_wgmma_opaque(v_desc);
       zv_wgmma_fence();  // acc was rescaled by ordinary instructions
 #pragma unroll
-      for (int kk = 0; kk < BN / 16; ++kk)
-        ZvWgmma<D>::template rs<T, 1>(acc[0], pa[kk], zv_wgmma_desc_mnmajor<BN>(v_u32, kk));
+      for (int kk = 0; kk < BN / 16; ++kk) ZvWgmma<D>::template rs<T, 1>(acc[0], pa[kk], zv_wgmma_desc_mnmajor<BN>(vd, kk));
       zv_wgmma_commit();
       zv_wgmma_wait<0>();
       zv_wgmma_fence_regs(acc[0]);
 #endif
     } else {
+      rescale_o();
 #pragma unroll
       for (int kk = 0; kk < BN / 16; ++kk) {
         uint32_t pa[MT][4];
@@ -434,13 +459,15 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
     }
   }
   __syncwarp();
+  // Output head pointer re-derived here (cheap) rather than kept live across the key loop.
+  T* const o_head = static_cast<T*>(args.o) + zv_attn_block<T>(args, 0).x * (long long)n * D;
 #pragma unroll
   for (int idx = lane; idx < MT * 16 * CH; idx += 32) {
     const int r = idx / CH, c = idx % CH, i = row0 + wrow + r;
     if (i >= n) continue;
     const uint4 val = i < count ? *reinterpret_cast<const uint4*>(sQ + zv_attn_tile_off<Cfg, BM>(wrow + r, c))
                                 : make_uint4(0, 0, 0, 0);
-    zv::st16(reinterpret_cast<uint4*>(t.o + (long long)__ldg(t.order + i) * D) + c, val);
+    zv::st16(reinterpret_cast<uint4*>(o_head + (long long)__ldg(t.order + i) * D) + c, val);
   }
 }
 
@@ -517,11 +544,14 @@ __device__ __forceinline__ void zv_sparse_attn_simt(const ZvSparseArgs& args) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Entry. Launch: grid (ceil(n / Cfg::BM), Hq), block Cfg::kThreads, dynamic smem Cfg::kSmemBytes (needs the
-// max-dynamic-smem attribute when > 48 KB). args.d must equal Cfg::D (otherwise the kernel does nothing).
+// max-dynamic-smem attribute when > 48 KB), `smem` = extern __shared__ __align__(1024) array. args.d must equal
+// Cfg::D (otherwise the kernel does nothing).
 // ---------------------------------------------------------------------------------------------------------------
 template <class Variant, class Cfg>
 __device__ __forceinline__ void zv_sparse_attn(const ZvSparseArgs& args, unsigned char* smem) {
   if (args.d != Cfg::D || args.Hkv <= 0 || args.Hq % args.Hkv != 0) return;
+  // The wgmma descriptors assume 1024-byte-aligned swizzle panels: declare the extern smem __align__(1024).
+  if (Cfg::kWgmma && zv::smem_u32(smem) % 1024 != 0) __trap();
   if constexpr (Cfg::kMma) zv_sparse_attn_mma<Variant, Cfg>(args, smem);
   else zv_sparse_attn_simt<Variant, Cfg>(args);
 }

@@ -64,6 +64,17 @@ fn forced(j: u32) -> bool {
 // (softmax/sigmoid mass); returns a value only meaningful in thread 0.
 fn tau_count(t: u32, base: u32) -> u32 {
   let n = args.n;
+  if (args.amount >= 1.0) {
+    // tau = 1: the sorted cumulative sum first reaches the total at the last positive mass, so p = #(a > 0).
+    // Counted exactly here because float sums in another order may miss the total by an ulp.
+    if (t == 0u) { atomicStore(&hist[0], 0u); }
+    workgroupBarrier();
+    var c = 0u;
+    for (var j = t; j < n; j += SELECT_WG) { c += select(0u, 1u, colmass[base + j] > 0.0); }
+    atomicAdd(&hist[0], c);
+    workgroupBarrier();
+    return max(atomicLoad(&hist[0]), 1u);
+  }
   var prefix = 0u;
   var above_sum = 0.0;
   var above_cnt = 0u;
