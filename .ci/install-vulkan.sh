@@ -19,7 +19,7 @@ print_env() {
   echo "export VK_ICD_FILENAMES=$icd"
   echo "export VK_DRIVER_FILES=$icd"
   # A private runtime dir silences Mesa/XDG warnings on headless machines.
-  echo "export XDG_RUNTIME_DIR=\${XDG_RUNTIME_DIR:-/tmp/xdg-\$(id -u)}"
+  echo "export XDG_RUNTIME_DIR=\${XDG_RUNTIME_DIR:-/tmp/xdg-\$(id -u)}; mkdir -p -m 700 \"\$XDG_RUNTIME_DIR\""
 }
 
 # Mesa >= 24 is what Dawn accepts; Debian 12 main ships 22.3.

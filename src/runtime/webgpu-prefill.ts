@@ -2,18 +2,14 @@
 // between stages: the kept count is produced and consumed on the GPU, never read back, so stage times are the
 // device's own. Plus a bench helper that times sparse attention alone and reports TFLOP/s.
 import {
-  type AttnBuffers, decodeSplits, elemDecode, elemOutput, elemUpload, makeContext, opt, planAttention, planDecode,
-  planProbe, planSelect, type SelectOptions, type StagePlan, type WgslConfig, type WgslVariant,
+  type AttnBuffers, decodeSplits, elemDecode, elemOutput, elemUpload, expectLength, makeContext, opt, planAttention,
+  planDecode, planProbe, planSelect, type SelectOptions, type StagePlan, type WgslConfig, type WgslStageOptions,
 } from "../backends/wgsl/stages.ts";
 import { toF16 } from "./webgpu-data.ts";
 import type { PassTimer, ZvGpu } from "./webgpu.ts";
 
-interface Common { params?: Float32Array; variant?: WgslVariant; useF16?: boolean; config?: Partial<WgslConfig> }
-function expectLength(name: string, a: { length: number }, want: number): void {
-  if (a.length !== want) throw new RangeError(`${name} has ${a.length} elements, expected ${want}`);
-}
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN;
-export interface PrefillChainSpec extends Common {
+export interface PrefillChainSpec extends WgslStageOptions {
   Hq: number; Hkv: number; n: number; d: number; m: number; scale: number; perKvHead: boolean;
   select: SelectOptions;
   /** Also run one decode step over the pruned cache (length = count[0] read on the device). Per-layer sets only. */

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "zv_sparse_attn.cuh"
@@ -111,14 +112,19 @@ static const char* kDtName[] = {"f16", "bf16", "f32"};
 static int dt_size(DType t) { return t == F32 ? 4 : 2; }
 
 // ARCH 80: mma.sync path; ARCH 90: wgmma path where it applies (16-bit, d % 64 == 0), else mma.sync / SIMT.
+// ARCH 91: arch 90 with explicit configs {BM: d <= 128 ? 128 : 64, BN: 64, warps: 4} (an explicit mma.sync-shaped
+// geometry: keeps mma.sync, except d=256 whose BM = 16 * warps runs wgmma with one warpgroup).
+template <class T, int D, int ARCH>
+using HarnessCfg = std::conditional_t<ARCH == 91, ZvAttnConfig<T, D, D <= 128 ? 128 : 64, 64, 4, D <= 64 ? 2 : 1, 90>,
+                                      ZvAttnConfig<T, D, 0, 0, 0, 0, ARCH>>;
 template <class V, class T, int ARCH>
 static bool launch_dim(const ZvSparseArgs& a, int d) {
   switch (d) {
-    case 64: launch<V, ZvAttnConfig<T, 64, 0, 0, 0, 0, ARCH>>(a); return true;
-    case 80: launch<V, ZvAttnConfig<T, 80, 0, 0, 0, 0, ARCH>>(a); return true;
-    case 96: launch<V, ZvAttnConfig<T, 96, 0, 0, 0, 0, ARCH>>(a); return true;
-    case 128: launch<V, ZvAttnConfig<T, 128, 0, 0, 0, 0, ARCH>>(a); return true;
-    case 256: launch<V, ZvAttnConfig<T, 256, 0, 0, 0, 0, ARCH>>(a); return true;
+    case 64: launch<V, HarnessCfg<T, 64, ARCH>>(a); return true;
+    case 80: launch<V, HarnessCfg<T, 80, ARCH>>(a); return true;
+    case 96: launch<V, HarnessCfg<T, 96, ARCH>>(a); return true;
+    case 128: launch<V, HarnessCfg<T, 128, ARCH>>(a); return true;
+    case 256: launch<V, HarnessCfg<T, 256, ARCH>>(a); return true;
   }
   return false;
 }
@@ -128,6 +134,10 @@ static bool launch_any(const ZvSparseArgs& a, DType dt, int d, int arch) {
   if (arch == 90) {
     if (dt == F16) return launch_dim<V, __half, 90>(a, d);
     if (dt == BF16) return launch_dim<V, __nv_bfloat16, 90>(a, d);
+  }
+  if (arch == 91 && std::is_same_v<V, VCausal>) {
+    if (dt == F16) return launch_dim<V, __half, 91>(a, d);
+    if (dt == BF16) return launch_dim<V, __nv_bfloat16, 91>(a, d);
   }
 #endif
   if (dt == F16) return launch_dim<V, __half, 80>(a, d);
@@ -188,7 +198,7 @@ struct Case {
   int count_mode;  // 0: 1, 1: n, 2: ~30%
   int per_kv_head;
   int sample_rows;  // 0: check every selected row, else this many per head
-  int arch;         // 80: mma.sync path, 90: wgmma path (where it applies)
+  int arch;         // 80: mma.sync path, 90: wgmma path (where it applies), 91: explicit 4-warp configs on sm_90
 };
 static const char* kVarName[] = {"causal", "causal-generic", "window+softcap", "full"};
 
@@ -410,6 +420,10 @@ int main(int argc, char** argv) {
     cases.push_back(c);
     if (ZV_HARNESS_WGMMA && c.dt != F32 && c.d % 64 == 0) {
       c.arch = 90;
+      cases.push_back(c);
+    }
+    if (ZV_HARNESS_WGMMA && c.dt != F32 && c.variant == 0 && (c.n == 127 || c.n == 2880)) {
+      c.arch = 91;  // the explicit 4-warp configs a scheduler may pass on sm_90
       cases.push_back(c);
     }
   };

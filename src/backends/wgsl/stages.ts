@@ -75,15 +75,17 @@ export function chooseConfig(limits: ZvLimits, headDim: number, software = false
   while (probeQChunk > 1 && 4 * (probeQChunk * headDim + 2 * probeWorkgroup) > smem) probeQChunk >>= 1;
   let selectWorkgroup = pow2Floor(Math.min(256, inv));
   while (selectWorkgroup > 16 && 4 * (16 * selectWorkgroup + 256 + 2 * selectWorkgroup + 1) > smem) selectWorkgroup >>= 1;
-  const tpr = [8, 4, 2, 1].find((t) => headDim % t === 0) ?? 1;
+  const tpr = [8, 4, 2, 1].find((t) => (headDim / 4) % t === 0) ?? 1; // lanes own vec4 chunks of the row
   // Largest tiles first; the 32-row tile needs > 32 KiB at d = 128 (H100: 48 KiB), software adapters take 16 x 16.
-  const tiles: [number, number][] = [[32, 16], [16, 32], [16, 16], [8, 16], [8, 8], [4, 8], [2, 4], [1, 2]];
-  const fits = ([bq, bk]: [number, number]): boolean =>
-    bq * tpr <= inv && 4 * ((bq + 2 * bk) * headDim + bq * bk + bq + bk) <= smem;
-  const [attnBQ, attnBK] = tiles.find(fits) ?? [1, 1];
+  const tiles: [number, number][] = [[32, 16], [16, 32], [16, 16], [8, 16], [8, 8], [4, 8], [2, 8], [1, 8]];
+  const fits = ([bq, bk]: [number, number]): boolean => bk % tpr === 0 && bq * tpr <= inv && attnSmem(bq, bk, headDim) <= smem;
+  const [attnBQ, attnBK] = tiles.find(fits) ?? [1, tpr];
   const decodeWorkgroup = pow2Floor(Math.min(Math.max(64, headDim), inv));
   return { probeWorkgroup, probeQChunk, selectWorkgroup, selectItems: 4, attnBQ, attnBK, attnTPR: tpr, decodeWorkgroup, rollLoops: software };
 }
+
+/** Workgroup bytes of sparse_attention (lib/attention.wgsl: q/k rows padded by one vec4, scores by one float). */
+const attnSmem = (bq: number, bk: number, d: number): number => 4 * ((bq + bk) * (d + 4) + bk * d + bq * (bk + 1) + bq + bk);
 
 // ---- rendering ------------------------------------------------------------------------------------------------
 const TEMPLATE_DIR = new URL("../../../templates/wgsl/", import.meta.url);
@@ -122,6 +124,9 @@ const CANONICAL_HOOKS: Required<WgslVariant> = { ...ZIPVL_WGSL_VARIANT, probeMas
 export function makeContext(dev: ZvGpu, o: { headDim: number; useF16?: boolean; variant?: WgslVariant; config?: Partial<WgslConfig>; kernelName?: string }): WgslContext {
   const variant: Required<WgslVariant> = { keepIf: "false", ...(o.variant ?? ZIPVL_WGSL_VARIANT) };
   const config = { ...chooseConfig(dev.limits, o.headDim, dev.info.isSoftware), ...o.config };
+  if (o.headDim > 0 && (o.headDim % 4 !== 0 || (o.headDim / 4) % config.attnTPR !== 0 || config.attnBK % config.attnTPR !== 0)) {
+    throw new RangeError(`headDim ${o.headDim} must be a multiple of 4, and attnTPR ${config.attnTPR} must divide headDim / 4 and attnBK ${config.attnBK}`);
+  }
   return { kernelName: o.kernelName ?? "zipvl", headDim: o.headDim, useF16: o.useF16 === true && dev.hasF16, config, variant };
 }
 
@@ -231,7 +236,7 @@ const output = (dev: ZvGpu, bytes: number, label: string): GPUBuffer => {
 };
 const paramsBuffer = (dev: ZvGpu, params?: Float32Array): GPUBuffer => dev.buffer(params && params.length > 0 ? params : new Float32Array(1), "P");
 
-function expectLength(name: string, a: { length: number }, want: number): void {
+export function expectLength(name: string, a: { length: number }, want: number): void {
   if (a.length !== want) throw new RangeError(`${name} has ${a.length} elements, expected ${want}`);
 }
 
@@ -251,8 +256,9 @@ async function runAndRead(dev: ZvGpu, what: string, plans: StagePlan[], outs: GP
   }
 }
 
-interface Common { params?: Float32Array; variant?: WgslVariant; useF16?: boolean; config?: Partial<WgslConfig> }
-export interface ProbeScoresArgs extends Common {
+/** Options every stage call takes: user parameters P, variant hooks, f16 storage request, config overrides. */
+export interface WgslStageOptions { params?: Float32Array; variant?: WgslVariant; useF16?: boolean; config?: Partial<WgslConfig> }
+export interface ProbeScoresArgs extends WgslStageOptions {
   q: Float32Array; k: Float32Array; probes: Int32Array;
   Hq: number; Hkv: number; n: number; d: number; m?: number; scale: number; perKvHead: boolean;
 }
@@ -294,7 +300,7 @@ export async function select(dev: ZvGpu, a: SelectArgs): Promise<{ normScores: F
   return { normScores: new Float32Array(ns!, 0, a.S * a.n), count: new Int32Array(cnt!, 0, a.S), order: new Int32Array(ord!, 0, a.S * a.n) };
 }
 
-export interface SparseAttentionArgs extends Common {
+export interface SparseAttentionArgs extends WgslStageOptions {
   q: Float32Array; k: Float32Array; v: Float32Array; order: Int32Array; count: Int32Array;
   Hq: number; Hkv: number; n: number; d: number; scale: number; perKvHead: boolean;
 }
@@ -318,7 +324,7 @@ export async function sparseAttention(dev: ZvGpu, a: SparseAttentionArgs): Promi
   return { o: elemDecode(ctx, o!, a.Hq * a.n * a.d), kCache: elemDecode(ctx, kc!, kvLen), vCache: elemDecode(ctx, vc!, kvLen) };
 }
 
-export interface DecodeStageArgs extends Common {
+export interface DecodeStageArgs extends WgslStageOptions {
   q: Float32Array; kCache: Float32Array; vCache: Float32Array; length: number;
   Hq: number; Hkv: number; d: number; scale: number; splits?: number;
 }

@@ -47,7 +47,7 @@ template <typename T, int D, class C, int kG>
 __device__ void decode_heads(const ZvDecodeArgs& a, DecodeShared<C, D>& sh, long long kv, long long h0, int gc,
                              long long lo, long long hi) {
   constexpr int kL = C::kL, kVPL = C::kVPL, kVec = C::kVec, kW = C::kWarps;
-  constexpr int kU = kVPL * kG >= 8 ? 2 : (kVPL * kG >= 4 ? 4 : 8);  // keys per lane group in flight
+  constexpr int kU = kVPL * kG >= 8 ? 1 : (kVPL * kG >= 4 ? 2 : 4);  // keys per lane group per batch (2 in flight)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % kL, grp = lane / kL;
   const long long stream = warp * C::kGroups + grp, nstreams = kW * C::kGroups;
   const float qscale = (float)a.scale * kLog2e;
@@ -72,21 +72,28 @@ __device__ void decode_heads(const ZvDecodeArgs& a, DecodeShared<C, D>& sh, long
   const size_t row0 = (size_t)kv * a.capacity;
   const T* kc = static_cast<const T*>(a.k_cache) + row0 * D;
   const T* vc = static_cast<const T*>(a.v_cache) + row0 * D;
-  for (long long b0 = lo; b0 < hi; b0 += kU * nstreams) {  // warp-uniform trip count (shuffles below)
-    uint4 kr[kU][kVPL], vr[kU][kVPL];
-    bool ok[kU];
+  // One batch = kU keys per lane group. Register double buffer: the next batch's K/V loads are in flight while
+  // the current batch is consumed (one CTA slice is only a few batches long, so each stall would be exposed).
+  struct Batch { uint4 kr[kU][kVPL], vr[kU][kVPL]; bool ok[kU]; };
+  const long long step = (long long)kU * nstreams;
+  auto load_batch = [&](long long b0, Batch& f) {
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const long long j = b0 + u * nstreams + stream;
-      ok[u] = j < hi;
+      f.ok[u] = j < hi;
 #pragma unroll
       for (int v = 0; v < kVPL; ++v) {
         const int vec = sub + v * kL;
-        const bool ld = ok[u] && vec < C::kRowVecs;
-        kr[u][v] = ld ? ld16_stream(kc + j * D + vec * kVec) : make_uint4(0, 0, 0, 0);
-        vr[u][v] = ld ? ld16_stream(vc + j * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+        const bool ld = f.ok[u] && vec < C::kRowVecs;
+        f.kr[u][v] = ld ? ld16_stream(kc + j * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+        f.vr[u][v] = ld ? ld16_stream(vc + j * D + vec * kVec) : make_uint4(0, 0, 0, 0);
       }
     }
+  };
+  auto consume = [&](const Batch& f) {
+    const auto& kr = f.kr;
+    const auto& vr = f.vr;
+    const auto& ok = f.ok;
     float s[kU][kG];
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
@@ -143,6 +150,18 @@ __device__ void decode_heads(const ZvDecodeArgs& a, DecodeShared<C, D>& sh, long
 #pragma unroll
             for (int e = 0; e < kVec; ++e) o[h][v][e] = fmaf(s[u][h], vf[e], o[h][v][e]);
       }
+  };
+  if (lo < hi) {  // warp-uniform trip counts (consume shuffles)
+    Batch fa, fb;
+    load_batch(lo, fa);
+    for (long long b0 = lo;; b0 += 2 * step) {
+      load_batch(b0 + step, fb);
+      consume(fa);
+      if (b0 + step >= hi) break;
+      load_batch(b0 + 2 * step, fa);
+      consume(fb);
+      if (b0 + 2 * step >= hi) break;
+    }
   }
 
   // Merge the lane groups of the warp (lanes with equal `sub`), then the warps through shared memory.
@@ -210,19 +229,35 @@ __device__ void decode_split_kernel(const ZvDecodeArgs& a) {
 }
 
 // grid (Hq), block kCombineThreads: o[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s (base 2); zero if empty.
+// The split weights are computed once into shared memory, then each thread streams its d-columns over the splits
+// with several loads in flight (a serial loop over splits was latency-bound).
 template <typename T, int D, class C>
 __device__ void decode_combine_kernel(const ZvDecodeArgs& a) {
+  constexpr int kMaxW = 1024;  // splits beyond this recompute their weight on the fly
+  __shared__ float w[kMaxW];
+  __shared__ float red[32];
   const long long h = blockIdx.x, splits = a.splits;
   const float* ml = a.part_ml + h * splits * 2;
-  float mx = neg_inf(), sum = 0.f;
-  for (long long s = 0; s < splits; ++s) mx = fmaxf(mx, ml[2 * s]);
+  float mx = neg_inf();
+  for (long long s = threadIdx.x; s < splits; s += blockDim.x) mx = fmaxf(mx, ml[2 * s]);
+  mx = block_max(mx, red);
+  float sum = 0.f;
   if (mx != neg_inf())
-    for (long long s = 0; s < splits; ++s) sum += ml[2 * s + 1] * fast_exp2(ml[2 * s] - mx);
+    for (long long s = threadIdx.x; s < splits; s += blockDim.x) {
+      const float ws = fast_exp2(ml[2 * s] - mx);  // 0 for empty splits (m = -inf)
+      if (s < kMaxW) w[s] = ws;
+      sum += ml[2 * s + 1] * ws;
+    }
+  sum = block_sum(sum, red);  // also orders the w[] writes before the reads below
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  const float* po = a.part_o + h * splits * D;
   for (int e = threadIdx.x; e < D; e += blockDim.x) {
     float acc = 0.f;
-    if (mx != neg_inf())
-      for (long long s = 0; s < splits; ++s) acc += a.part_o[(h * splits + s) * D + e] * fast_exp2(ml[2 * s] - mx);
+    if (mx != neg_inf()) {
+#pragma unroll 8
+      for (long long s = 0; s < splits; ++s)
+        acc += po[s * D + e] * (s < kMaxW ? w[s] : fast_exp2(ml[2 * s] - mx));
+    }
     static_cast<T*>(a.o)[h * D + e] = from_float<T>(acc * inv);
   }
 }

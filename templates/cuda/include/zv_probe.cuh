@@ -35,14 +35,18 @@ template <typename T, int D, int kWarpsCfg, int kMTCfg, int kNTCfg, int kRowsF32
 struct ProbeConfig {
   static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16, <= 256");
   static constexpr bool kTC = DType<T>::kTensorCore;
-  static constexpr int kWarps = kWarpsCfg > 0 ? kWarpsCfg : 4;
-  static constexpr int kMT = kMTCfg > 0 ? kMTCfg : (D > 128 ? 1 : 2);  // m16 tiles: Q fragments live in registers
-  static constexpr int kNT = kNTCfg > 0 ? kNTCfg : (D > 128 ? 2 : 4);  // n8 key tiles per warp iteration
+  // Defaults measured on H100/H200 (bf16, d=128, Hq=40, m=128; alternatives were 10-50% slower): 16 probe rows
+  // and 8 warps per CTA, 16-key tiles per warp (double-buffered), two CTAs per SM (128 registers). Small CTAs give
+  // more of them (balance over 132 SMs and across causal row blocks); more warps per row hide load latency.
+  // d = 256 keeps 4 warps and 8-key tiles to stay spill-free.
+  static constexpr int kWarps = kWarpsCfg > 0 ? kWarpsCfg : (kTC && D <= 128 ? 8 : 4);
+  static constexpr int kMT = kMTCfg > 0 ? kMTCfg : 1;                 // m16 tiles: Q fragments live in registers
+  static constexpr int kNT = kNTCfg > 0 ? kNTCfg : (D > 128 ? 1 : 2);  // n8 key tiles per warp iteration
   static constexpr int kRowsF32 = kRowsF32Cfg > 0 ? kRowsF32Cfg : 16;
   static constexpr int kBM = kTC ? 16 * kMT : kRowsF32;  // flattened probe rows per CTA
   static constexpr int kThreads = 32 * kWarps;
   // Occupancy hint for __launch_bounds__ (without one, ptxas capped some sm_80 builds at 128 registers and spilled).
-  static constexpr int kMinBlocks = kMinBlocksCfg > 0 ? kMinBlocksCfg : (kWarps >= 8 ? 1 : 8 / kWarps);
+  static constexpr int kMinBlocks = kMinBlocksCfg > 0 ? kMinBlocksCfg : (kWarps >= 16 ? 1 : 2);
 };
 
 // Host-mirrorable geometry: grid = (ceil(g*m / BM), Hkv, 1), block = (32*warps, 1, 1), no dynamic shared memory.
@@ -104,7 +108,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
 
   // Q fragments of this lane's rows gid and gid+8 of every m16 tile (k permuted, see header).
   uint32_t qa[kMT][kSteps][4];
-  long long qpos[kMT][2];
+  int qpos[kMT][2];  // positions fit 32 bits (n < 2^31); the hooks get them as long long
   bool rval[kMT][2];
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
@@ -127,30 +131,33 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
       }
     }
 
-  const long long kend = probe_key_end<V>(a, r0, kBM, g);
+  const int kend = (int)probe_key_end<V>(a, r0, kBM, g);
   const T* kbase = static_cast<const T*>(a.k) + (size_t)kv * n * D;
 
   // K fragments of keys [base, base + kTile) (zero past kend), and S = Q K^T for them: acc[mt][nt] holds rows
   // (gid, gid+8) x cols (2tig, 2tig+1).
   struct KFrag { uint4 full[kNT][kFull > 0 ? kFull : 1]; uint2 half[kNT]; };
-  auto load_tile = [&](long long base, KFrag& f) {
+  auto load_tile = [&](int base, KFrag& f) {
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) {
-      const long long key = base + nt * 8 + gid;
+      const int key = base + nt * 8 + gid;
       const bool ok = key < kend;
-      const T* src = kbase + (size_t)(ok ? key : 0) * D;
+      const T* src = kbase + (ok ? key : 0) * D + 8 * tig;  // 32-bit offset (n * D < 2^31) saves registers
 #pragma unroll
-      for (int c = 0; c < kFull; ++c) f.full[nt][c] = ok ? ld16(src + 32 * c + 8 * tig) : make_uint4(0, 0, 0, 0);
-      if (kHalf) f.half[nt] = ok ? *reinterpret_cast<const uint2*>(src + 32 * kFull + 4 * tig) : make_uint2(0, 0);
+      for (int c = 0; c < kFull; ++c) f.full[nt][c] = ok ? ld16(src + 32 * c) : make_uint4(0, 0, 0, 0);
+      if (kHalf) f.half[nt] = ok ? *reinterpret_cast<const uint2*>(src - 4 * tig + 32 * kFull) : make_uint2(0, 0);
     }
   };
+  // Even and odd k-steps accumulate separately: twice the independent HMMA chains (the chains' latency, not the
+  // tensor pipe, limited the loop).
   auto tile_mma = [&](const KFrag& f, float (&acc)[kMT][kNT][4]) {
+    float acc2[kMT][kNT][4];
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
+        for (int e = 0; e < 4; ++e) { acc[mt][nt][e] = 0.f; acc2[mt][nt][e] = 0.f; }
 #pragma unroll
     for (int c = 0; c < kFull; ++c)
 #pragma unroll
@@ -159,9 +166,15 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
 #pragma unroll
         for (int mt = 0; mt < kMT; ++mt) {
           mma_16816<T>(acc[mt][nt], qa[mt][2 * c], b0);
-          mma_16816<T>(acc[mt][nt], qa[mt][2 * c + 1], b1);
+          mma_16816<T>(acc2[mt][nt], qa[mt][2 * c + 1], b1);
         }
       }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[mt][nt][e] += acc2[mt][nt][e];
     if (kHalf) {
 #pragma unroll
       for (int nt = 0; nt < kNT; ++nt) {
@@ -174,8 +187,8 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
   // One pass over this warp's tiles (warp, warp + kW, ...). Register double buffer: the next tile's loads are in
   // flight while the current one is multiplied and consumed (each warp would otherwise stall on every tile).
   auto for_each_tile = [&](auto&& consume) {
-    const long long stride = (long long)kW * kTile;
-    long long base = (long long)warp * kTile;
+    const int stride = kW * kTile;
+    int base = warp * kTile;
     if (base >= kend) return;
     KFrag fa, fb;
     load_tile(base, fa);
@@ -197,8 +210,8 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
     }
   };
   // Scaled, modified score of element (mt, hf, nt, c), or -inf where invisible.
-  auto score = [&](const float (&acc)[kMT][kNT][4], long long base, int mt, int hf, int nt, int c) {
-    const long long col = base + nt * 8 + 2 * tig + c;
+  auto score = [&](const float (&acc)[kMT][kNT][4], int base, int mt, int hf, int nt, int c) {
+    const int col = base + nt * 8 + 2 * tig + c;
     const float s = V::score_mod(acc[mt][nt][2 * hf + c] * scale, qpos[mt][hf], col, n, P);
     const bool vis = rval[mt][hf] && col < kend && V::probe_mask(qpos[mt][hf], col, n, P);
     return vis ? s : neg_inf();
@@ -211,7 +224,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
       for (int hf = 0; hf < 2; ++hf) { rm[mt][hf] = neg_inf(); rl[mt][hf] = 0.f; }
-    for_each_tile([&](long long base, const float (&acc)[kMT][kNT][4]) {
+    for_each_tile([&](int base, const float (&acc)[kMT][kNT][4]) {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -264,7 +277,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
 
   // Pass 2: probabilities, summed over this CTA's rows, one atomic per column.
   float* cm = a.colmass + (a.per_kv_head ? kv * n : 0);
-  for_each_tile([&](long long base, const float (&acc)[kMT][kNT][4]) {
+  for_each_tile([&](int base, const float (&acc)[kMT][kNT][4]) {
     float cs[kNT][2];
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt) { cs[nt][0] = 0.f; cs[nt][1] = 0.f; }
@@ -287,7 +300,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
         v += __shfl_xor_sync(0xffffffffu, v, 4);
         v += __shfl_xor_sync(0xffffffffu, v, 8);
         v += __shfl_xor_sync(0xffffffffu, v, 16);
-        const long long col = base + nt * 8 + 2 * tig + c;
+        const int col = base + nt * 8 + 2 * tig + c;
         // Spread the kNT*2 atomics of a tile over the 8 row-lanes.
         if (gid == ((nt * 2 + c) & 7) && col < kend && v != 0.f) atomicAdd(cm + col, v);
       }

@@ -72,6 +72,39 @@ struct KeySrc {
   __device__ __forceinline__ uint32_t key(int j) const { return keys ? keys[j] : float_key(vals[j]); }
 };
 
+// One block is latency-bound on global memory, so streaming loops use 16-byte accesses (4 floats) with several in
+// flight per thread; unaligned bases (per-KV-head sets with n % 4 != 0) fall back to scalar accesses.
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+__device__ __forceinline__ float4 load4(const float* p, int j, int n, bool vec) {
+  if (vec && j + 4 <= n) return *reinterpret_cast<const float4*>(p + j);
+  return make_float4(j < n ? p[j] : 0.f, j + 1 < n ? p[j + 1] : 0.f, j + 2 < n ? p[j + 2] : 0.f,
+                     j + 3 < n ? p[j + 3] : 0.f);
+}
+template <typename W>
+__device__ __forceinline__ void store4(W* p, int j, int n, bool vec, W x, W y, W z, W w) {
+  if (vec && j + 4 <= n) { *reinterpret_cast<uint4*>(p + j) = make_uint4(*(uint32_t*)&x, *(uint32_t*)&y, *(uint32_t*)&z, *(uint32_t*)&w); return; }
+  if (j < n) p[j] = x;
+  if (j + 1 < n) p[j + 1] = y;
+  if (j + 2 < n) p[j + 2] = z;
+  if (j + 3 < n) p[j + 3] = w;
+}
+// keys[j] = float_key(src[j]) for j in [0, n); keys is 16-byte aligned shared memory.
+template <int kT>
+__device__ void fill_keys(uint32_t* keys, const float* src, int n) {
+  const bool vec = aligned16(src);
+  constexpr int kB = 4;
+  for (int g0 = threadIdx.x * 4; g0 < n; g0 += kB * kT * 4) {
+    float4 v[kB];
+#pragma unroll
+    for (int b = 0; b < kB; ++b) v[b] = load4(src, g0 + b * kT * 4, n, vec);
+#pragma unroll
+    for (int b = 0; b < kB; ++b)
+      store4<uint32_t>(keys, g0 + b * kT * 4, n, true, float_key(v[b].x), float_key(v[b].y), float_key(v[b].z),
+                       float_key(v[b].w));
+  }
+  __syncthreads();
+}
+
 // Histogram of digit (key >> shift) over candidates with (key & mask) == prefix. kSums adds fixed-point mass.
 template <bool kSums, int kT>
 __device__ void radix_hist(const KeySrc& src, uint32_t prefix, uint32_t mask, int pass, double fscale,
@@ -130,7 +163,15 @@ __device__ bool radix_walk(SelectShared& sh, double target, long long base_cnt, 
   if (tid == 0) sh.first = 0x7fffffff;
   __syncthreads();
   long long ac = base_cnt + ic - tc, as = (kSums ? base_sum : base_cnt) + is - ts;
-  for (int w = 0; w < warp; ++w) { ac += sh.wc[w]; as += sh.ws[w]; }
+  {  // + totals of the earlier warps
+    long long pc = lane < warp ? sh.wc[lane] : 0, ps = lane < warp ? sh.ws[lane] : 0;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      pc += __shfl_xor_sync(0xffffffffu, pc, o);
+      ps += __shfl_xor_sync(0xffffffffu, ps, o);
+    }
+    ac += pc; as += ps;
+  }
   int first = 0x7fffffff;
   long long fc = 0, fac = 0, fas = 0;
 #pragma unroll
@@ -156,10 +197,7 @@ __device__ long long tau_count(const float* a, int n, double tau, float a_max, d
   int e;
   frexp(abs_total, &e);
   const double fscale = ldexp(1.0, 61 - e);  // sum |fixed| <= 2^61 + n/2: no overflow
-  if (keys) {
-    for (int j = threadIdx.x; j < n; j += kT) keys[j] = float_key(a[j]);
-    __syncthreads();
-  }
+  if (keys) fill_keys<kT>(keys, a, n);
   const KeySrc src{keys, a, 0, n};
   uint32_t prefix = 0, mask = 0;
   long long base_cnt = 0, base_sum = 0, dc = 0;
@@ -220,45 +258,52 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
   constexpr int kB = 4;  // global loads in flight per thread in the streaming loops
 
   // Phase 0: s_j = a_j / divisor (0 where the divisor is 0), optional pooling; norm_scores = pooled scores.
-  auto norm = [&](int j) {
+  // Tau also needs max(a) and sum|a|. Unpooled scores go straight to norm_scores, or to the key cache for pooling.
+  const int half = (a.pool_kind != 0 && a.pool_size > 1) ? (int)(a.pool_size / 2) : 0;
+  auto norm = [&](int j) {  // scalar recomputation (pooling without the cache)
     const float div = a.normalizer == 0 ? a.visible[j] : (a.normalizer == 1 ? (float)(n - j) : 1.f);
     return div != 0.f ? cm[j] / div : 0.f;
   };
-  const int half = (a.pool_kind != 0 && a.pool_size > 1) ? (int)(a.pool_size / 2) : 0;
-  if (half > 0 && keys) {
-    for (int b0 = tid; b0 < n; b0 += kB * kThreads) {
-      float v[kB];
-#pragma unroll
-      for (int b = 0; b < kB; ++b) v[b] = b0 + b * kThreads < n ? norm(b0 + b * kThreads) : 0.f;
-#pragma unroll
-      for (int b = 0; b < kB; ++b) if (b0 + b * kThreads < n) keys[b0 + b * kThreads] = __float_as_uint(v[b]);
-    }
-    __syncthreads();
-  }
   float a_max = neg_inf();
   double a_abs = 0.0;
-  for (int b0 = tid; b0 < n; b0 += kB * kThreads) {
-    float v[kB], raw[kB];
+  {
+    const bool vcm = aligned16(cm), vvis = aligned16(a.visible), vout = aligned16(out);
+    for (int g0 = tid * 4; g0 < n; g0 += kB * kThreads * 4) {
+      float4 c[kB], d[kB];
 #pragma unroll
-    for (int b = 0; b < kB; ++b) {
-      const int j = b0 + b * kThreads;
-      raw[b] = j < n && a.mode == 0 ? cm[j] : 0.f;
-      if (j >= n) { v[b] = 0.f; continue; }
-      if (half == 0) { v[b] = norm(j); continue; }
+      for (int b = 0; b < kB; ++b) {
+        const int j = g0 + b * kThreads * 4;
+        c[b] = load4(cm, j, n, vcm);
+        d[b] = a.normalizer == 0 ? load4(a.visible, j, n, vvis)
+             : a.normalizer == 1 ? make_float4((float)(n - j), (float)(n - j - 1), (float)(n - j - 2), (float)(n - j - 3))
+                                 : make_float4(1.f, 1.f, 1.f, 1.f);
+      }
+#pragma unroll
+      for (int b = 0; b < kB; ++b) {
+        const int j = g0 + b * kThreads * 4;
+        const float cc[4] = {c[b].x, c[b].y, c[b].z, c[b].w}, dd[4] = {d[b].x, d[b].y, d[b].z, d[b].w};
+        float v[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          v[e] = dd[e] != 0.f ? cc[e] / dd[e] : 0.f;
+          if (a.mode == 0 && j + e < n) { a_max = fmaxf(a_max, cc[e]); a_abs += fabs((double)cc[e]); }
+        }
+        if (half == 0) store4<float>(out, j, n, vout, v[0], v[1], v[2], v[3]);
+        else if (keys) store4<uint32_t>(keys, j, n, true, __float_as_uint(v[0]), __float_as_uint(v[1]),
+                                        __float_as_uint(v[2]), __float_as_uint(v[3]));
+      }
+    }
+  }
+  if (half > 0) {
+    __syncthreads();
+    for (int j = tid; j < n; j += kThreads) {
       const int lo = max(0, j - half), hi = min(n - 1, j + half);
       float acc = a.pool_kind == 1 ? neg_inf() : 0.f;
       for (int i = lo; i <= hi; ++i) {
         const float x = keys ? __uint_as_float(keys[i]) : norm(i);
         acc = a.pool_kind == 1 ? fmaxf(acc, x) : acc + x;
       }
-      v[b] = a.pool_kind == 1 ? acc : acc / (float)(hi - lo + 1);
-    }
-#pragma unroll
-    for (int b = 0; b < kB; ++b) {
-      if (b0 + b * kThreads >= n) continue;
-      out[b0 + b * kThreads] = v[b];
-      a_max = fmaxf(a_max, raw[b]);
-      a_abs += fabs((double)raw[b]);
+      out[j] = a.pool_kind == 1 ? acc : acc / (float)(hi - lo + 1);
     }
   }
   __syncthreads();  // out[] complete and the key cache free again
@@ -288,55 +333,52 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
   long long need = 0;
   __syncthreads();
   if (!take_all && !take_none) {
-    if (keys) {
-      for (int j = tid; j < n; j += kThreads) keys[j] = float_key(out[j]);
-      __syncthreads();
-    }
+    if (keys) fill_keys<kThreads>(keys, out, n);
     const KeySrc src{keys, out, kf, n - kl};
     vkey = topk_threshold<kThreads>(src, K, need, sh);
   }
 
-  // order[]: selected ascending, then unselected ascending. Each thread takes kE consecutive positions of a
-  // chunk; one packed block scan per chunk counts, before each thread, the forced-or-above-threshold candidates
-  // (low 16 bits) and the ties at the threshold (high 16 bits); ties are taken lowest position first.
+  // order[]: selected ascending, then unselected ascending. Each warp takes a contiguous segment of 32*kE
+  // positions of a chunk, lane-interleaved (j = segment + 32e + lane) so that loads and the order[] stores are
+  // coalesced. Ranks inside the segment come from ballots; one block scan per chunk adds the counts of earlier
+  // warps: forced-or-above-threshold candidates (low 16 bits) and ties at the threshold (high 16 bits). Ties are
+  // taken lowest position first.
   constexpr int kE = 8;
   static_assert(kE * kThreads < (1 << 16), "chunk counts must fit 16 bits");
   const bool need_keys = !take_all && !take_none;
+  const int lane = tid & 31, warp = tid >> 5;
+  const unsigned lt = (1u << lane) - 1u;
   int carry_gf = 0, carry_eq = 0;
   for (int cbase = 0; cbase < n; cbase += kE * kThreads) {
-    const int j0 = cbase + tid * kE;
-    uint32_t k[kE];
-    if (need_keys && keys && j0 + kE <= n) {
-      const uint4 x = *reinterpret_cast<const uint4*>(keys + j0), y = *reinterpret_cast<const uint4*>(keys + j0 + 4);
-      k[0] = x.x; k[1] = x.y; k[2] = x.z; k[3] = x.w; k[4] = y.x; k[5] = y.y; k[6] = y.z; k[7] = y.w;
-    } else {
-#pragma unroll
-      for (int e = 0; e < kE; ++e)
-        k[e] = need_keys && j0 + e < n ? (keys ? keys[j0 + e] : float_key(out[j0 + e])) : 0u;
-    }
-    unsigned gf = 0, eq = 0;  // per-element flags as bit masks
+    const int wbase = cbase + warp * 32 * kE;
+    unsigned gfb[kE], eqb[kE];
+    int wgf = 0, weq = 0;
 #pragma unroll
     for (int e = 0; e < kE; ++e) {
-      const int j = j0 + e;
-      if (j >= n) continue;
-      const bool forced = j < kf || j >= n - kl;
-      const bool g = forced || (!take_none && (take_all || k[e] > vkey));
-      const bool q = !forced && need_keys && k[e] == vkey;
-      gf |= (g ? 1u : 0u) << e;
-      eq |= (q ? 1u : 0u) << e;
+      const int j = wbase + 32 * e + lane;
+      bool g = false, q = false;
+      if (j < n) {
+        const bool forced = j < kf || j >= n - kl;
+        const uint32_t k = need_keys && !forced ? (keys ? keys[j] : float_key(out[j])) : 0u;
+        g = forced || take_all || (need_keys && k > vkey);
+        q = !forced && need_keys && k == vkey;
+      }
+      gfb[e] = __ballot_sync(0xffffffffu, g);
+      eqb[e] = __ballot_sync(0xffffffffu, q);
+      wgf += __popc(gfb[e]); weq += __popc(eqb[e]);
     }
     int total;
-    const int ex = block_exclusive_scan(__popc(gf) | (__popc(eq) << 16), sh.scan, total);
+    const int ex = __shfl_sync(0xffffffffu, block_exclusive_scan(lane == 0 ? wgf | (weq << 16) : 0, sh.scan, total), 0);
     int gf_before = carry_gf + (ex & 0xffff), eq_before = carry_eq + (ex >> 16);
 #pragma unroll
     for (int e = 0; e < kE; ++e) {
-      const int j = j0 + e;
-      if (j >= n) break;
-      const bool g = (gf >> e) & 1u, q = (eq >> e) & 1u;
-      const bool sel = g || (q && eq_before < need);
-      const int sel_before = gf_before + (int)min((long long)eq_before, need);
-      ord[sel ? sel_before : count + (j - sel_before)] = j;
-      gf_before += g; eq_before += q;
+      const int j = wbase + 32 * e + lane;
+      const int g_lt = gf_before + __popc(gfb[e] & lt), q_lt = eq_before + __popc(eqb[e] & lt);
+      const bool g = (gfb[e] >> lane) & 1u, q = (eqb[e] >> lane) & 1u;
+      const bool sel = g || (q && q_lt < need);
+      const int sel_before = g_lt + (int)min((long long)q_lt, need);
+      if (j < n) ord[sel ? sel_before : count + (j - sel_before)] = j;
+      gf_before += __popc(gfb[e]); eq_before += __popc(eqb[e]);
     }
     carry_gf += total & 0xffff; carry_eq += total >> 16;
   }

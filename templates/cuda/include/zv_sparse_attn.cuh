@@ -7,11 +7,16 @@
 // count is device-resident (*count, per set): the host launches for the worst case count = n and row blocks that
 // start at or beyond count only zero-fill.
 //
-// Two paths behind one entry (zv_sparse_attn<Variant, Cfg>):
-//   * f16/bf16: FlashAttention-2 structure on mma.sync m16n8k16 (sm_80+, also fine on sm_90a). WARPS warps, each
-//     owning MT = BM/(16*WARPS) m16 tiles of query rows; Q tile, one K tile and one V tile in shared memory, loaded
-//     with cp.async (one 16-byte copy per gathered row chunk); the V load of tile j overlaps QK^T of tile j, the K
-//     load of tile j-1 overlaps softmax + PV of tile j. Online softmax in registers (exp2 on the SFU), f32 accum.
+// Paths behind one entry (zv_sparse_attn<Variant, Cfg>):
+//   * f16/bf16: FlashAttention-2 structure. Q tile, one K tile and one V tile in shared memory, loaded with
+//     cp.async (one 16-byte copy per gathered row chunk; gathered key positions are prefetched into a small shared
+//     ring); the V load of tile j overlaps QK^T of tile j, the K load of tile j-1 overlaps softmax + PV of tile j.
+//     Online softmax in registers (exp2 on the SFU), f32 accumulation. The GEMMs are either
+//       - mma.sync m16n8k16 (sm_80+): WARPS warps, each owning MT = BM/(16*WARPS) m16 row tiles, ldmatrix from
+//         padded rows; or
+//       - wgmma m64nNk16 (sm_90a, Cfg::kWgmma): one warpgroup per 64 query rows, operands read by descriptors
+//         from 128-byte-swizzled panels (zv_mma.cuh), P fed from registers. The per-warp accumulator layout is
+//         the mma.sync one, so masking, softmax and epilogue are shared.
 //   * f32: a plain SIMT path (one warp per query row), correct rather than fast.
 //
 // Variant: the hook struct of templates/cuda/CONTRACT.md. One optional extra member is honoured:
@@ -38,9 +43,12 @@ struct ZvAttnConfig {
   using T = T_;
   static constexpr int D = D_;
   static constexpr bool kMma = zv::DType<T>::kTensorCore;
-  // wgmma (sm_90a) for 16-bit types and head dims that tile into 64-column swizzle panels; WGMMA_ = -1 forces
-  // mma.sync, 1 forces wgmma.
-  static constexpr bool kWgmma = kMma && D % 64 == 0 && (WGMMA_ == 1 || (WGMMA_ == 0 && ARCH_ >= 90));
+  // wgmma (sm_90a) for 16-bit types and head dims that tile into 64-column swizzle panels, unless an explicit
+  // geometry does not fit it (it needs BM = 16 * warps and BN in {64, 128, 256}): such a config keeps mma.sync.
+  // WGMMA_ = -1 forces mma.sync, 1 forces wgmma.
+  static constexpr bool kWgmmaFits = (WARPS_ == 0 || (BM_ ? BM_ : 128) == 16 * WARPS_) &&
+                                     (BN_ == 0 || BN_ == 64 || BN_ == 128 || BN_ == 256);
+  static constexpr bool kWgmma = kMma && D % 64 == 0 && (WGMMA_ == 1 || (WGMMA_ == 0 && ARCH_ >= 90 && kWgmmaFits));
   // mma.sync: two m16 tiles per warp (BM=128 with 4 warps) halves the shared-memory traffic per MMA compared with
   // one; d=256 keeps one (the O accumulator alone is 128 registers per thread).
   // wgmma: two warpgroups of 64 rows share each K/V tile; BN=64 keeps d<=128 within 128 registers, so two CTAs
@@ -55,7 +63,8 @@ struct ZvAttnConfig {
   static constexpr int kStride = D + 8;  // mma.sync smem row pitch (elements): +16 B makes 8 consecutive rows hit
                                          // 8 distinct 16-byte bank groups, so ldmatrix is conflict-free.
   static constexpr int kRowBytes = kWgmma ? D * 2 : kStride * 2;  // wgmma: 128-byte-swizzled panels, no padding
-  static constexpr int kSmemBytes = kMma ? (BM + 2 * BN) * kRowBytes + 4 * BN * 4 : 0;
+  // Dynamic shared memory (Q, K, V tiles). The gathered-position ring (16 * BN bytes) is static shared memory.
+  static constexpr int kSmemBytes = kMma ? (BM + 2 * BN) * kRowBytes : 0;
 
   static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16 in [16, 256]");
   static_assert(!kMma || (BM % (16 * WARPS) == 0 && MT >= 1), "BM must be a multiple of 16 * WARPS");
@@ -82,7 +91,8 @@ __device__ __forceinline__ int zv_attn_opaque(int x) {
 // Per-CTA task: which head, which selection set, which row block. Grid = (ceil(n / BM), Hq). Block ids are
 // remapped so that row blocks run heaviest first (causal work grows with the row index) across a chunk of heads
 // whose K/V fit in about half of L2 (all heads at small n: a short, light tail; one head at a time at large n:
-// its K/V stay hot in L2 while all its row blocks run). Zero-fill blocks (past count) come last.
+// its K/V stay hot in L2 while all its row blocks run). Zero-fill blocks (rows at or past count) have the highest
+// row indices, so they are scheduled first; they are cheap and just write zeros.
 // ---------------------------------------------------------------------------------------------------------------
 template <class T>
 struct ZvAttnTask {
@@ -96,9 +106,10 @@ struct ZvAttnTask {
 // recomputed rather than CSE'd with the first, which would pin its results in registers across the key loop.
 template <class T>
 __device__ __forceinline__ int2 zv_attn_block(const ZvSparseArgs& a, int salt) {
-  constexpr long long kL2Budget = 24ll << 20;  // bytes of K+V per chunk of heads
+  constexpr unsigned kL2Budget = 24u << 20;  // bytes of K+V per chunk of heads
   const int nb = gridDim.x, H = gridDim.y;
-  const int hc = (int)max(1ll, min((long long)H, kL2Budget / max(1ll, a.n * a.d * (long long)sizeof(T) * 2)));
+  const unsigned head_bytes = (unsigned)min(a.n * a.d * (long long)sizeof(T) * 2, (long long)kL2Budget);
+  const int hc = min(H, (int)(kL2Budget / max(head_bytes, 1u)));
   const int bid = blockIdx.y * nb + blockIdx.x + zv_attn_opaque(salt), chunk = bid / (nb * hc), h0 = chunk * hc;
   const int hcount = min(hc, H - h0), rem = bid - chunk * nb * hc;
   return make_int2(h0 + rem % hcount, nb - 1 - rem / hcount);
@@ -136,19 +147,37 @@ __device__ __forceinline__ void zv_attn_zero_rows(const ZvAttnTask<T>& t, int i0
   }
 }
 
-// Compacted cache rows i in [i0, i1): k_cache[kv, i] = k[kv, order[i]] (and v). Done by the CTA of the first query
-// head of each KV group, so each cache row is written exactly once per launch.
-template <class T, int D, int THREADS>
+// Compacted cache rows i in [i0, i1) (at most ROWS): k_cache[kv, i] = k[kv, order[i]] (and v). Done by the CTA of
+// the first query head of each KV group, so each cache row is written exactly once per launch. Loads are issued in
+// batches of kBatch chunks before their stores, so a thread waits for one round trip per batch, not per chunk.
+template <class T, int D, int THREADS, int ROWS>
 __device__ __forceinline__ void zv_attn_copy_cache(const ZvAttnTask<T>& t, int i0, int i1) {
   if (t.h % t.g != 0) return;
   constexpr int CH = D * (int)sizeof(T) / 16;
-  for (int idx = threadIdx.x; idx < (i1 - i0) * CH; idx += THREADS) {
-    const int i = i0 + idx / CH, c = idx % CH;
-    const long long src = (long long)__ldg(t.order + i) * D, dst = (long long)i * D;
-    const uint4 kx = zv::ld16(reinterpret_cast<const uint4*>(t.k + src) + c);
-    const uint4 vx = zv::ld16(reinterpret_cast<const uint4*>(t.v + src) + c);
-    zv::st16(reinterpret_cast<uint4*>(t.kc + dst) + c, kx);
-    zv::st16(reinterpret_cast<uint4*>(t.vc + dst) + c, vx);
+  constexpr int kPer = (ROWS * CH + THREADS - 1) / THREADS, kBatch = 4;
+  const int total = (i1 - i0) * CH;
+#pragma unroll
+  for (int b0 = 0; b0 < kPer; b0 += kBatch) {
+    uint4 kx[kBatch], vx[kBatch];
+    long long dst[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int idx = threadIdx.x + (b0 + u) * THREADS;
+      dst[u] = -1;
+      if (b0 + u < kPer && idx < total) {
+        const int i = i0 + idx / CH, c = idx % CH;
+        const long long src = (long long)__ldg(t.order + i) * CH + c;  // in 16-byte units
+        dst[u] = (long long)i * CH + c;
+        kx[u] = zv::ld16(reinterpret_cast<const uint4*>(t.k) + src);
+        vx[u] = zv::ld16(reinterpret_cast<const uint4*>(t.v) + src);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      if (dst[u] < 0) continue;
+      zv::st16(reinterpret_cast<uint4*>(t.kc) + dst[u], kx[u]);
+      zv::st16(reinterpret_cast<uint4*>(t.vc) + dst[u], vx[u]);
+    }
   }
 }
 
@@ -161,7 +190,6 @@ __device__ __forceinline__ void zv_attn_cp_async_4(void* smem, const void* gmem,
 }
 
 template <bool B> struct ZvAttnTag { static constexpr bool value = B; };
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // Tensor-core path (f16 / bf16). Per warp: MT m16 tiles of query rows (rows wrow..wrow+16*MT). The GEMMs are
@@ -181,8 +209,12 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   constexpr int CPR = (CH + 7) / 8;        // chunks per row per thread
   constexpr bool kMaskTrivial = ZvAttnMaskTrivial<Variant>::value;
   constexpr bool kWgmma = Cfg::kWgmma;
-#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
   static_assert(!kWgmma, "the wgmma path needs sm_90a (-gencode=arch=compute_90a,code=sm_90a); use ARCH 80");
+#elif defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  // A plain compute_90 pass (nvcc -arch=sm_90a also emits compute_90 PTX): wgmma is unavailable there; the sm_90a
+  // SASS of the same build is what runs on Hopper, so this body is never executed.
+  if constexpr (kWgmma) __trap();
 #endif
 
   const ZvAttnTask<T> t = zv_attn_task<T, BM>(args);
@@ -203,7 +235,7 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   // Gathered key positions, a ring of 4 tiles: positions of tile jt-2 are fetched (cp.async) together with K tile
   // jt-1, so the K/V loaders read them from shared memory instead of waiting on a dependent global load, and
   // score_mod / attn_mask read key positions from here too. Slots past count hold 0 (zero-filled).
-  int* sIdx = reinterpret_cast<int*>(sV + BN * Cfg::kRowBytes);
+  __shared__ __align__(16) int sIdx[4 * BN];
   auto idx_slot = [&](int jt) { return sIdx + (jt & 3) * BN; };
 
   auto load_idx = [&](int jt) {
@@ -257,7 +289,7 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   load_kv(sK, t.k, jmax);
   if (jmax > 0) load_idx(jmax - 1);
   zv::cp_async_commit();
-  zv_attn_copy_cache<T, D, THREADS>(t, row0, min(count, row0 + BM));
+  zv_attn_copy_cache<T, D, THREADS, BM>(t, row0, min(count, row0 + BM));
 
   const int wrow = warp * MT * 16;
   // mma.sync ldmatrix lane addresses (padded layout). A/Q and V^T share the lane->row map; K differs.
@@ -270,7 +302,7 @@ __device__ __forceinline__ void zv_sparse_attn_mma(const ZvSparseArgs& args, uns
   const uint64_t q_desc = zv_wgmma_tile_desc_kmajor(zv::smem_u32(sQ) + (wrow & ~63) * 128);
   const uint64_t k_desc = zv_wgmma_tile_desc_kmajor(zv::smem_u32(sK));
   const uint64_t v_desc = zv_wgmma_tile_desc_mnmajor<BN>(zv::smem_u32(sV));
-  (void)q_frag; (void)k_frag; (void)v_frag; (void)q_desc; (void)k_desc; (void)v_desc;
+  (void)q_frag; (void)k_frag; (void)v_frag; (void)q_desc; (void)k_desc; (void)v_desc;  // one set per path
 
   // Query positions of this lane's 2*MT rows (only read by score_mod / attn_mask; dead code otherwise, which is
   // why zv_attn_pos is a plain load: __ldg is asm volatile and would survive dead-code elimination).
@@ -485,7 +517,7 @@ __device__ __forceinline__ void zv_sparse_attn_simt(const ZvSparseArgs& args) {
   const ZvAttnTask<T> t = zv_attn_task<T, BM>(args);
   const int n = t.n, count = t.count, row0 = t.row0;
   const int row_end = min(n, row0 + BM), sel_end = min(count, row_end);
-  if (row0 < count) zv_attn_copy_cache<T, D, THREADS>(t, row0, sel_end);
+  if (row0 < count) zv_attn_copy_cache<T, D, THREADS, BM>(t, row0, sel_end);
   zv_attn_zero_rows<T, D, THREADS>(t, max(row0, count), row_end);
   const float scale = (float)args.scale;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;

@@ -16,13 +16,14 @@ struct ProbeArgs {
 @group(0) @binding(6) var<storage, read_write> visible: array<f32>; // [n]
 @group(0) @binding(7) var<storage, read_write> rowstat: array<f32>; // [Hq, m, 2] workspace (softmax max, sum)
 
-var<workgroup> pq: array<f32, PROBE_QCHUNK * HEAD_DIM>;
+// Nested, not flat: under Dawn's robustness every index is clamped, and pq[r][c] keeps the clamps loop-invariant.
+var<workgroup> pq: array<array<f32, HEAD_DIM>, PROBE_QCHUNK>;
 var<workgroup> red: array<vec2<f32>, PROBE_WG>;
 
-fn probe_score(qoff: u32, kbase: u32, q_pos: i32, k_pos: i32) -> f32 {
+fn probe_score(kbase: u32, q_pos: i32, k_pos: i32) -> f32 {
   var acc = 0.0;
   for (var c = 0u; c < rolled(HEAD_DIM); c++) {
-    acc += pq[qoff + c] * f32(k[kbase + c]);
+    acc += pq[0][c] * f32(k[kbase + c]);
   }
   return max(score_mod(acc * args.scale, q_pos, k_pos, i32(args.n)), NEG_BIG);
 }
@@ -57,7 +58,7 @@ fn probe_rowstats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
   let kv = h / (args.hq / args.hkv);
   let q_pos = probes[i];
   for (var c = t; c < rolled(HEAD_DIM); c += PROBE_WG) {
-    pq[c] = f32(q[(h * n + u32(q_pos)) * HEAD_DIM + c]);
+    pq[0][c] = f32(q[(h * n + u32(q_pos)) * HEAD_DIM + c]);
   }
   workgroupBarrier();
   // A causal probe mask hides every key after q_pos: do not even score them.
@@ -65,7 +66,7 @@ fn probe_rowstats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
   var ml = vec2<f32>(NEG_BIG, 0.0);
   for (var j = t; j < jend; j += PROBE_WG) {
     if (probe_mask(q_pos, i32(j), i32(n))) {
-      ml = merge_ml(ml, vec2<f32>(probe_score(0u, (kv * n + j) * HEAD_DIM, q_pos, i32(j)), 1.0));
+      ml = merge_ml(ml, vec2<f32>(probe_score((kv * n + j) * HEAD_DIM, q_pos, i32(j)), 1.0));
     }
   }
   red[t] = ml;
@@ -105,7 +106,7 @@ fn probe_colmass(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
       let rows = min(PROBE_QCHUNK, m - i0);
       workgroupBarrier(); // the previous chunk is fully consumed
       for (var e = t; e < rows * HEAD_DIM; e += PROBE_WG) {
-        pq[e] = f32(q[(h * n + u32(probes[i0 + e / HEAD_DIM])) * HEAD_DIM + e % HEAD_DIM]);
+        pq[e / HEAD_DIM][e % HEAD_DIM] = f32(q[(h * n + u32(probes[i0 + e / HEAD_DIM])) * HEAD_DIM + e % HEAD_DIM]);
       }
       workgroupBarrier();
       if (live) {
@@ -113,7 +114,7 @@ fn probe_colmass(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
           let q_pos = probes[i0 + r];
           if (probe_mask(q_pos, i32(j), i32(n))) {
             var acc = 0.0;
-            for (var c = 0u; c < rolled(HEAD_DIM); c++) { acc += pq[r * HEAD_DIM + c] * kr[c]; }
+            for (var c = 0u; c < rolled(HEAD_DIM); c++) { acc += pq[r][c] * kr[c]; }
             let s = max(score_mod(acc * args.scale, q_pos, i32(j), i32(n)), NEG_BIG);
             mass += activate(s, h, i0 + r);
             if (h == h_begin) { nvis++; }
