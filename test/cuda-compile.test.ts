@@ -17,9 +17,9 @@ const run = promisify(execFile);
 const haveNvcc = nvccVersion() !== null;
 if (!haveNvcc) console.warn(`NOTICE: nvcc not found at ${knobs.nvcc}; CUDA compile tests are skipped`);
 
-const configs = (dtype: CudaDType, d: number) => ({
-  probe: defaultConfig("probe", dtype, d), select: defaultConfig("select", dtype, d),
-  sparse_attn: defaultConfig("sparse_attn", dtype, d), decode: defaultConfig("decode", dtype, d),
+const configs = (dtype: CudaDType, d: number, arch: Arch) => ({
+  probe: defaultConfig("probe", dtype, d, arch), select: defaultConfig("select", dtype, d, arch),
+  sparse_attn: defaultConfig("sparse_attn", dtype, d, arch), decode: defaultConfig("decode", dtype, d, arch),
 });
 
 async function compileAll(jobs: { k: KernelSource; arch: Arch }[]): Promise<{ k: KernelSource; arch: Arch; reports: PtxasReport[] }[]> {
@@ -50,7 +50,7 @@ describe.skipIf(!haveNvcc)("CUDA kernels compile (nvcc)", () => {
     const jobs = [];
     for (const f of ["dsl/zipvl.ts", "dsl/variants/dense.ts", "dsl/variants/topk-ratio.ts", "dsl/variants/h2o.ts", "dsl/variants/snapkv.ts"]) {
       const p = compileFile(f).final;
-      for (const arch of [90, 80] as const) for (const k of renderKernels(p, "bf16", 128, arch, configs("bf16", 128))) jobs.push({ k, arch });
+      for (const arch of [90, 80] as const) for (const k of renderKernels(p, "bf16", 128, arch, configs("bf16", 128, arch))) jobs.push({ k, arch });
     }
     const rows = await compileAll(jobs);
     console.log(table(rows));
@@ -61,7 +61,7 @@ describe.skipIf(!haveNvcc)("CUDA kernels compile (nvcc)", () => {
   it("the paper's program for every dtype and head dim on sm_90a", async () => {
     const p = compileFile("dsl/zipvl.ts").final;
     const jobs = [];
-    for (const dtype of ["bf16", "f16", "f32"] as const) for (const d of CUDA_HEAD_DIMS) for (const k of renderKernels(p, dtype, d, 90, configs(dtype, d))) jobs.push({ k, arch: 90 as const });
+    for (const dtype of ["bf16", "f16", "f32"] as const) for (const d of CUDA_HEAD_DIMS) for (const k of renderKernels(p, dtype, d, 90, configs(dtype, d, 90))) jobs.push({ k, arch: 90 as const });
     const rows = await compileAll(jobs);
     console.log(table(rows));
     expect(rows.length).toBe(jobs.length);

@@ -34,7 +34,7 @@ export function cudaRendering(slots: Slots, headDim: number): Rendering {
     bool: (v) => String(v),
     var: (name) => {
       if (name === "s") return "(double)s";
-      if (name === "q_pos" || name === "k_pos" || name === "n") return `(double)${name}`;
+      if (name === "q_pos" || name === "k_pos" || name === "n" || name === "pos") return `(double)${name}`;
       if (name === "d") return cNumber(headDim);
       const i = slots.index(name);
       if (i === undefined) throw new Error(`internal: no slot for '${name}'`);
@@ -58,7 +58,7 @@ export function wgslRendering(slots: Slots, headDim: number): Rendering {
     bool: (v) => String(v),
     var: (name) => {
       if (name === "s") return "s";
-      if (name === "q_pos" || name === "k_pos" || name === "n") return `f32(${name})`;
+      if (name === "q_pos" || name === "k_pos" || name === "n" || name === "pos") return `f32(${name})`;
       if (name === "d") return num(headDim);
       const i = slots.index(name);
       if (i === undefined) throw new Error(`internal: no slot for '${name}'`);

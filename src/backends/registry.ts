@@ -29,7 +29,7 @@ export async function getExecutor(name: string): Promise<Executor> {
     case "cuda":
       return (await import("./cuda/executor.ts")).createCudaExecutor();
     case "webgpu":
-      return (await import("./wgsl/executor.ts")).createWebGpuExecutor();
+      return await (await import("./wgsl/executor.ts")).createWebGpuExecutor();
     default:
       return fail("ZV5001", [`unknown backend '${name}'; backends are ${EXECUTORS.join(", ")}`]);
   }

@@ -1,5 +1,6 @@
 // Render templates/cuda/sparse_attn.cu.hbs for a dtype x head-dim grid and (optionally) compile each with nvcc.
-//   node test/cuda/render-attn.mjs [outDir] [--compile] [--arch=80|90] [--dtypes=bf16,f16,f32] [--dims=64,128]
+//   node test/cuda/render-attn.mjs [outDir] [--compile] [--arch=80,90] [--dtypes=bf16,f16,f32] [--dims=64,128]
+//                                  [--config={"BM":128,"BN":64,"warps":8,"minBlocks":2}]
 // Prints registers / spills / smem per config from `ptxas -v`.
 import { readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { spawnSync } from "node:child_process";

@@ -35,7 +35,7 @@ export function openCuda(): CudaContext {
     dev,
     arch,
     kernels(p, dtype, headDim, configs = {}) {
-      const cfg = (s: Stage): Config => configs[s] ?? defaultConfig(s, dtype, headDim);
+      const cfg = (s: Stage): Config => configs[s] ?? defaultConfig(s, dtype, headDim, arch);
       const all = { probe: cfg("probe"), select: cfg("select"), sparse_attn: cfg("sparse_attn"), decode: cfg("decode") };
       const sources = renderKernels(p, dtype, headDim, arch, all);
       const compiled: CompiledKernel[] = [];

@@ -2,14 +2,13 @@
 // with no host round trip (the kept count stays on the device), so the sequence can be timed or captured in a
 // CUDA graph. Prefill is at most three kernel launches plus one memset: probe_score, select, sparse_attn_compact.
 import type { Expr } from "../../expr/ast.ts";
-import { fail } from "../../diagnostics/diagnostic.ts";
 import { tensorFromBytes, tensorToBytes } from "../../io/safetensors.ts";
-import { makeTensor, type Tensor } from "../../io/tensor.ts";
-import { getFunc, type Node, type Program } from "../../ir/ir.ts";
-import { SELECT_RULE } from "../../frontend/knobs.ts";
-import { bindDecode, bindPrefill, type Binding } from "../../interp/bind.ts";
-import { probeRows } from "../../interp/probes.ts";
+import type { Tensor } from "../../io/tensor.ts";
+import type { Program } from "../../ir/ir.ts";
+import { bindDecode, type Binding } from "../../interp/bind.ts";
 import { knobValue } from "../../interp/run.ts";
+import type { ExecOptions } from "../backend.ts";
+import { assemblePrefill, fusedNode, planPrefill, type PrefillPlan } from "../plan.ts";
 import { packArgs, type CudaDevice, type CudaFunction, type CudaStream, type DeviceBuffer } from "../../runtime/native.ts";
 import { paramSlots, slotValues } from "../cstyle.ts";
 import type { CudaDType, Stage } from "./render.ts";
@@ -28,38 +27,20 @@ const POOL: Record<string, number> = { none: 0, max: 1, avg: 2 };
 const i64 = (v: number): { i64: number } => ({ i64: v });
 const f64 = (v: number): { f64: number } => ({ f64: v });
 
-function only(p: Program, fname: string, op: string): Node {
-  return getFunc(p, fname).body.find((n) => n.op === op) ?? fail("ZV4002", ["the cuda backend", `programs whose ${fname} has no fused '${op}' (run the passes first)`]);
-}
 
 export class CudaPrefill {
-  readonly b: Binding;
+  readonly plan: PrefillPlan;
+  readonly dtype: CudaDType;
   private readonly bufs: DeviceBuffer[] = [];
   private readonly launches: (() => void)[] = [];
-  readonly dtype: CudaDType;
-  readonly S: number;
-  readonly m: number;
   private readonly out: Record<string, DeviceBuffer> = {};
 
-  constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: { params?: Readonly<Record<string, number>>; layer?: number }, private stream: CudaStream | null = null) {
-    const b = (this.b = bindPrefill(p, inputs, opts.params ?? {}, opts.layer ?? 0));
+  constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, private stream: CudaStream | null = null) {
+    const plan = (this.plan = planPrefill(p, inputs, opts, "the cuda backend"));
+    const { b, probes, S, perKvHead } = plan;
     const q = inputs.get("q")!;
     this.dtype = q.dtype as CudaDType;
-    const env = b.env;
-    const ps = only(p, "prefill", "probe_score");
-    const sel = only(p, "prefill", "select");
-    const sa = only(p, "prefill", "sparse_attn_compact");
-    const pr = only(p, "prefill", "probe_rows");
-    const ex = (nd: Node, k: string): Expr => nd.attrs[k] as Expr;
-    const knob = (nd: Node, k: string, rule: Parameters<typeof knobValue>[2] = "any"): number => knobValue(ex(nd, k), env, rule, k);
-
-    const explicit = inputs.get("probes");
-    const probes = explicit
-      ? Int32Array.from(explicit.data)
-      : probeRows({ rule: pr.attrs.rule as "all", recent: knob(pr, "recent", "nonneg_int"), random: knob(pr, "random", "nonneg_int"), seed: knob(pr, "seed", "nonneg_int"), list: (pr.attrs.list as number[] | undefined) ?? [] }, b.n);
-    const perKv = ps.attrs.accumulate === "kv_head";
-    const S = (this.S = perKv ? b.Hkv : 1);
-    const m = (this.m = probes.length);
+    const m = probes.length;
     const { n, d, Hq, Hkv } = b;
     const esz = this.dtype === "f32" ? 4 : 2;
     const alloc = (bytes: number): DeviceBuffer => {
@@ -78,7 +59,7 @@ export class CudaPrefill {
     const probesB = alloc(4 * m);
     if (m > 0) probesB.write(probes);
     const P = alloc(8 * Math.max(1, paramSlots(p).names.length));
-    P.write(slotValues(paramSlots(p), env));
+    P.write(slotValues(paramSlots(p), b.env));
     const colmass = (this.out.scores = alloc(4 * S * n));
     const visible = alloc(4 * n);
     const normScores = (this.out.norm_scores = alloc(4 * S * n));
@@ -88,9 +69,10 @@ export class CudaPrefill {
     const kc = (this.out.k_cache = alloc(Hkv * n * d * esz));
     const vc = (this.out.v_cache = alloc(Hkv * n * d * esz));
     const dims = { Hq, Hkv, n, d, m, S };
+    const per = i64(perKvHead ? 1 : 0);
 
     // 1. probe scoring: column mass over probe rows and heads (+ probe-visible counts).
-    const probeArgs = packArgs([qb, kb, probesB, colmass, visible, P, i64(n), i64(m), i64(Hq), i64(Hkv), i64(d), i64(perKv ? 1 : 0), f64(knob(ps, "scale", "scale"))]);
+    const probeArgs = packArgs([qb, kb, probesB, colmass, visible, P, i64(n), i64(m), i64(Hq), i64(Hkv), i64(d), per, f64(plan.probe.scale)]);
     const pg = probeGeometry(kernels.config("probe"), this.dtype, dims);
     const probeFn = kernels.fn("probe");
     this.launches.push(() => {
@@ -99,19 +81,17 @@ export class CudaPrefill {
       if (m > 0) this.dev.launch(probeFn, { grid: pg.grid, block: pg.block, sharedBytes: pg.smem, stream: this.stream }, probeArgs);
     });
     // 2. selection: tau count from raw mass, identity from normalized scores, order = selected then the rest.
-    const mode = b.layer < knob(sel, "from_layer", "nonneg_int") ? "all" : (sel.attrs.mode as string);
-    const amount = mode === "all" ? 1 : knob(sel, "amount", SELECT_RULE[mode]);
+    const sl = plan.select;
     const selArgs = packArgs([
-      colmass, visible, normScores, count, order, P, i64(n), i64(S), i64(MODE[mode]!), f64(amount),
-      i64(NORMALIZER[ps.attrs.normalizer as string]!), i64(POOL[sel.attrs.pool as string]!), i64(knob(sel, "pool_size", "pool_size")),
-      i64(knob(sel, "keep_first", "nonneg_int")), i64(knob(sel, "keep_last", "nonneg_int")),
+      colmass, visible, normScores, count, order, P, i64(n), i64(S), i64(MODE[sl.mode]!), f64(sl.amount),
+      i64(NORMALIZER[plan.probe.normalizer]!), i64(POOL[sl.pool]!), i64(sl.poolSize), i64(sl.keepFirst), i64(sl.keepLast),
     ]);
     const sg = selectGeometry(kernels.config("select"), dims, dev.info.maxSharedPerBlockOptin);
     const selFn = kernels.fn("select");
     if (sg.smem > 48 * 1024) selFn.setMaxDynamicShared(sg.smem);
     this.launches.push(() => this.dev.launch(selFn, { grid: sg.grid, block: sg.block, sharedBytes: sg.smem, stream: this.stream }, selArgs));
     // 3. token-sparse attention with gathered loads, zero rows and the compacted cache in the same pass.
-    const saArgs = packArgs([qb, kb, vb, o, kc, vc, count, order, P, i64(n), i64(Hq), i64(Hkv), i64(d), i64(perKv ? 1 : 0), f64(knob(sa, "scale", "scale"))]);
+    const saArgs = packArgs([qb, kb, vb, o, kc, vc, count, order, P, i64(n), i64(Hq), i64(Hkv), i64(d), per, f64(plan.attn.scale)]);
     const ag = sparseGeometry(kernels.config("sparse_attn"), this.dtype, dims);
     const saFn = kernels.fn("sparse_attn");
     if (ag.smem > 48 * 1024) saFn.setMaxDynamicShared(ag.smem);
@@ -123,7 +103,7 @@ export class CudaPrefill {
     for (const buf of Object.values(this.out)) buf.fill32(0xffffffff, this.stream);
   }
 
-  /** Enqueues the whole layer (1 memset pair + 3 kernels); nothing waits on the host. */
+  /** Enqueues the whole layer (one memset pair and three kernels); nothing waits on the host. */
   enqueue(): void {
     for (const l of this.launches) l();
   }
@@ -131,40 +111,19 @@ export class CudaPrefill {
   /** Downloads the outputs in the cpu backend's layout. */
   download(): Map<string, Tensor> {
     this.dev.synchronize();
-    const { n, d, Hq, Hkv } = this.b;
-    const S = this.S;
+    const { n, d, Hq, Hkv } = this.plan.b;
+    const S = this.plan.S;
     const esz = this.dtype === "f32" ? 4 : 2;
-    const count = this.out.count!.toArray(Int32Array, S);
-    const order = this.out.order!.toArray(Int32Array, S * n);
-    const f32 = (buf: DeviceBuffer, shape: number[]): Tensor => makeTensor("f32", shape, Float64Array.from(buf.toArray(Float32Array, shape.reduce((a, x) => a * x, 1))));
-    const setShape = S === 1 ? [n] : [S, n];
-    const c = Math.max(...count);
-    const bytesOf = (buf: DeviceBuffer, elems: number): Uint8Array => buf.read(new Uint8Array(elems * esz));
-    const cache = (buf: DeviceBuffer): Tensor => {
-      const all = bytesOf(buf, Hkv * n * d);
-      const out = new Uint8Array(Hkv * c * d * esz);
-      for (let kv = 0; kv < Hkv; kv++) {
-        const keep = count[S === 1 ? 0 : kv]!;
-        out.set(all.subarray(kv * n * d * esz, (kv * n + keep) * d * esz), kv * c * d * esz);
-      }
-      return tensorFromBytes(this.dtype, [Hkv, c, d], out);
-    };
-    let selected: Tensor;
-    if (S === 1) selected = makeTensor("i32", [count[0]!], order.slice(0, count[0]!));
-    else {
-      const sel = new Int32Array(S * c).fill(-1);
-      for (let s = 0; s < S; s++) sel.set(order.subarray(s * n, s * n + count[s]!), s * c);
-      selected = makeTensor("i32", [S, c], sel);
-    }
-    return new Map<string, Tensor>([
-      ["scores", f32(this.out.scores!, setShape)],
-      ["norm_scores", f32(this.out.norm_scores!, setShape)],
-      ["count", makeTensor("i32", [S], count)],
-      ["selected", selected],
-      ["o", tensorFromBytes(this.dtype, [Hq, n, d], bytesOf(this.out.o!, Hq * n * d))],
-      ["k_cache", cache(this.out.k_cache!)],
-      ["v_cache", cache(this.out.v_cache!)],
-    ]);
+    const bytes = (buf: DeviceBuffer, elems: number): Uint8Array => buf.read(new Uint8Array(elems * esz));
+    return assemblePrefill(this.plan, {
+      scores: this.out.scores!.toArray(Float32Array, S * n),
+      normScores: this.out.norm_scores!.toArray(Float32Array, S * n),
+      count: this.out.count!.toArray(Int32Array, S),
+      order: this.out.order!.toArray(Int32Array, S * n),
+      o: tensorFromBytes(this.dtype, [Hq, n, d], bytes(this.out.o!, Hq * n * d)),
+      kFull: tensorFromBytes(this.dtype, [Hkv, n, d], bytes(this.out.k_cache!, Hkv * n * d)),
+      vFull: tensorFromBytes(this.dtype, [Hkv, n, d], bytes(this.out.v_cache!, Hkv * n * d)),
+    });
   }
 
   free(): void {
@@ -205,7 +164,7 @@ export class CudaDecode {
     length.write(Int32Array.of(c));
     const P = alloc(8 * Math.max(1, paramSlots(p).names.length));
     P.write(slotValues(paramSlots(p), b.env));
-    const nd = only(p, "decode", "decode_attn");
+    const nd = fusedNode(p, "decode", "decode_attn", "the cuda backend");
     const scale = knobValue(nd.attrs.scale as Expr, b.env, "scale", "scale");
     const args = packArgs([q, kc, vc, this.o, partO, partMl, length, P, i64(c), i64(Hq), i64(Hkv), i64(d), i64(splits), f64(scale)]);
     const g = decodeGeometry(kernels.config("decode"), { Hq, Hkv, splits });

@@ -4,14 +4,17 @@ import type { CudaDType, Stage } from "./render.ts";
 
 export type Config = Readonly<Record<string, number>>;
 
-export function defaultConfig(stage: Stage, dtype: CudaDType, d: number): Config {
+/** The wgmma path (sm_90a, 16-bit, d a multiple of 64) or mma.sync; `wgmma: 1 | -1` pins the kernel's choice. */
+export function defaultConfig(stage: Stage, dtype: CudaDType, d: number, arch: 80 | 90 = 90): Config {
   switch (stage) {
     case "probe":
       return { warps: 4, mTiles: d > 128 ? 1 : 2, nTiles: d > 128 ? 2 : 4, rowsF32: 16 };
     case "select":
       return { threads: 1024 };
     case "sparse_attn":
-      return dtype === "f32" ? { BM: 64, BN: 64, warps: 4, minBlocks: 1 } : { BM: d <= 128 ? 128 : 64, BN: 64, warps: 4, minBlocks: d <= 64 ? 2 : 1 };
+      if (dtype === "f32") return { BM: 64, BN: 64, warps: 4, minBlocks: 1, wgmma: -1 };
+      if (arch === 90 && d % 64 === 0) return { BM: 128, BN: 64, warps: 8, minBlocks: d <= 128 ? 2 : 1, wgmma: 1 };
+      return { BM: d <= 128 ? 128 : 64, BN: 64, warps: 4, minBlocks: d <= 64 ? 2 : 1, wgmma: -1 };
     case "decode":
       return { warps: 4 };
   }
@@ -46,7 +49,8 @@ export function selectGeometry(c: Config, x: Dims, maxSmemOptin: number): Geomet
 }
 
 export function sparseGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {
-  const smem = dtype === "f32" ? 0 : (c.BM! + 2 * c.BN!) * (x.d + 8) * 2;
+  // wgmma tiles are unpadded (swizzled); mma.sync rows are padded by 8 elements against bank conflicts.
+  const smem = dtype === "f32" ? 0 : (c.BM! + 2 * c.BN!) * (c.wgmma === 1 ? x.d : x.d + 8) * 2 + 16 * c.BN!;
   return { grid: [cdiv(x.n, c.BM!), x.Hq, 1], block: [32 * c.warps!, 1, 1], smem };
 }
 
