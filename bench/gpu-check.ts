@@ -41,15 +41,18 @@ let passed = 0;
 const failures: string[] = [];
 function runCase(name: string, p: Program, c: Case): boolean {
   const inputs = inputsFor(c);
-  const ks = ctx.kernels(p, c.dtype, c.d);
-  const run = new CudaPrefill(ctx.dev, p, inputs, ks, { params: c.params });
   let bad: string[];
   try {
-    run.poison();
-    run.enqueue();
-    bad = checkPrefill(p, c, inputs, run.download(), c.n > 4096 ? 256 : Infinity);
-  } finally {
-    run.free();
+    const run = new CudaPrefill(ctx.dev, p, inputs, ctx.kernels(p, c.dtype, c.d), { params: c.params });
+    try {
+      run.poison();
+      run.enqueue();
+      bad = checkPrefill(p, c, inputs, run.download(), c.n > 4096 ? 256 : Infinity);
+    } finally {
+      run.free();
+    }
+  } catch (e) {
+    bad = [`threw ${String((e as Error).stack ?? e).slice(0, 400)}`];
   }
   if (bad.length) failures.push(`${name} ${JSON.stringify(c)}: ${bad.slice(0, 3).join("; ")}`);
   else passed++;

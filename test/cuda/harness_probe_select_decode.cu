@@ -216,8 +216,8 @@ static int check_select(const SelCfg& c, int n, const float* cm, const float* vi
     }
     phi = std::max(phi, plo);
   } else {
-    plo = phi = c.mode == 1 ? std::min<long long>(n, std::max(1.0, ceil(c.amount * n)))
-              : c.mode == 2 ? std::min<long long>(n, (long long)c.amount) : n;
+    plo = phi = c.mode == 1 ? std::min<long long>(n, std::max(1.0, ceil(c.amount * n - 1e-9)))  // src/interp
+              : c.mode == 2 ? std::min<long long>(n, std::max(1ll, (long long)c.amount)) : n;
   }
   const int kf = std::min(n, c.keep_first), kl = std::min(n, c.keep_last), nf = std::min(n, kf + kl);
   auto cnt_of = [&](long long p) { return nf + (int)std::min<long long>(n - nf, std::max(0ll, p - nf)); };
@@ -460,6 +460,8 @@ int main(int argc, char** argv) {
       {0, BF16, 128, 2880, 64, 64, 8, 2, 0, {0, 0.975, 0, 2, 7, 0, 0}},
       {0, F16, 64, 2880, 32, 32, 4, 4, 1, {2, 100, 2, 0, 1, 0, 0}},        // per KV head
       {0, BF16, 80, 2880, 16, 16, 4, 1, 0, {2, 1, 0, 0, 1, 0, 0}},         // keep one
+      {0, F16, 64, 10, 4, 2, 2, 1, 0, {1, 0.3, 0, 0, 1, 0, 0}},            // ratio rounding: p = 3, not 4
+      {0, F16, 64, 10, 4, 2, 2, 1, 0, {2, 0, 0, 0, 1, 0, 0}},              // budget 0 -> p = 1
       {0, F32, 96, 2880, 16, 16, 2, 1, 0, {0, 0.5, 1, 1, 3, 2, 2}},
       {0, BF16, 256, 600, 16, 16, 2, 1, 0, {0, 0.975, 0, 0, 1, 0, 0}},
       {0, BF16, 64, 33000, 16, 16, 4, 1, 0, {0, 0.975, 0, 0, 1, 0, 0}},

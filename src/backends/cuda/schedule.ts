@@ -8,7 +8,7 @@ export type Config = Readonly<Record<string, number>>;
 export function defaultConfig(stage: Stage, dtype: CudaDType, d: number, arch: 80 | 90 = 90): Config {
   switch (stage) {
     case "probe":
-      return { warps: 4, mTiles: d > 128 ? 1 : 2, nTiles: d > 128 ? 2 : 4, rowsF32: 16 };
+      return { warps: dtype !== "f32" && d <= 128 ? 8 : 4, mTiles: 1, nTiles: d > 128 ? 1 : 2, rowsF32: 16, minBlocks: 2 };
     case "select":
       return { threads: 1024 };
     case "sparse_attn":
@@ -55,7 +55,7 @@ export function sparseGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {
 }
 
 export function decodeSplits(smCount: number, Hkv: number, capacity: number): number {
-  return Math.max(1, Math.min(cdiv(2 * smCount, Hkv), cdiv(capacity, 256)));
+  return Math.max(1, Math.min(cdiv(2 * smCount, Hkv), cdiv(capacity, 64)));
 }
 
 export function decodeGeometry(c: Config, x: { Hq: number; Hkv: number; splits: number }): { split: Geometry; combine: Geometry } {

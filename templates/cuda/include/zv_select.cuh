@@ -314,10 +314,10 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
     a_max = block_max(a_max, sh.fred);
     a_abs = block_sum(a_abs, sh.dred);
     p = tau_count<kThreads>(cm, n, a.amount, a_max, a_abs, keys, sh);
-  } else if (a.mode == 1) {
-    p = min((long long)n, max(1ll, (long long)ceil(a.amount * (double)n)));
-  } else if (a.mode == 2) {
-    p = min((long long)n, max(0ll, (long long)a.amount));
+  } else if (a.mode == 1) {  // as the interpreter: the 1e-9 keeps 0.3 * 10 = 3.0000000000000004 at 3
+    p = min((long long)n, max(1ll, (long long)ceil(a.amount * (double)n - 1e-9)));
+  } else if (a.mode == 2) {  // every mode's p is clamped to [1, n]
+    p = min((long long)n, max(1ll, (long long)a.amount));
   } else {
     p = n;
   }
