@@ -123,3 +123,30 @@ export function compileKernel(k: KernelSource, arch: Arch, nvrtc?: { version: st
   return { key, cubin, compiler: nv ? "nvcc" : "nvrtc", cached: false, ms: performance.now() - t0, reports };
 }
 
+
+/** Fills the cache for many kernels at once with parallel nvcc runs (a model's or a test run's whole set). */
+export async function precompile(jobs: readonly { k: KernelSource; arch: Arch }[], concurrency: number): Promise<number> {
+  const nv = nvccVersion();
+  if (!nv) return 0;
+  const { execFile } = await import("node:child_process");
+  const run = (args: string[]): Promise<void> => new Promise((res, rej) => execFile(knobs.nvcc, args, { maxBuffer: 1 << 24 }, (e) => (e ? rej(e) : res())));
+  const dir = join(knobs.cacheDir, "cuda");
+  mkdirSync(dir, { recursive: true });
+  const todo = [...new Map(jobs.map((j) => [cacheKey(j.k, j.arch, `nvcc ${nv}`), j])).entries()].filter(([key]) => !existsSync(join(dir, `${key}.cubin`)));
+  const tmp = mkdtempSync(join(tmpdir(), "zipvl-pre-"));
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < todo.length) {
+      const [key, j] = todo[next++]!;
+      const src = join(tmp, `${key}.cu`);
+      writeFileSync(src, j.k.source);
+      await run([...nvccFlags(j.arch), "-cubin", "-o", join(dir, `${key}.cubin`), src]);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: Math.max(1, concurrency) }, worker));
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return todo.length;
+}
