@@ -8,6 +8,8 @@ export const knobs = {
   realGpu: process.env.ZIPVL_REAL_GPU === "1",
   /** nvcc for ahead-of-time compilation. */
   nvcc: process.env.ZIPVL_NVCC ?? (process.env.CUDA_HOME ? `${process.env.CUDA_HOME}/bin/nvcc` : "/usr/local/cuda/bin/nvcc"),
+  /** "nvrtc" compiles kernels just in time with NVRTC even where nvcc exists (default: nvcc when present). */
+  jit: process.env.ZIPVL_JIT === "nvrtc" ? "nvrtc" : "auto",
   /** Root of the templates/ folder (bundled runners live elsewhere). */
   templates: process.env.ZIPVL_TEMPLATES,
   /** Number of fast-check runs for property tests (CI keeps the default). */

@@ -108,7 +108,7 @@ export type NvrtcFn = (src: string, o: { name: string; options: readonly string[
 /** Cached compile for the running GPU: nvcc when present (the GPU host has it), else NVRTC. */
 export function compileKernel(k: KernelSource, arch: Arch, nvrtc?: { version: string; compile: NvrtcFn }): CompiledKernel {
   const t0 = performance.now();
-  const nv = nvccVersion();
+  const nv = knobs.jit === "nvrtc" ? null : nvccVersion();
   const toolchain = nv ? `nvcc ${nv}` : nvrtc ? `nvrtc ${nvrtc.version}` : fail("ZV4001", ["cuda", "neither nvcc nor NVRTC is available to compile kernels"]);
   const key = cacheKey(k, arch, toolchain);
   const dir = join(knobs.cacheDir, "cuda");

@@ -1,6 +1,7 @@
 // The cuda executor: compiles (or loads from the cache) the kernels a program needs for the input dtype and head
 // dim, runs prefill or decode through CudaPrefill / CudaDecode, and returns host tensors like the cpu backend.
 import { fail } from "../../diagnostics/diagnostic.ts";
+import { knobs } from "../../knobs.ts";
 import type { Tensor } from "../../io/tensor.ts";
 import type { Program } from "../../ir/ir.ts";
 import { CudaDevice, nvrtcCompile, nvrtcVersion, type CudaFunction, type CudaModule } from "../../runtime/native.ts";
@@ -24,7 +25,7 @@ export function openCuda(): CudaContext {
   const arch: Arch = major >= 9 ? 90 : 80;
   const modules = new Map<string, CudaModule>();
   let nvrtc: Parameters<typeof compileKernel>[2];
-  if (!nvccVersion()) {
+  if (knobs.jit === "nvrtc" || !nvccVersion()) {
     try {
       nvrtc = { version: nvrtcVersion().join("."), compile: (src, o) => nvrtcCompile(src, o) };
     } catch {

@@ -88,13 +88,14 @@ export class CudaPrefill {
     ]);
     const sg = selectGeometry(kernels.config("select"), dims, dev.info.maxSharedPerBlockOptin);
     const selFn = kernels.fn("select");
-    if (sg.smem > 48 * 1024) selFn.setMaxDynamicShared(sg.smem);
+    // The kernel also has ~26 KB of static shared memory: opt in whenever dynamic memory is used at all.
+    if (sg.smem > 0) selFn.setMaxDynamicShared(sg.smem);
     this.launches.push(() => this.dev.launch(selFn, { grid: sg.grid, block: sg.block, sharedBytes: sg.smem, stream: this.stream }, selArgs));
     // 3. token-sparse attention with gathered loads, zero rows and the compacted cache in the same pass.
     const saArgs = packArgs([qb, kb, vb, o, kc, vc, count, order, P, i64(n), i64(Hq), i64(Hkv), i64(d), per, f64(plan.attn.scale)]);
     const ag = sparseGeometry(kernels.config("sparse_attn"), this.dtype, dims);
     const saFn = kernels.fn("sparse_attn");
-    if (ag.smem > 48 * 1024) saFn.setMaxDynamicShared(ag.smem);
+    if (ag.smem > 0) saFn.setMaxDynamicShared(ag.smem);
     this.launches.push(() => this.dev.launch(saFn, { grid: ag.grid, block: ag.block, sharedBytes: ag.smem, stream: this.stream }, saArgs));
   }
 

@@ -42,10 +42,10 @@ export function probeGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {
   return { grid: [cdiv((x.Hq / x.Hkv) * x.m, BM), x.Hkv, 1], block: [32 * c.warps!, 1, 1], smem: 0 };
 }
 
-/** Keys cached in shared memory when 4n bytes fit (the kernel re-reads global memory otherwise). */
+/** Keys cached in shared memory when 4n bytes fit beside the kernel's ~26 KB of static shared memory. */
 export function selectGeometry(c: Config, x: Dims, maxSmemOptin: number): Geometry {
   const want = 4 * x.n;
-  return { grid: [x.S, 1, 1], block: [c.threads!, 1, 1], smem: want <= maxSmemOptin - 16 * 1024 ? want : 0 };
+  return { grid: [x.S, 1, 1], block: [c.threads!, 1, 1], smem: want <= maxSmemOptin - 32 * 1024 ? want : 0 };
 }
 
 export function sparseGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {

@@ -7,7 +7,20 @@
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+// NVRTC has no C library headers (seen on the GPU host: "cannot open source file stdint.h"); the fixed-width types
+// it needs are spelled out instead. Redeclaring an identical typedef is legal C++ if cuda_fp16.h made them already.
+#ifdef __CUDACC_RTC__
+typedef signed char int8_t;
+typedef unsigned char uint8_t;
+typedef short int16_t;
+typedef unsigned short uint16_t;
+typedef int int32_t;
+typedef unsigned int uint32_t;
+typedef long long int64_t;
+typedef unsigned long long uint64_t;
+#else
 #include <stdint.h>
+#endif
 
 namespace zv {
 
