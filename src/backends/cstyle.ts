@@ -27,22 +27,27 @@ const cNumber = (v: number): string => {
   return /[.eE]/.test(s) ? s : `${s}.0`;
 };
 
-/** CUDA: double arithmetic (positions and parameters are exact), `d` is the instantiated head dim. */
+/**
+ * CUDA: positions stay integers (`q_pos >= k_pos` is one integer compare in the hot loop), everything else is
+ * double, so results equal the interpreter's f64 arithmetic: division is always floating point and function
+ * arguments are converted to double (min/max/abs map to fmin/fmax/fabs, avoiding int/float overload ambiguity).
+ */
 export function cudaRendering(slots: Slots, headDim: number): Rendering {
+  const FN: Record<string, string> = { min: "fmin", max: "fmax", abs: "fabs" };
   return {
-    num: cNumber,
+    num: (v) => (Number.isInteger(v) && Math.abs(v) < 2 ** 31 ? String(v) : cNumber(v)),
     bool: (v) => String(v),
     var: (name) => {
-      if (name === "s") return "(double)s";
-      if (name === "q_pos" || name === "k_pos" || name === "n" || name === "pos") return `(double)${name}`;
-      if (name === "d") return cNumber(headDim);
+      if (name === "s" || name === "q_pos" || name === "k_pos" || name === "n" || name === "pos") return name;
+      if (name === "d") return String(headDim);
       const i = slots.index(name);
       if (i === undefined) throw new Error(`internal: no slot for '${name}'`);
       return `P[${i}]`;
     },
-    call: (fn, args) => `${fn}(${args.join(", ")})`,
-    cond: (c, a, b) => `(${c} ? ${a} : ${b})`,
-    mod: (a, b) => `fmod(${a}, ${b})`,
+    call: (fn, args) => `${FN[fn] ?? fn}(${args.map((a) => `(double)(${a})`).join(", ")})`,
+    cond: (c, a, b) => `(${c} ? (double)(${a}) : (double)(${b}))`,
+    mod: (a, b) => `fmod((double)(${a}), (double)(${b}))`,
+    div: (a, b) => `((double)(${a}) / (double)(${b}))`,
   };
 }
 

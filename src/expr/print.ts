@@ -13,6 +13,8 @@ export interface Rendering {
   readonly parenAll?: boolean;
   /** Remainder as a function call where the language has no floating-point `%` (C: fmod). */
   readonly mod?: (a: string, b: string) => string;
+  /** Division as a function of the rendered operands (C: force floating-point division of integer positions). */
+  readonly div?: (a: string, b: string) => string;
 }
 
 export const CANONICAL: Rendering = {
@@ -40,6 +42,7 @@ export function renderExpr(e: Expr, r: Rendering = CANONICAL, parent = 0): strin
     }
     case "bin": {
       if (e.op === "%" && r.mod) return r.mod(renderExpr(e.a, r, 0), renderExpr(e.b, r, 0));
+      if (e.op === "/" && r.div) return r.div(renderExpr(e.a, r, 0), renderExpr(e.b, r, 0));
       const p = PREC[e.op]!;
       // Comparisons are non-associative in the grammar, so both sides of one need a higher level.
       const rightP = p === 3 ? 4 : p + 1;

@@ -158,7 +158,8 @@ function evalNode(nd: Node, vals: ReadonlyMap<number, Val>, inputs: ReadonlyMap<
   }
 }
 
-function keepMask(nd: Node, b: Binding): Int32Array {
+/** Tokens the keep rules force into the selection (first k, last L, keepIf). */
+export function keepMask(nd: Node, b: Binding): Int32Array {
   const env = b.env;
   const first = knobValue(nd.attrs.keep_first as Expr, env, "nonneg_int", "keepFirst");
   const last = knobValue(nd.attrs.keep_last as Expr, env, "nonneg_int", "keepLast");

@@ -7,7 +7,7 @@ import type { Tensor } from "../../src/io/tensor.ts";
 import { func, getFunc, program, type Program } from "../../src/ir/ir.ts";
 import { bindPrefill } from "../../src/interp/bind.ts";
 import { decodeAttention } from "../../src/interp/kernels.ts";
-import { interpret, knobValue, maskFn, scoreFn } from "../../src/interp/run.ts";
+import { interpret, keepMask, knobValue, maskFn, scoreFn } from "../../src/interp/run.ts";
 import { eliminateDeadCode } from "../../src/passes/simple.ts";
 
 export interface Case {
@@ -60,9 +60,8 @@ export function checkPrefill(p: Program, c: Case, inputs: ReadonlyMap<string, Te
   const b = bindPrefill(p, inputs, c.params, 0);
   const selNode = getFunc(p, "prefill").body.find((x) => x.op === "select")!;
   const mode = selNode.attrs.mode as string;
-  const keepFirst = knobValue(selNode.attrs.keep_first as Expr, b.env, "nonneg_int", "keepFirst");
-  const keepLast = knobValue(selNode.attrs.keep_last as Expr, b.env, "nonneg_int", "keepLast");
-  const forced = (j: number): boolean => j < keepFirst || j >= n - keepLast;
+  const forcedMask = keepMask(selNode, b);
+  const forced = (j: number): boolean => forcedMask[j] === 1;
   for (let s = 0; s < S; s++) {
     const cnt = counts[s]!;
     const row = S === 1 ? [...sel.data] : [...sel.data.subarray(s * sel.shape[1]!, s * sel.shape[1]! + cnt)];

@@ -8,7 +8,8 @@ export type Config = Readonly<Record<string, number>>;
 export function defaultConfig(stage: Stage, dtype: CudaDType, d: number, arch: 80 | 90 = 90): Config {
   switch (stage) {
     case "probe":
-      return { warps: dtype !== "f32" && d <= 128 ? 8 : 4, mTiles: 1, nTiles: d > 128 ? 1 : 2, rowsF32: 16, minBlocks: 2 };
+      // sm_80 gets no second CTA per SM: at 128 registers its probe kernel spills 8 bytes (ptxas), at 1 it does not.
+      return { warps: dtype !== "f32" && d <= 128 ? 8 : 4, mTiles: 1, nTiles: d > 128 ? 1 : 2, rowsF32: 16, minBlocks: arch === 80 ? 1 : 2 };
     case "select":
       return { threads: 1024 };
     case "sparse_attn":

@@ -25,6 +25,8 @@ export function wgslVariants(p: Program, headDim: number): WgslVariants {
   const dec = fusedNode(p, "decode", "decode_attn", BACKEND);
   const mod = dec.attrs.modifier as Expr;
   if (!(mod.k === "var" && mod.name === "s")) fail("ZV4002", [BACKEND, "score modifiers in decode()"]);
+  // The WGSL radix count assumes non-negative column mass; raw scores (activation none) can be negative.
+  if (sel.attrs.mode === "tau" && ps.attrs.activation === "none") fail("ZV4002", [BACKEND, "tau selection over raw (activation none) scores"]);
   const base: WgslVariant = {
     activation: ACTIVATION[ps.attrs.activation as keyof typeof ACTIVATION],
     probeCausal: ps.attrs.causal === true,
