@@ -64,8 +64,10 @@ export interface RawPrefill {
   readonly vFull: Tensor;
 }
 
-export function assemblePrefill(plan: PrefillPlan, r: RawPrefill): Map<string, Tensor> {
+export function assemblePrefill(plan: PrefillPlan, r: RawPrefill, backend: string): Map<string, Tensor> {
   const { n, d, Hkv } = plan.b;
+  // Device results are checked before they become tensors: a faulty kernel gets a coded error, not a crash.
+  for (const c of r.count) if (!(c >= 1 && c <= n)) fail("ZV4003", [backend, `kept count ${c} outside [1, ${n}]`]);
   const S = plan.S;
   const setShape = S === 1 ? [n] : [S, n];
   const c = Math.max(...r.count);

@@ -46,6 +46,7 @@ export const CODES = {
   // backends and runtimes (ZV30xx native CUDA, ZV31xx WebGPU)
   ZV4001: "backend '{0}' is not available: {1}",
   ZV4002: "{0} does not support {1} yet",
+  ZV4003: "{0} produced invalid output: {1} (a kernel or driver fault; please report with the inputs)",
   // command line
   ZV5001: "{0}",
 } as const;

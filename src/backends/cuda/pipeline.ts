@@ -28,14 +28,35 @@ const i64 = (v: number): { i64: number } => ({ i64: v });
 const f64 = (v: number): { f64: number } => ({ f64: v });
 
 
+/** Device buffers owned by one pipeline, freed together. */
+class Arena {
+  private readonly bufs: DeviceBuffer[] = [];
+  constructor(private readonly dev: CudaDevice) {}
+  alloc(bytes: number): DeviceBuffer {
+    const buf = this.dev.alloc(Math.max(bytes, 16));
+    this.bufs.push(buf);
+    return buf;
+  }
+  /** A tensor's bytes in its dtype (esz bytes an element). */
+  upload(t: Tensor, esz: number): DeviceBuffer {
+    const buf = this.alloc(t.data.length * esz);
+    buf.write(tensorToBytes(t));
+    return buf;
+  }
+  free(): void {
+    for (const b of this.bufs.splice(0)) b.free();
+  }
+}
+
 export class CudaPrefill {
   readonly plan: PrefillPlan;
   readonly dtype: CudaDType;
-  private readonly bufs: DeviceBuffer[] = [];
+  private readonly arena: Arena;
   private readonly launches: (() => void)[] = [];
   private readonly out: Record<string, DeviceBuffer> = {};
 
   constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, private stream: CudaStream | null = null) {
+    this.arena = new Arena(dev);
     const plan = (this.plan = planPrefill(p, inputs, opts, "the cuda backend"));
     const { b, probes, S, perKvHead } = plan;
     const q = inputs.get("q")!;
@@ -43,16 +64,8 @@ export class CudaPrefill {
     const m = probes.length;
     const { n, d, Hq, Hkv } = b;
     const esz = this.dtype === "f32" ? 4 : 2;
-    const alloc = (bytes: number): DeviceBuffer => {
-      const buf = this.dev.alloc(Math.max(bytes, 16));
-      this.bufs.push(buf);
-      return buf;
-    };
-    const upload = (t: Tensor): DeviceBuffer => {
-      const buf = alloc(t.data.length * esz);
-      buf.write(tensorToBytes(t));
-      return buf;
-    };
+    const alloc = (bytes: number): DeviceBuffer => this.arena.alloc(bytes);
+    const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
     const qb = upload(q);
     const kb = upload(inputs.get("k")!);
     const vb = upload(inputs.get("v")!);
@@ -124,36 +137,29 @@ export class CudaPrefill {
       o: tensorFromBytes(this.dtype, [Hq, n, d], bytes(this.out.o!, Hq * n * d)),
       kFull: tensorFromBytes(this.dtype, [Hkv, n, d], bytes(this.out.k_cache!, Hkv * n * d)),
       vFull: tensorFromBytes(this.dtype, [Hkv, n, d], bytes(this.out.v_cache!, Hkv * n * d)),
-    });
+    }, "the cuda backend");
   }
 
   free(): void {
-    for (const b of this.bufs) b.free();
+    this.arena.free();
   }
 }
 
 export class CudaDecode {
   readonly b: Binding & { c: number };
-  private readonly bufs: DeviceBuffer[] = [];
+  private readonly arena: Arena;
   private readonly launch: () => void;
   private readonly o: DeviceBuffer;
   readonly dtype: CudaDType;
 
-  constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: { params?: Readonly<Record<string, number>>; layer?: number }, stream: CudaStream | null = null) {
+  constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, stream: CudaStream | null = null) {
+    this.arena = new Arena(dev);
     const b = (this.b = bindDecode(p, inputs, opts.params ?? {}, opts.layer ?? 0));
     this.dtype = inputs.get("q")!.dtype as CudaDType;
     const { Hq, Hkv, d, c } = b;
     const esz = this.dtype === "f32" ? 4 : 2;
-    const alloc = (bytes: number): DeviceBuffer => {
-      const buf = dev.alloc(Math.max(bytes, 16));
-      this.bufs.push(buf);
-      return buf;
-    };
-    const upload = (t: Tensor): DeviceBuffer => {
-      const buf = alloc(t.data.length * esz);
-      buf.write(tensorToBytes(t));
-      return buf;
-    };
+    const alloc = (bytes: number): DeviceBuffer => this.arena.alloc(bytes);
+    const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
     const q = upload(inputs.get("q")!);
     const kc = upload(inputs.get("k_cache")!);
     const vc = upload(inputs.get("v_cache")!);
@@ -189,6 +195,6 @@ export class CudaDecode {
     return new Map([["o", tensorFromBytes(this.dtype, [Hq, 1, d], this.o.read(new Uint8Array(Hq * d * esz)))]]);
   }
   free(): void {
-    for (const b of this.bufs) b.free();
+    this.arena.free();
   }
 }

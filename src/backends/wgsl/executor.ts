@@ -51,7 +51,7 @@ async function prefill(dev: ZvGpu, p: Program, inputs: ReadonlyMap<string, Tenso
   return assemblePrefill(plan, {
     scores: ps.colmass, normScores: chosen.normScores, count: chosen.count, order: chosen.order,
     o: asTensor(dtype, [Hq, n, d], att.o), kFull: asTensor(dtype, [Hkv, n, d], att.kCache), vFull: asTensor(dtype, [Hkv, n, d], att.vCache),
-  });
+  }, "the webgpu backend");
 }
 
 async function decodeStep(dev: ZvGpu, p: Program, inputs: ReadonlyMap<string, Tensor>, opts: ExecOptions): Promise<Map<string, Tensor>> {
