@@ -9,8 +9,9 @@ import { bindDecode, type Binding } from "../../interp/bind.ts";
 import { knobValue } from "../../interp/run.ts";
 import type { ExecOptions } from "../backend.ts";
 import { assemblePrefill, fusedNode, planPrefill, type PrefillPlan } from "../plan.ts";
-import { packArgs, type CudaDevice, type CudaFunction, type CudaStream, type DeviceBuffer } from "../../runtime/native.ts";
+import { type CudaDevice, type CudaFunction, type CudaStream, type DeviceBuffer } from "../../runtime/native.ts";
 import { paramSlots, slotValues } from "../cstyle.ts";
+import { packStruct } from "./args.ts";
 import type { CudaDType, Stage } from "./render.ts";
 import { decodeGeometry, type Config } from "./schedule.ts";
 import { decodeSplits, probeGeometry, selectGeometry, sparseGeometry } from "./schedule.ts";
@@ -85,7 +86,9 @@ export class CudaPrefill {
     const per = i64(perKvHead ? 1 : 0);
 
     // 1. probe scoring: column mass over probe rows and heads (+ probe-visible counts).
-    const probeArgs = packArgs([qb, kb, probesB, colmass, visible, P, i64(n), i64(m), i64(Hq), i64(Hkv), i64(d), per, f64(plan.probe.scale)]);
+    const probeArgs = packStruct("ZvProbeArgs", {
+      q: qb, k: kb, probes: probesB, colmass, visible, params: P, n: i64(n), m: i64(m), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), per_kv_head: per, scale: f64(plan.probe.scale),
+    });
     const pg = probeGeometry(kernels.config("probe"), this.dtype, dims);
     const probeFn = kernels.fn("probe");
     this.launches.push(() => {
@@ -95,17 +98,19 @@ export class CudaPrefill {
     });
     // 2. selection: tau count from raw mass, identity from normalized scores, order = selected then the rest.
     const sl = plan.select;
-    const selArgs = packArgs([
-      colmass, visible, normScores, count, order, P, i64(n), i64(S), i64(MODE[sl.mode]!), f64(sl.amount),
-      i64(NORMALIZER[plan.probe.normalizer]!), i64(POOL[sl.pool]!), i64(sl.poolSize), i64(sl.keepFirst), i64(sl.keepLast),
-    ]);
+    const selArgs = packStruct("ZvSelectArgs", {
+      colmass, visible, norm_scores: normScores, count, order, params: P, n: i64(n), S: i64(S), mode: i64(MODE[sl.mode]!), amount: f64(sl.amount),
+      normalizer: i64(NORMALIZER[plan.probe.normalizer]!), pool_kind: i64(POOL[sl.pool]!), pool_size: i64(sl.poolSize), keep_first: i64(sl.keepFirst), keep_last: i64(sl.keepLast),
+    });
     const sg = selectGeometry(kernels.config("select"), dims, dev.info.maxSharedPerBlockOptin);
     const selFn = kernels.fn("select");
     // The kernel also has ~26 KB of static shared memory: opt in whenever dynamic memory is used at all.
     if (sg.smem > 0) selFn.setMaxDynamicShared(sg.smem);
     this.launches.push(() => this.dev.launch(selFn, { grid: sg.grid, block: sg.block, sharedBytes: sg.smem, stream: this.stream }, selArgs));
     // 3. token-sparse attention with gathered loads, zero rows and the compacted cache in the same pass.
-    const saArgs = packArgs([qb, kb, vb, o, kc, vc, count, order, P, i64(n), i64(Hq), i64(Hkv), i64(d), per, f64(plan.attn.scale)]);
+    const saArgs = packStruct("ZvSparseArgs", {
+      q: qb, k: kb, v: vb, o, k_cache: kc, v_cache: vc, count, order, params: P, n: i64(n), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), per_kv_head: per, scale: f64(plan.attn.scale),
+    });
     const ag = sparseGeometry(kernels.config("sparse_attn"), this.dtype, dims);
     const saFn = kernels.fn("sparse_attn");
     if (ag.smem > 0) saFn.setMaxDynamicShared(ag.smem);
@@ -173,7 +178,9 @@ export class CudaDecode {
     P.write(slotValues(paramSlots(p), b.env));
     const nd = fusedNode(p, "decode", "decode_attn", "the cuda backend");
     const scale = knobValue(nd.attrs.scale as Expr, b.env, "scale", "scale");
-    const args = packArgs([q, kc, vc, this.o, partO, partMl, length, P, i64(c), i64(Hq), i64(Hkv), i64(d), i64(splits), f64(scale)]);
+    const args = packStruct("ZvDecodeArgs", {
+      q, k_cache: kc, v_cache: vc, o: this.o, part_o: partO, part_ml: partMl, length, params: P, capacity: i64(c), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), splits: i64(splits), scale: f64(scale),
+    });
     const g = decodeGeometry(kernels.config("decode"), { Hq, Hkv, splits });
     const split = kernels.fn("decode", "_split");
     const combine = kernels.fn("decode", "_combine");
