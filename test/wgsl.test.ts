@@ -1,6 +1,7 @@
-// WGSL backend vs a plain float64 reference (written here; to be swapped for src/interp later), on a real WebGPU
+// WGSL backend vs the float64 interpreter's stage semantics (src/interp/kernels.ts), on a real WebGPU
 // adapter (software Vulkan in CI: see .ci/install-vulkan.sh). Outputs are poisoned (NaN / -1) before every dispatch.
 // Without an adapter every test is skipped with a console.warn, never passed silently.
+import * as K from "../src/interp/kernels.ts";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import {
@@ -88,52 +89,35 @@ const closeTo = (got: ArrayLike<number>, want: ArrayLike<number>, tol: (i: numbe
 };
 const RUNS = { probe: 300, select: 500, attention: 300, decode: 300 };
 
-// ---- float64 references --------------------------------------------------------------------------------------------
+// ---- float64 references: the interpreter's own stage semantics (src/interp/kernels.ts) -------------------------
+const f64 = (a: Float32Array): Float64Array => Float64Array.from(a);
+const ACT = ["softmax", "sigmoid", "none"] as const;
+
 interface ProbeCase { q: Float32Array; k: Float32Array; probes: Int32Array; Hq: number; Hkv: number; n: number; d: number; scale: number; perKvHead: boolean; params: Float32Array; v: TestVariant }
 function probeRef(c: ProbeCase): { colmass: Float64Array; mag: Float64Array; visible: Float64Array } {
-  const { n, d, Hq, Hkv, probes, params: P, v } = c;
-  const g = Hq / Hkv, S = c.perKvHead ? Hkv : 1;
-  const colmass = new Float64Array(S * n), mag = new Float64Array(S * n), visible = new Float64Array(n);
-  for (const qp of probes) for (let j = 0; j < n; j++) if (v.probe(qp, j, n, P)) visible[j]!++;
-  for (let h = 0; h < Hq; h++) {
-    const kv = Math.floor(h / g), set = c.perKvHead ? kv : 0;
-    probes.forEach((qp) => {
-      const s = new Float64Array(n).fill(-Infinity);
-      for (let j = 0; j < n; j++) if (v.probe(qp, j, n, P)) s[j] = v.mod(dot(c.q, (h * n + qp) * d, c.k, (kv * n + j) * d, d) * c.scale, qp, j, n, P);
-      const mx = Math.max(...s);
-      let sum = 0;
-      for (const x of s) if (x > -Infinity) sum += Math.exp(x - mx);
-      for (let j = 0; j < n; j++) {
-        if (s[j] === -Infinity) continue;
-        const a = v.wgsl.activation === 0 ? Math.exp(s[j]! - mx) / sum : v.wgsl.activation === 1 ? 1 / (1 + Math.exp(-s[j]!)) : s[j]!;
-        colmass[set * n + j]! += a;
-        mag[set * n + j]! += Math.abs(a);
-      }
-    });
-  }
-  return { colmass, mag, visible };
+  const { n, probes, params: P, v } = c;
+  const heads = { Hq: c.Hq, Hkv: c.Hkv, n, d: c.d };
+  const mask: K.MaskFn = (q, k) => v.probe(q, k, n, P);
+  const A = K.probeAttention(f64(c.q), f64(c.k), probes, heads, c.scale, (s, q, k) => v.mod(s, q, k, n, P), mask, ACT[v.wgsl.activation]);
+  return {
+    colmass: K.columnMass(A, heads, probes.length, c.perKvHead),
+    mag: K.columnMass(A.map(Math.abs), heads, probes.length, c.perKvHead), // scale of the f32 rounding error
+    visible: K.normDivisor("visible", probes, n, mask),
+  };
 }
 
 interface SelCase extends SelectOptions { colmass: Float32Array; visible: Float32Array; n: number; S: number; keep: (p: number, n: number) => boolean }
 function normRef(c: SelCase, s: number): Float64Array {
   const { n } = c;
-  const base = Array.from({ length: n }, (_, j) => {
-    const den = c.normalizer === "visible" ? c.visible[j]! : c.normalizer === "n_minus_j" ? n - j : 1;
-    return den === 0 ? 0 : c.colmass[s * n + j]! / den;
-  });
-  if (c.pool.kind === "none" || c.pool.size <= 1) return Float64Array.from(base);
-  const h = Math.floor(c.pool.size / 2);
-  return Float64Array.from(base, (_, j) => {
-    const w = base.slice(Math.max(0, j - h), Math.min(n, j + h + 1));
-    return c.pool.kind === "max" ? Math.max(...w) : w.reduce((a, b) => a + b, 0) / w.length;
-  });
+  const div = c.normalizer === "visible" ? f64(c.visible) : K.normDivisor(c.normalizer, new Int32Array(0), n, () => false);
+  return K.poolScores(K.normalizeScores(f64(c.colmass.subarray(s * n, (s + 1) * n)), div, n), n, c.pool.kind, c.pool.size);
 }
 /** Counts p that the spec allows, given float rounding of the cumulative mass (tau) or exactly (other modes). */
 function validP(c: SelCase, s: number): (p: number) => boolean {
   const { n } = c;
   if (c.mode !== "tau") {
-    const p = c.mode === "ratio" ? Math.ceil(c.amount * n - 1e-9) : c.mode === "budget" ? Math.floor(c.amount) : n;
-    return (x) => x === Math.min(n, Math.max(1, p));
+    const p = K.keptCount(new Float64Array(n), n, c.mode, c.mode === "budget" ? Math.floor(c.amount) : c.amount)[0]!;
+    return (x) => x === p;
   }
   const a = Array.from(c.colmass.subarray(s * n, (s + 1) * n)).sort((x, y) => y - x);
   const cum = [0];
@@ -144,57 +128,38 @@ function validP(c: SelCase, s: number): (p: number) => boolean {
 }
 const forcedSet = (c: SelCase): boolean[] =>
   Array.from({ length: c.n }, (_, j) => j < c.keepFirst || j >= c.n - c.keepLast || c.keep(j, c.n));
-/** Selection as a pure function of (scores, count): forced + top by score (ties to the smaller position), ascending. */
+/** Selection as a pure function of (scores, count): the interpreter's top-k (forced first, ties to the smaller position). */
 function orderFromScores(scores: ArrayLike<number>, forced: boolean[], count: number): number[] {
   const n = forced.length;
-  const free = Array.from({ length: n }, (_, j) => j).filter((j) => !forced[j]).sort((x, y) => scores[y]! - scores[x]! || x - y);
-  const nf = n - free.length;
-  const sel = new Set([...forced.flatMap((f, j) => (f ? [j] : [])), ...free.slice(0, count - nf)]);
-  const all = Array.from({ length: n }, (_, j) => j);
-  return [...all.filter((j) => sel.has(j)), ...all.filter((j) => !sel.has(j))];
+  const r = K.selectTopk(Float64Array.from(scores), n, Int32Array.of(count), Int32Array.from(forced, (f) => (f ? 1 : 0)));
+  return Array.from(r.order);
 }
 
 interface AttnCase { q: Float32Array; k: Float32Array; v: Float32Array; order: Int32Array; count: Int32Array; Hq: number; Hkv: number; n: number; d: number; scale: number; perKvHead: boolean; params: Float32Array; vt: TestVariant }
 function attnRef(c: AttnCase): { o: Float64Array; kCache: Float64Array; vCache: Float64Array } {
-  const { n, d, Hq, Hkv, params: P } = c;
-  const g = Hq / Hkv;
-  const o = new Float64Array(Hq * n * d), kCache = new Float64Array(Hkv * n * d), vCache = new Float64Array(Hkv * n * d);
-  for (let h = 0; h < Hq; h++) {
-    const kv = Math.floor(h / g), set = c.perKvHead ? kv : 0, cnt = c.count[set]!;
-    const T = c.order.subarray(set * n, set * n + cnt);
-    T.forEach((qp, i) => {
-      const s = Array.from(T, (kp) => (c.vt.attn(qp, kp, n, P) ? c.vt.mod(dot(c.q, (h * n + qp) * d, c.k, (kv * n + kp) * d, d) * c.scale, qp, kp, n, P) : -Infinity));
-      const mx = Math.max(...s);
-      if (mx === -Infinity) return; // fully masked row -> 0
-      const p = s.map((x) => (x === -Infinity ? 0 : Math.exp(x - mx)));
-      const sum = p.reduce((a, b) => a + b, 0);
-      for (let x = 0; x < d; x++) {
-        let acc = 0;
-        T.forEach((kp, j) => (acc += p[j]! * c.v[(kv * n + kp) * d + x]!));
-        o[(h * n + qp) * d + x] = acc / sum;
-      }
-      if (h % g === 0) for (let x = 0; x < d; x++) {
-        kCache[(kv * n + i) * d + x] = c.k[(kv * n + qp) * d + x]!;
-        vCache[(kv * n + i) * d + x] = c.v[(kv * n + qp) * d + x]!;
-      }
-    });
-  }
-  return { o, kCache, vCache };
+  const { n, d, Hkv, params: P } = c;
+  const heads = { Hq: c.Hq, Hkv, n, d };
+  // Per-KV-head sets travel as S = Hkv counts; one shared set as a single count.
+  const count = c.perKvHead ? c.count : c.count.subarray(0, 1);
+  const o = K.sparseAttention(f64(c.q), f64(c.k), f64(c.v), heads, c.order, count, c.scale, (s, q, k) => c.vt.mod(s, q, k, n, P), (q, k) => c.vt.attn(q, k, n, P));
+  // The kernels keep caches as [Hkv, n, d] with the first count rows meaningful; the interpreter compacts to [Hkv, c, d].
+  const widen = (x: Float32Array): Float64Array => {
+    const r = K.compactRows(f64(x), heads, c.order, count);
+    const full = new Float64Array(Hkv * n * d);
+    for (let kv = 0; kv < Hkv; kv++) full.set(r.data.subarray(kv * r.c * d, (kv + 1) * r.c * d), kv * n * d);
+    return full;
+  };
+  return { o, kCache: widen(c.k), vCache: widen(c.v) };
 }
 
 function decodeRef(q: Float32Array, kc: Float32Array, vc: Float32Array, len: number, Hq: number, Hkv: number, d: number, scale: number): Float64Array {
-  const cap = kc.length / (Hkv * d), g = Hq / Hkv, o = new Float64Array(Hq * d);
-  for (let h = 0; h < Hq; h++) {
-    const kv = Math.floor(h / g);
-    const s = Array.from({ length: len }, (_, j) => dot(q, h * d, kc, (kv * cap + j) * d, d) * scale);
-    const mx = Math.max(...s), p = s.map((x) => Math.exp(x - mx)), sum = p.reduce((a, b) => a + b, 0);
-    for (let x = 0; x < d; x++) {
-      let acc = 0;
-      for (let j = 0; j < len; j++) acc += p[j]! * vc[(kv * cap + j) * d + x]!;
-      o[h * d + x] = len ? acc / sum : 0;
-    }
-  }
-  return o;
+  const cap = kc.length / (Hkv * d);
+  const live = (x: Float32Array): Float64Array => {
+    const out = new Float64Array(Hkv * len * d);
+    for (let kv = 0; kv < Hkv; kv++) for (let i = 0; i < len * d; i++) out[kv * len * d + i] = x[kv * cap * d + i]!;
+    return out;
+  };
+  return K.decodeAttention(f64(q), live(kc), live(vc), Hq, Hkv, len, d, scale, (s) => s);
 }
 
 // ---- tests ---------------------------------------------------------------------------------------------------------
@@ -221,7 +186,7 @@ describe.skipIf(!dev)("WGSL kernels on WebGPU", () => {
     expect((err as WebGpuError).message).toMatch(/abstract-float|i32/);
   });
 
-  it("probe scoring matches the float64 reference", async () => {
+  it("probe scoring matches the interpreter", async () => {
     await fc.assert(fc.asyncProperty(shape, fc.integer({ min: 1, max: 48 }), async (sh, mWant) => {
       const r = rng(sh.seed), Hq = sh.Hkv * sh.g, f16 = sh.f16 && gpu().hasF16, n = sh.n, d = sh.d;
       const round = (a: Float32Array): Float32Array => (f16 ? roundF16(a) : a);
@@ -245,7 +210,7 @@ describe.skipIf(!dev)("WGSL kernels on WebGPU", () => {
     keepFirst: fc.integer({ min: 0, max: 4 }), keepLast: fc.integer({ min: 0, max: 4 }), ties: fc.boolean(), keepIf: fc.boolean(),
     smallWg: fc.boolean(), // 32 threads x 2 items: several scan tiles, so the carry between tiles is exercised
   });
-  it("selection matches the reference (count by mode, keep rules, ties to the smaller position)", async () => {
+  it("selection matches the interpreter (count by mode, keep rules, ties to the smaller position)", async () => {
     await fc.assert(fc.asyncProperty(selArb, async (x) => {
       const r = rng(x.seed), n = x.n;
       // ties: small integer masses make equal scores common (and exact zeros).
@@ -283,7 +248,7 @@ describe.skipIf(!dev)("WGSL kernels on WebGPU", () => {
     expect(tau1.count[0]).toBe(n - Math.ceil(n / 3)); // tau = 1 keeps exactly the positive-mass tokens
   });
 
-  it("token-sparse attention matches the reference (gather, compaction, zero rows)", async () => {
+  it("token-sparse attention matches the interpreter (gather, compaction, zero rows)", async () => {
     await fc.assert(fc.asyncProperty(shape, fc.double({ min: 0, max: 1, noNaN: true }), fc.nat(2), async (sh, frac, tile) => {
       const r = rng(sh.seed), Hq = sh.Hkv * sh.g, f16 = sh.f16 && gpu().hasF16, { n, d } = sh, S = sh.perKvHead ? sh.Hkv : 1;
       const round = (a: Float32Array): Float32Array => (f16 ? roundF16(a) : a);
@@ -314,7 +279,7 @@ describe.skipIf(!dev)("WGSL kernels on WebGPU", () => {
     }), { numRuns: RUNS.attention });
   });
 
-  it("split-KV decode matches the reference", async () => {
+  it("split-KV decode matches the interpreter", async () => {
     const arb = fc.record({ cap: fc.integer({ min: 1, max: 300 }), lenFrac: fc.double({ min: 0, max: 1, noNaN: true }), splits: fc.option(fc.integer({ min: 1, max: 9 }), { nil: undefined }), smallWg: fc.boolean() });
     await fc.assert(fc.asyncProperty(shape, arb, async (sh, x) => {
       const r = rng(sh.seed), Hq = sh.Hkv * sh.g, f16 = sh.f16 && gpu().hasF16, d = sh.d, len = Math.round(x.lenFrac * x.cap);
