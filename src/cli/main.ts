@@ -18,7 +18,7 @@ const USAGE = `zipvl: a compiler and runtime for fused sparse-attention kernels
 
 usage:
   zipvl check FILE [--dump-after PASS]
-  zipvl compile FILE --target cuda|wgsl|all --out DIR [--dump-after PASS]
+  zipvl compile FILE --target cuda|wgsl|all --out DIR [--dtype bf16,f16,f32] [--head-dim 64,128] [--dump-after PASS]
   zipvl exec FILE [--backend cpu|cuda|webgpu] [--in IN.safetensors] [--out OUT.safetensors]
                   [--param NAME=VALUE]... [--entry prefill|decode] [--layer L]
                   [--shape Hq=8,Hkv=2,n=512,d=64] [--dtype f32|f16|bf16] [--seed S]
@@ -61,7 +61,8 @@ function parse(argv: readonly string[]) {
         entry: { type: "string", default: "prefill" },
         layer: { type: "string", default: "0" },
         shape: { type: "string", default: "Hq=8,Hkv=2,n=512,d=64" },
-        dtype: { type: "string", default: "f32" },
+        dtype: { type: "string" },
+        "head-dim": { type: "string" },
         seed: { type: "string", default: "0" },
         help: { type: "boolean", short: "h" },
         version: { type: "boolean" },
@@ -104,7 +105,12 @@ async function compile(file: string, p: Program, o: ReturnType<typeof parse>["va
   const target = o.target ?? fail("ZV5001", [`'zipvl compile' needs --target ${TARGETS.join("|")}|all`]);
   const targets = target === "all" ? [...TARGETS] : [target];
   const generated = [];
-  for (const t of targets) generated.push(...(await (await getTarget(t)).generate(p, { build: true })));
+  const dtypes = (o.dtype ?? "bf16").split(",").map((x) => x.trim());
+  for (const dt of dtypes) if (!["f32", "f16", "bf16"].includes(dt)) fail("ZV5001", [`--dtype takes f32, f16 or bf16 (comma-separated), got '${dt}'`]);
+  const headDims = (o["head-dim"] ?? "128").split(",").map((x) => Number(x.trim()));
+  for (const hd of headDims) if (!Number.isInteger(hd) || hd < 1) fail("ZV5001", [`--head-dim takes positive integers (comma-separated), got '${o["head-dim"]}'`]);
+  const copts = { build: true, dtypes: dtypes as ("f32" | "f16" | "bf16")[], headDims };
+  for (const t of targets) generated.push(...(await (await getTarget(t)).generate(p, copts)));
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, `${p.name}.ir`), printProgram(p));
   if (dump) writeFileSync(join(dir, `${p.name}.after-${dump[0]}.ir`), printProgram(dump[1]));
@@ -154,7 +160,7 @@ async function exec(file: string, p: Program, o: ReturnType<typeof parse>["value
   if (o.in) inputs = readSafetensors(o.in).tensors;
   else {
     const { Hq, Hkv, n, d } = parseShape(o.shape!);
-    const dtype = o.dtype!;
+    const dtype = o.dtype ?? "f32";
     if (!isDType(dtype) || !["f32", "f16", "bf16"].includes(dtype)) fail("ZV5001", [`--dtype must be f32, f16 or bf16, got '${dtype}'`]);
     const seed = Number(o.seed);
     if (!Number.isInteger(seed)) fail("ZV5001", [`--seed must be an integer, got '${o.seed}'`]);
