@@ -7,8 +7,7 @@ import { makeTensor } from "../io/tensor.ts";
 import { getFunc, type Node, type Program } from "../ir/ir.ts";
 import { SELECT_RULE, type KnobRule } from "../frontend/knobs.ts";
 import { bindPrefill, type Binding } from "../interp/bind.ts";
-import { probeRows } from "../interp/probes.ts";
-import { knobValue } from "../interp/run.ts";
+import { knobValue, ruleProbes } from "../interp/run.ts";
 import type { ExecOptions } from "./backend.ts";
 
 export interface PrefillPlan {
@@ -34,9 +33,7 @@ export function planPrefill(p: Program, inputs: ReadonlyMap<string, Tensor>, opt
   const sel = fusedNode(p, "prefill", "select", backend);
   const sa = fusedNode(p, "prefill", "sparse_attn_compact", backend);
   const explicit = inputs.get("probes");
-  const probes = explicit
-    ? Int32Array.from(explicit.data)
-    : probeRows({ rule: pr.attrs.rule as "all", recent: knob(pr, "recent", "nonneg_int"), random: knob(pr, "random", "nonneg_int"), seed: knob(pr, "seed", "nonneg_int"), list: (pr.attrs.list as number[] | undefined) ?? [] }, b.n);
+  const probes = explicit ? Int32Array.from(explicit.data) : ruleProbes(pr, b.env, b.n);
   const perKvHead = ps.attrs.accumulate === "kv_head";
   // Layers before fromLayer keep everything (FastV's dense early layers).
   const mode = b.layer < knob(sel, "from_layer", "nonneg_int") ? "all" : (sel.attrs.mode as string);

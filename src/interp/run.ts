@@ -50,6 +50,12 @@ export function knobValue(e: Expr, env: Readonly<Record<string, number>>, rule: 
   return v;
 }
 
+/** The probe rows a probe_rows node's rule draws for a prompt of n tokens (every backend computes them here). */
+export function ruleProbes(nd: Node, env: Readonly<Record<string, number>>, n: number): Int32Array {
+  const k = (key: string): number => knobValue(nd.attrs[key] as Expr, env, "nonneg_int", key);
+  return probeRows({ rule: nd.attrs.rule as "all", recent: k("recent"), random: k("random"), seed: k("seed"), list: (nd.attrs.list as number[] | undefined) ?? [] }, n);
+}
+
 /** Specializes a score expression to the bound parameters and compiles it. */
 export function scoreFn(e: Expr, env: Readonly<Record<string, number>>): K.ScoreFn {
   const f = compileExpr(fold(substitute(e, env)), ["s", "q_pos", "k_pos"]);
@@ -77,8 +83,7 @@ function evalNode(nd: Node, vals: ReadonlyMap<number, Val>, inputs: ReadonlyMap<
     case "probe_rows": {
       const explicit = nd.args.length > 1 ? arg(1) : undefined;
       if (explicit && inputs.has("probes")) return explicit;
-      const rule = { rule: a.rule as "all", recent: knob("recent", "nonneg_int"), random: knob("random", "nonneg_int"), seed: knob("seed", "nonneg_int"), list: (a.list as number[] | undefined) ?? [] };
-      const rows = probeRows(rule, b.n);
+      const rows = ruleProbes(nd, b.env, b.n);
       return i32([rows.length], rows);
     }
     case "probe_attn": {

@@ -51,6 +51,7 @@ export function templateHash(): string {
 }
 
 const isTrue = (e: Expr): boolean => e.k === "bool" && e.v;
+const isFalse = (e: Expr): boolean => e.k === "bool" && !e.v;
 const isIdentity = (e: Expr): boolean => e.k === "var" && e.name === "s";
 
 /** Exactly the causal mask (or no mask): the kernel may skip evaluating it per score. */
@@ -63,8 +64,9 @@ export function kernelName(p: Program, stage: Stage, dtype: CudaDType, headDim: 
 }
 
 function variantOf(nd: Node, slots: Slots, headDim: number) {
-  const e = (k: string): Expr => (isExpr(nd.attrs[k]!) ? (nd.attrs[k] as Expr) : { k: "bool", v: true, pos: 0 });
-  const mask = nd.attrs.mask !== undefined ? e("mask") : ({ k: "bool", v: true, pos: 0 } as Expr);
+  // Ops without a mask (decode) see the always-true one.
+  const e = (k: string): Expr => (nd.attrs[k] !== undefined && isExpr(nd.attrs[k]) ? nd.attrs[k] : { k: "bool", v: true, pos: 0 });
+  const mask = e("mask");
   const causal = nd.attrs.causal === true;
   return {
     activation: ACTIVATION[(nd.attrs.activation as string | undefined) ?? "softmax"] ?? 0,
@@ -98,7 +100,7 @@ export function renderKernels(p: Program, dtype: CudaDType, headDim: number, arc
 
 /** Features the device library does not implement yet get a coded error naming them, never a wrong kernel. */
 export function checkSupported(nd: Node): void {
-  if (nd.op === "select" && !(isExpr(nd.attrs.keep_if!) && (nd.attrs.keep_if as Expr).k === "bool" && !(nd.attrs.keep_if as { v: boolean }).v)) {
+  if (nd.op === "select" && !isFalse(nd.attrs.keep_if as Expr)) {
     fail("ZV4002", ["the cuda backend", "keepIf expressions in select (use keepFirst/keepLast, or the cpu or webgpu backend)"]);
   }
   if (nd.op === "decode_attn" && !isIdentity(nd.attrs.modifier as Expr)) fail("ZV4002", ["the cuda backend", "score modifiers in decode()"]);
