@@ -80,3 +80,11 @@ export interface ModelOps {
   sync(): void;
   dispose(): void;
 }
+
+/** Factories, one per backend module, all with this shape (the CLI imports them dynamically):
+ *  src/model/cpu-ops.ts `createCpuOps`, src/model/cuda-ops.ts `createCudaOps`, src/model/webgpu-ops.ts
+ *  `createWebgpuOps`. `dtype` asks for a compute dtype; a backend may refuse with a coded error. */
+export interface OpsOptions {
+  readonly dtype?: ModelDType;
+}
+export type OpsFactory = (opts?: OpsOptions) => Promise<ModelOps>;
