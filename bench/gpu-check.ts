@@ -46,7 +46,7 @@ log(`compile (zipvl, bf16, d128, ${coldSet.compiled.length} kernels): cold ${col
 report.compile = { coldMs: cold, warmMs: warm, kernels: coldSet.compiled.map((c) => ({ key: c.key, ms: c.ms, compiler: c.compiler, reports: c.reports })) };
 
 // --- differential properties ------------------------------------------------------------------------------------
-const programs = ["zipvl", "dense", "topk-ratio", "h2o", "snapkv"].map((n) => [n, load(n)] as const);
+const programs = ["zipvl", "dense", "topk-ratio", "h2o", "snapkv", "fastv"].map((n) => [n, load(n)] as const);
 let passed = 0;
 const failures: string[] = [];
 function runCase(name: string, p: Program, c: Case): boolean {
@@ -91,6 +91,8 @@ for (const [name, p] of programs) {
   for (const [c, tau] of sampled) {
     if (declared.has("tau")) c.params.tau = tau;
     if (declared.has("recent")) c.params.recent = Math.min(64, c.n);
+    // FastV: prune from layer 0 so the keepIf rule (text outside [img_start, img_end) always kept) is exercised.
+    if (name === "fastv") Object.assign(c.params, { K: 0, ratio: tau, img_start: Math.floor(c.n * 0.1), img_end: Math.floor(c.n * 0.8) });
     planned.push([name, p, c]);
   }
 }

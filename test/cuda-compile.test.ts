@@ -69,8 +69,18 @@ describe.skipIf(!haveNvcc)("CUDA kernels compile (nvcc)", () => {
     for (const r of rows) if (r.k.dtype !== "f32" && r.k.headDim <= 128) for (const p of r.reports) expect(p.spillStores, `${p.kernel} spills`).toBe(0);
   });
 
-  it("a feature the device library lacks is a coded error, not a wrong kernel", () => {
+  it("keepIf rules (FastV) compile into the selection kernel", async () => {
     const p = compileFile("dsl/variants/fastv.ts").final;
+    const ks = renderKernels(p, "bf16", 128, 90, configs("bf16", 128, 90));
+    const sel = ks.find((k) => k.stage === "select")!;
+    expect(sel.source).toContain("kKeepIf = true");
+    expect(sel.source).toMatch(/pos < P\[\d\]/);
+    const rows = await compileAll(ks.map((k) => ({ k, arch: 90 as const })));
+    for (const r of rows) for (const rep of r.reports) expect(rep.spillStores, `${rep.kernel} spills`).toBe(0);
+  });
+
+  it("a feature the device library lacks is a coded error, not a wrong kernel", () => {
+    const p = compileFile("test/programs/gaps/decode-softcap.ts").final;
     let err: unknown;
     try {
       renderKernels(p, "bf16", 128, 90);

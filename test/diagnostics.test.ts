@@ -366,11 +366,11 @@ describe("ZV4001: backend not available", () => {
 });
 
 describe("ZV4002: backend lacks a feature", () => {
-  it("compile --target cuda of a program with a keepIf rule (FastV)", async () => {
-    // Rendering rejects the feature before nvcc runs. When the cuda backend learns keepIf, pick another gap.
-    const r = await cli("compile", join(root, "dsl", "variants", "fastv.ts"), "--target", "cuda", "--out", join(tmp, "cuda-fastv"));
+  it("compile --target cuda of a program with a score modifier in decode()", async () => {
+    // Rendering rejects the feature before nvcc runs. When the cuda backend learns it, pick another gap.
+    const r = await cli("compile", join(root, "test", "programs", "gaps", "decode-softcap.ts"), "--target", "cuda", "--out", join(tmp, "cuda-gap"));
     expectUserError(r, "ZV4002");
-    expect(r.err).toContain("keepIf");
+    expect(r.err).toContain("score modifiers in decode()");
   });
 });
 

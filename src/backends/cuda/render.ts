@@ -76,6 +76,8 @@ function variantOf(nd: Node, slots: Slots, headDim: number) {
     scoreMod: nd.attrs.modifier !== undefined ? renderC(e("modifier"), slots, headDim) : "s",
     probeMask: nd.op === "probe_score" ? renderC(mask, slots, headDim) : "true",
     attnMask: nd.op === "sparse_attn_compact" ? renderC(mask, slots, headDim) : "true",
+    // Empty when the rule is absent: the template then compiles the keepIf hook out.
+    keepIf: nd.op === "select" && !isFalse(nd.attrs.keep_if as Expr) ? renderC(nd.attrs.keep_if as Expr, slots, headDim) : "",
   };
 }
 
@@ -100,8 +102,5 @@ export function renderKernels(p: Program, dtype: CudaDType, headDim: number, arc
 
 /** Features the device library does not implement yet get a coded error naming them, never a wrong kernel. */
 export function checkSupported(nd: Node): void {
-  if (nd.op === "select" && !isFalse(nd.attrs.keep_if as Expr)) {
-    fail("ZV4002", ["the cuda backend", "keepIf expressions in select (use keepFirst/keepLast, or the cpu or webgpu backend)"]);
-  }
   if (nd.op === "decode_attn" && !isIdentity(nd.attrs.modifier as Expr)) fail("ZV4002", ["the cuda backend", "score modifiers in decode()"]);
 }

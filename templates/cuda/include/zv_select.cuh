@@ -65,12 +65,29 @@ __device__ __forceinline__ void atomic_add64_split(unsigned int* lo, unsigned in
 }
 
 // Candidate source for one radix pass: keys from shared memory, or recomputed from global floats.
-struct KeySrc {
+// The selection variant hook when a program has no keepIf rule.
+struct NoKeepIf {
+  static constexpr bool kKeepIf = false;
+  __device__ static __forceinline__ bool keep_if(long long, long long, const double*) { return false; }
+};
+
+// Candidate keys. Tokens forced by the variant's keepIf rule read as key 0, below every real score's key
+// (float_key maps every non-NaN float above 0), so they never change a threshold that leaves real candidates out.
+template <class V = NoKeepIf>
+struct KeySrcT {
   const uint32_t* keys;  // shared cache (nullptr: use vals)
   const float* vals;
   int lo, hi;            // candidates are j in [lo, hi) (keep rules exclude the forced ends)
-  __device__ __forceinline__ uint32_t key(int j) const { return keys ? keys[j] : float_key(vals[j]); }
+  long long n = 0;       // for the keepIf hook
+  const double* P = nullptr;
+  __device__ __forceinline__ uint32_t key(int j) const {
+    if constexpr (V::kKeepIf) {
+      if (V::keep_if(j, n, P)) return 0u;
+    }
+    return keys ? keys[j] : float_key(vals[j]);
+  }
 };
+using KeySrc = KeySrcT<>;
 
 // One block is latency-bound on global memory, so streaming loops use 16-byte accesses (4 floats) with several in
 // flight per thread; unaligned bases (per-KV-head sets with n % 4 != 0) fall back to scalar accesses.
@@ -106,8 +123,8 @@ __device__ void fill_keys(uint32_t* keys, const float* src, int n) {
 }
 
 // Histogram of digit (key >> shift) over candidates with (key & mask) == prefix. kSums adds fixed-point mass.
-template <bool kSums, int kT>
-__device__ void radix_hist(const KeySrc& src, uint32_t prefix, uint32_t mask, int pass, double fscale,
+template <bool kSums, int kT, class Src>
+__device__ void radix_hist(const Src& src, uint32_t prefix, uint32_t mask, int pass, double fscale,
                            SelectShared& sh) {
   for (int i = threadIdx.x; i < kSelBuckets; i += kT) {
     sh.cnt[i] = 0;
@@ -227,8 +244,8 @@ __device__ long long tau_count(const float* a, int n, double tau, float a_max, d
 }
 
 // Key of the K-th largest candidate (0 < K < #candidates); `need` = how many candidates equal to it to take.
-template <int kT>
-__device__ uint32_t topk_threshold(const KeySrc& src, long long K, long long& need, SelectShared& sh) {
+template <int kT, class Src>
+__device__ uint32_t topk_threshold(const Src& src, long long K, long long& need, SelectShared& sh) {
   uint32_t prefix = 0, mask = 0;
   long long base = 0;
   for (int pass = 0; pass < 3; ++pass) {
@@ -244,7 +261,7 @@ __device__ uint32_t topk_threshold(const KeySrc& src, long long K, long long& ne
   return prefix;
 }
 
-template <int kThreads>
+template <int kThreads, class V = NoKeepIf>
 __device__ void select_kernel(const ZvSelectArgs& a) {
   __shared__ SelectShared sh;
   extern __shared__ __align__(16) uint32_t zv_select_dyn[];
@@ -325,7 +342,13 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
   // Keep rules: F = [0, kf) U [n - kl, n); the rest compete for max(0, p - |F|) slots by normalized score.
   const int kf = (int)min((long long)n, max(0ll, a.keep_first));
   const int kl = (int)min((long long)n, max(0ll, a.keep_last));
-  const int nf = min(n, kf + kl);
+  const auto forced_at = [&](int j) { return j < kf || j >= n - kl || V::keep_if(j, a.n, a.params); };
+  int nf = min(n, kf + kl);
+  if constexpr (V::kKeepIf) {  // keepIf adds tokens inside [kf, n - kl)
+    long long c = 0;
+    for (int j = kf + tid; j < n - kl; j += kThreads) c += V::keep_if(j, a.n, a.params) ? 1 : 0;
+    nf += (int)block_reduce(c, sh.lred, OpSum(), 0ll);
+  }
   const long long K = min((long long)(n - nf), max(0ll, p - nf));
   const int count = nf + (int)K;
   const bool take_all = K == n - nf, take_none = K == 0;
@@ -334,7 +357,7 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
   __syncthreads();
   if (!take_all && !take_none) {
     if (keys) fill_keys<kThreads>(keys, out, n);
-    const KeySrc src{keys, out, kf, n - kl};
+    const KeySrcT<V> src{keys, out, kf, n - kl, a.n, a.params};
     vkey = topk_threshold<kThreads>(src, K, need, sh);
   }
 
@@ -358,7 +381,7 @@ __device__ void select_kernel(const ZvSelectArgs& a) {
       const int j = wbase + 32 * e + lane;
       bool g = false, q = false;
       if (j < n) {
-        const bool forced = j < kf || j >= n - kl;
+        const bool forced = forced_at(j);
         const uint32_t k = need_keys && !forced ? (keys ? keys[j] : float_key(out[j])) : 0u;
         g = forced || take_all || (need_keys && k > vkey);
         q = !forced && need_keys && k == vkey;
