@@ -14,4 +14,8 @@ export const knobs = {
   templates: process.env.ZIPVL_TEMPLATES,
   /** Number of fast-check runs for property tests (CI keeps the default). */
   fcRuns: Number(process.env.ZIPVL_FC_RUNS ?? "0") || undefined,
+  /** Folder of the per-GPU tuning records (default: generated/tuning of the checkout). */
+  tuningDir: process.env.ZIPVL_TUNING_DIR,
+  /** "off" makes config selection ignore tuning records (baselines, bisecting a tuned config). */
+  tuning: process.env.ZIPVL_TUNING === "off" ? "off" : "on",
 } as const;
