@@ -1,0 +1,161 @@
+// The paged KV pool (exact page accounting, all-or-nothing allocation) and the host paged decode attention
+// against the interpreter's decode semantics (src/interp/kernels.ts decodeAttention), on random ragged batches,
+// page sizes, layouts and split counts (fast-check). The dense reference caches are kept by the test itself, so
+// the comparison covers the pool's row placement as well as the attention.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { decodeAttention } from "../src/interp/kernels.ts";
+import { ServeError } from "../src/serve/errors.ts";
+import { pagedDecodeReference } from "../src/serve/paged-ref.ts";
+import { createHostPool, type PageLayout } from "../src/serve/pool.ts";
+
+const runs = Number(process.env.ZIPVL_FC_RUNS ?? "0") || 60;
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 2 ** 32 - 0.5;
+  };
+}
+const randArr = (n: number, r: () => number): Float32Array => Float32Array.from({ length: n }, () => 2 * r());
+
+const caseArb = fc.record({
+  batch: fc.integer({ min: 1, max: 5 }),
+  Hkv: fc.integer({ min: 1, max: 3 }),
+  g: fc.constantFrom(1, 2, 3, 4),
+  d: fc.constantFrom(4, 8, 16),
+  pageTokens: fc.constantFrom(1, 3, 8, 16),
+  layout: fc.constantFrom<PageLayout>("per-layer", "per-head"),
+  splits: fc.integer({ min: 1, max: 6 }),
+  seed: fc.nat(),
+  chunks: fc.array(fc.integer({ min: 0, max: 20 }), { minLength: 1, maxLength: 4 }),
+});
+
+describe("paged decode attention (host) vs interpreter decode", () => {
+  it("random ragged batches, page sizes, layouts and splits", () => {
+    fc.assert(
+      fc.property(caseArb, (c) => {
+        const r = rng(c.seed);
+        const Hq = c.Hkv * c.g;
+        const pool = createHostPool({ layers: 2, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: 4096 });
+        const layer = 1;
+        // dense[b][kv] = rows appended so far (the test's own cache).
+        const dense: { k: number[][]; v: number[][] }[][] = [];
+        const ids = Array.from({ length: c.batch }, (_, b) => `s${b}`);
+        for (const id of ids) {
+          pool.addSequence(id);
+          const per: { k: number[][]; v: number[][] }[] = Array.from({ length: c.Hkv }, () => ({ k: [], v: [] }));
+          dense.push(per);
+          // Several appends (prefill's kept rows, then decode tokens), ragged per head in the per-head layout.
+          for (const chunk of c.chunks) {
+            const t = chunk + Math.floor((r() + 0.5) * 3);
+            const counts = Array.from({ length: c.Hkv }, () => (c.layout === "per-head" ? Math.floor((r() + 0.5) * (t + 1)) : t));
+            const k = randArr(c.Hkv * t * c.d, r);
+            const v = randArr(c.Hkv * t * c.d, r);
+            pool.append(id, layer, k, v, t, counts);
+            for (let kv = 0; kv < c.Hkv; kv++)
+              for (let i = 0; i < counts[kv]!; i++) {
+                per[kv]!.k.push(Array.from(k.subarray((kv * t + i) * c.d, (kv * t + i + 1) * c.d)));
+                per[kv]!.v.push(Array.from(v.subarray((kv * t + i) * c.d, (kv * t + i + 1) * c.d)));
+              }
+          }
+        }
+        const q = randArr(c.batch * Hq * c.d, r);
+        const scale = 1 / Math.sqrt(c.d);
+        const got = pagedDecodeReference({ geometry: pool.geometry, k: pool.storage.k, v: pool.storage.v, tables: pool.tables(ids, layer), q, Hq, scale, splits: c.splits });
+        for (let b = 0; b < c.batch; b++) {
+          for (let kv = 0; kv < c.Hkv; kv++) {
+            // The interpreter's decode for this KV head's query group over its dense cache.
+            const len = dense[b]![kv]!.k.length;
+            const qs = Float64Array.from(q.subarray((b * Hq + kv * c.g) * c.d, (b * Hq + (kv + 1) * c.g) * c.d));
+            const want = decodeAttention(qs, Float64Array.from(dense[b]![kv]!.k.flat()), Float64Array.from(dense[b]![kv]!.v.flat()), c.g, 1, len, c.d, scale, (s) => s);
+            for (let i = 0; i < c.g * c.d; i++) {
+              const a = got[(b * Hq + kv * c.g) * c.d + i]!;
+              expect(Math.abs(a - want[i]!), JSON.stringify({ b, kv, i, a, w: want[i], len, dense: dense[b]![kv] })).toBeLessThanOrEqual(1e-12 * (1 + Math.abs(want[i]!)));
+            }
+          }
+        }
+      }),
+      { numRuns: runs },
+    );
+  });
+});
+
+describe("paged KV pool", () => {
+  it("exact accounting under random appends and releases; pages never shared", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom<PageLayout>("per-layer", "per-head"),
+        fc.integer({ min: 1, max: 9 }),
+        fc.array(fc.tuple(fc.nat(5), fc.nat(2), fc.integer({ min: 0, max: 30 }), fc.boolean()), { maxLength: 60 }),
+        (layout, pageTokens, ops) => {
+          const pool = createHostPool({ layers: 3, kvHeads: 2, headDim: 4, pageTokens, layout, numPages: 40 });
+          for (const [s, layer, t, release] of ops) {
+            const id = `q${s}`;
+            if (release) {
+              pool.release(id);
+              continue;
+            }
+            if (!pool.has(id)) pool.addSequence(id);
+            const before = { free: pool.freePages, lens: [...pool.lengths(id, layer)] };
+            const need = pool.growthPages(id, layer, before.lens.map(() => t));
+            try {
+              pool.append(id, layer, new Float32Array(2 * t * 4), new Float32Array(2 * t * 4), t);
+              expect(pool.freePages).toBe(before.free - need);
+            } catch (e) {
+              // All-or-nothing: a refused append changes nothing.
+              expect((e as ServeError).code).toBe("ZV7002");
+              expect(need).toBeGreaterThan(before.free);
+              expect(pool.freePages).toBe(before.free);
+              expect(pool.lengths(id, layer)).toEqual(before.lens);
+            }
+            // Accounting: used pages = the sum over sequences = what their lengths need; no page in two tables.
+            let used = 0;
+            const seen = new Set<number>();
+            for (const sid of pool.sequences) {
+              used += pool.pagesOf(sid);
+              for (let l = 0; l < 3; l++) {
+                const tb = pool.tables([sid], l);
+                for (const ln of tb.lengths) expect(tb.pages.length).toBeGreaterThanOrEqual(Math.ceil(ln / pageTokens));
+                let exact = 0;
+                for (const ln of pool.lengths(sid, l)) exact += Math.ceil(ln / pageTokens);
+                expect(tb.pages.length).toBe(exact);
+                for (const p of tb.pages) {
+                  expect(seen.has(p)).toBe(false);
+                  seen.add(p);
+                }
+              }
+            }
+            expect(pool.usedPages).toBe(used);
+            expect(pool.usedBytes + pool.freeBytes).toBe(40 * pool.pageBytes);
+          }
+        },
+      ),
+      { numRuns: runs },
+    );
+  });
+
+  it("page bytes per layout; reservations hold pages back from other sequences", () => {
+    const a = createHostPool({ layers: 1, kvHeads: 4, headDim: 8, pageTokens: 16, layout: "per-layer", numPages: 10, elemBytes: 2 });
+    expect(a.pageBytes).toBe(2 * 4 * 16 * 8 * 2);
+    const b = createHostPool({ layers: 1, kvHeads: 4, headDim: 8, pageTokens: 16, layout: "per-head", numPages: 10, elemBytes: 2 });
+    expect(b.pageBytes).toBe(2 * 16 * 8 * 2);
+    a.addSequence("x");
+    a.addSequence("y");
+    a.reserve("x", 8);
+    expect(a.availablePages).toBe(2);
+    expect(() => a.append("y", 0, new Float32Array(4 * 48 * 8), new Float32Array(4 * 48 * 8), 48)).toThrow(/ZV7002/);
+    a.append("x", 0, new Float32Array(4 * 48 * 8), new Float32Array(4 * 48 * 8), 48); // drawn from x's reservation
+    expect(a.reservedOf("x")).toBe(5);
+    expect(a.availablePages).toBe(2);
+    a.release("x");
+    expect(a.availablePages).toBe(10);
+    expect(() => createHostPool({ layers: 1, kvHeads: 0, headDim: 8, pageTokens: 16, layout: "per-layer", numPages: 10 })).toThrow(/ZV7001/);
+    expect(() => a.lengths("nope", 0)).toThrow(/ZV7003/);
+  });
+});
