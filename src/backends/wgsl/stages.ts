@@ -2,6 +2,9 @@
 // four ZipVL stages on a WebGPU device. Host arrays are f32/i32; f16 storage only where the adapter has shader-f16
 // and the caller asks for it. Semantics: docs/SEMANTICS.md; bindings and uniform layouts: templates/wgsl/CONTRACT.md.
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { knobs } from "../../knobs.ts";
 import Handlebars from "handlebars";
 import type { BindingKind, ZvGpu, ZvLimits } from "../../runtime/webgpu.ts";
 import { fromF16, packUniform, toF16 } from "../../runtime/webgpu-data.ts";
@@ -88,7 +91,8 @@ export function chooseConfig(limits: ZvLimits, headDim: number, software = false
 const attnSmem = (bq: number, bk: number, d: number): number => 4 * ((bq + bk) * (d + 4) + bk * d + bq * (bk + 1) + bq + bk);
 
 // ---- rendering ------------------------------------------------------------------------------------------------
-const TEMPLATE_DIR = new URL("../../../templates/wgsl/", import.meta.url);
+// Bundled runners (bench/wgsl-check.ts) live outside the tree: ZIPVL_TEMPLATES points at templates/ (as for cuda).
+const TEMPLATE_DIR = knobs.templates ? pathToFileURL(join(knobs.templates, "wgsl") + "/") : new URL("../../../templates/wgsl/", import.meta.url);
 const LIB_NAMES = ["common", "probe", "select", "attention", "decode"] as const;
 let renderers: { lib: Record<string, string>; stage: Record<WgslStage, HandlebarsTemplateDelegate> } | null = null;
 
