@@ -9,7 +9,7 @@
   "targets": [
     {
       "target_name": "zipvl_native",
-      "sources": ["src/addon.cc", "src/driver.cc", "src/nvrtc.cc"],
+      "sources": ["src/addon.cc", "src/driver.cc", "src/nvrtc.cc", "src/cublaslt.cc"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       "include_dirs": ["<(cuda_home)/include", "src"],
       "libraries": ["-ldl"],

@@ -76,6 +76,11 @@ function buildMock() {
   const r = run(cc, ["-shared", "-fPIC", "-O1", "-fvisibility=hidden", `-I${join(nativeDir, "src")}`, "-o", out, src]);
   if (!r.ok) return warn(`building the mock CUDA driver failed (tests that need it will be skipped):\n${tail(r.out)}`);
   console.log(`[zipvl native] built ${out}`);
+  // The mock cuBLASLt (GEMMs on the mock's host-backed "device" memory).
+  const lt = join(nativeDir, "mock", "libcublaslt_mock.so");
+  const rl = run(cc, ["-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-o", lt, join(nativeDir, "mock", "libcublaslt_mock.c"), "-lm"]);
+  if (!rl.ok) return warn(`building the mock cuBLASLt failed (tests that need it will be skipped):\n${tail(rl.out)}`);
+  console.log(`[zipvl native] built ${lt}`);
 }
 
 try {

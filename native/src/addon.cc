@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "driver.h"
+#include "zv_cublaslt.h"
 #include "zv_nvrtc.h"
 
 namespace {
@@ -386,6 +387,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   FN("graphLaunch", GraphLaunch) FN("graphExecDestroy", GraphExecDestroy) FN("graphDestroy", GraphDestroy)
   FN("synchronize", Synchronize) FN("mockLastLaunch", MockLastLaunch)
   FN("nvrtcCompile", NvrtcCompile) FN("nvrtcVersion", NvrtcVersion) FN("cublasLtInfo", CublasLtInfo)
+  FN("blasInit", BlasInit) FN("blasGemm", BlasGemm) FN("blasPlans", BlasPlans)
 #undef FN
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   exports.Set("cudaHeader", Napi::String::New(env, ZIPVL_CUDA_HEADER));

@@ -80,6 +80,11 @@ export interface NativeAddon {
   nvrtcCompile(source: string, name: string, options: readonly string[], headers: Record<string, string>, libPath?: string): NvrtcOutput;
   nvrtcVersion(libPath?: string): [number, number];
   cublasLtInfo(libPath?: string): { available: boolean; version: number | null; error: string | null };
+  /** Loads cuBLASLt, creates its handle and a workspace (needs init()). */
+  blasInit(libPath?: string): { version: number; path: string; workspaceBytes: number };
+  /** Y[M,N] = X[M,K] W[N,K]^T (+ bias[N]), row-major device pointers; bias 0n = none. */
+  blasGemm(dtype: string, M: number, N: number, K: number, x: Handle, w: Handle, bias: Handle, y: Handle, stream: Handle): void;
+  blasPlans(): number;
 }
 
 const EXPECTED_ABI = 1;
@@ -173,11 +178,16 @@ export function toRuntimeError(e: unknown, op: string, args: readonly unknown[] 
     }
     case "LIBNVRTC_NOT_FOUND":
       return new RuntimeError("ZV3006", [`${e.message}. Install the CUDA toolkit's NVRTC, or set ZIPVL_LIBNVRTC`], opts);
+    case "LIBCUBLASLT_NOT_FOUND":
+      return new RuntimeError("ZV3009", [e.message], opts);
+    case "CUBLASLT_NO_ALGO":
+      return new RuntimeError("ZV3011", [e.message], opts);
     case "ZIPVL_BAD_ARGUMENT":
     case "ZIPVL_ARGS_SIZE_MISMATCH":
     case "ZIPVL_NOT_INITIALIZED":
       return new RuntimeError("ZV3008", [e.message], opts);
   }
+  if (name.startsWith("CUBLAS_STATUS_")) return new RuntimeError("ZV3010", [e.message], opts);
   if (name.startsWith("NVRTC_")) {
     const file = typeof args[1] === "string" ? args[1] : "<source>";
     return new RuntimeError("ZV3007", [file, d.log ? `${name}\n${d.log}` : e.message], opts);

@@ -10,6 +10,9 @@ export const RUNTIME_CODES = {
   ZV3006: "NVRTC (the CUDA run-time compiler) is not available: {0}",
   ZV3007: "NVRTC failed to compile '{0}': {1}",
   ZV3008: "invalid use of the CUDA runtime: {0}",
+  ZV3009: "cuBLASLt is not available: {0}. Install the CUDA toolkit's libcublasLt.so.13, or set ZIPVL_LIBCUBLASLT",
+  ZV3010: "cuBLASLt failed: {0}",
+  ZV3011: "cuBLASLt has no algorithm for this GEMM: {0}",
 } as const;
 
 export type RuntimeErrorCode = keyof typeof RUNTIME_CODES;

@@ -359,3 +359,44 @@ export function cublasLtInfo(): { available: boolean; version: number | null; er
   const lib = process.env["ZIPVL_LIBCUBLASLT"];
   return lib ? loadNativeAddon().cublasLtInfo(lib) : loadNativeAddon().cublasLtInfo();
 }
+
+export type GemmDType = "f32" | "f16" | "bf16";
+const GEMM_ESIZE: Record<GemmDType, number> = { f32: 4, f16: 2, bf16: 2 };
+
+/**
+ * cuBLASLt GEMMs on row-major device tensors: y[M,N] = x[M,K] w[N,K]^T (+ bias[N]), the nn.Linear layout, with f32
+ * accumulation. One descriptor, layouts and heuristic algorithm per (M, N, K, dtype, bias), cached in the addon.
+ * ZV3009 when the library cannot be loaded, ZV3010 (status named) when a call fails, ZV3011 without an algorithm.
+ */
+export class Blas {
+  private constructor(private readonly n: NativeAddon, readonly version: number, readonly path: string) {}
+
+  /** Loads cuBLASLt (lib, else $ZIPVL_LIBCUBLASLT, else libcublasLt.so.13) for the open device. */
+  static open(dev: CudaDevice, opts: { lib?: string } = {}): Blas {
+    void dev; // the workspace lives in the device's primary context, so the device must be open first
+    const n = loadNativeAddon();
+    const lib = opts.lib ?? process.env["ZIPVL_LIBCUBLASLT"];
+    const r = lib ? n.blasInit(lib) : n.blasInit();
+    return new Blas(n, r.version, r.path);
+  }
+
+  gemm(dtype: GemmDType, M: number, N: number, K: number, x: DeviceBuffer, w: DeviceBuffer, y: DeviceBuffer, opts: { bias?: DeviceBuffer | null; stream?: CudaStream | null } = {}): void {
+    for (const [v, what] of [[M, "M"], [N, "N"], [K, "K"]] as const) checkCount(v, what, 1);
+    const e = GEMM_ESIZE[dtype];
+    if (e === undefined) throw misuse(`gemm dtype must be f32, f16 or bf16, got ${String(dtype)}`);
+    const need = (b: DeviceBuffer, elems: number, what: string): void => {
+      if (b.released) throw misuse(`gemm ${what} was freed`);
+      if (b.bytes < elems * e) throw misuse(`gemm ${what} holds ${b.bytes} bytes, needs ${elems * e} (${dtype})`);
+    };
+    need(x, M * K, `x [${M}, ${K}]`);
+    need(w, N * K, `w [${N}, ${K}]`);
+    need(y, M * N, `y [${M}, ${N}]`);
+    if (opts.bias) need(opts.bias, N, `bias [${N}]`);
+    this.n.blasGemm(dtype, M, N, K, x.ptr, w.ptr, opts.bias ? opts.bias.ptr : 0n, y.ptr, streamOf(opts.stream));
+  }
+
+  /** Cached GEMM plans (one per distinct shape/dtype/bias). */
+  plans(): number {
+    return this.n.blasPlans();
+  }
+}
