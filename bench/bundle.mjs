@@ -15,3 +15,44 @@ await build({
 });
 copyFileSync("native/build/Release/zipvl_native.node", ".gpu/zipvl_native.node");
 console.log("bundled .gpu/gpu-check.mjs");
+
+// The WGSL runner (bench/wgsl-check.ts -> .gpu/wgsl-check.mjs). The `webgpu` package loads dist/<platform>/dawn.node
+// beside its index.js; bundled, it loads ZIPVL_DAWN_NODE or .gpu/dawn.node instead (bench/wgsl-gpu.sh unpacks
+// .gpu/dawn.node.xz there). The Vulkan loader deb from .gl (shared/gpu/pack-vulkan.sh) travels in .gpu too.
+const { execFileSync } = await import("node:child_process");
+const { existsSync, readdirSync, readFileSync, statSync } = await import("node:fs");
+const dawnIndex = new URL("../node_modules/webgpu/index.js", import.meta.url).pathname;
+await build({
+  entryPoints: ["bench/wgsl-check.ts"],
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  outfile: ".gpu/wgsl-check.mjs",
+  // ts-morph's TypeScript (random programs go through the front end) reads the CJS globals __filename/__dirname.
+  banner: {
+    js: "import { createRequire as __cr } from 'node:module'; import { fileURLToPath as __fu } from 'node:url'; " +
+      "const require = __cr(import.meta.url); globalThis.__filename ??= __fu(import.meta.url); " +
+      "globalThis.__dirname ??= __fu(new URL('.', import.meta.url));",
+  },
+  logLevel: "warning",
+  plugins: [{
+    name: "dawn-beside-bundle",
+    setup(b) {
+      b.onResolve({ filter: /^webgpu$/ }, () => ({ path: dawnIndex }));
+      b.onLoad({ filter: /node_modules\/webgpu\/index\.js$/ }, (a) => {
+        const src = readFileSync(a.path, "utf8");
+        const line = /const dawnNodePath = .*;/;
+        if (!line.test(src)) throw new Error("webgpu/index.js changed: no dawnNodePath line to redirect");
+        return { contents: src.replace(line, "const dawnNodePath = process.env.ZIPVL_DAWN_NODE || join(__dirname, 'dawn.node');"), loader: "js" };
+      });
+    },
+  }],
+});
+const dawn = new URL("../node_modules/webgpu/dist/linux-x64/dawn.node", import.meta.url).pathname;
+if (!existsSync(".gpu/dawn.node.xz") || statSync(".gpu/dawn.node.xz").mtimeMs < statSync(dawn).mtimeMs) {
+  execFileSync("sh", ["-c", `xz -T2 -6 -c '${dawn}' > .gpu/dawn.node.xz`]);
+}
+for (const f of existsSync(".gl") ? readdirSync(".gl").filter((x) => x.startsWith("libvulkan1_")) : []) copyFileSync(`.gl/${f}`, `.gpu/${f}`);
+const mib = readdirSync(".gpu").reduce((a, f) => a + statSync(`.gpu/${f}`).size, 0) / 2 ** 20;
+console.log(`bundled .gpu/wgsl-check.mjs; .gpu holds ${mib.toFixed(1)} MiB (carry limit 64 MiB)`);
