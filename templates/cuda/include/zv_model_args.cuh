@@ -1,0 +1,68 @@
+// Argument blocks of the model kernels (zv_model.cuh). Same ABI as zv_args.cuh: every field is 8 bytes (pointer,
+// long long or double), so the host packs a block as 64-bit words in field order (src/backends/cuda/model-args.ts
+// mirrors these layouts; test/cuda-model.test.ts checks every offset with g++).
+#pragma once
+
+// Row normalization, one CTA per row: kind 0 RMSNorm (HF LlamaRMSNorm: w * T(x * rsqrt(mean(x^2) + eps))),
+// kind 1 LayerNorm ((x - mean) * rsqrt(var + eps) * w + b). Statistics in f32.
+struct ZvNormArgs {
+  const void* x;  // [rows, cols] T
+  const void* w;  // [cols] T
+  const void* b;  // [cols] T (LayerNorm only)
+  void* y;        // [rows, cols] T
+  long long rows, cols, kind;
+  double eps;
+};
+
+// Elementwise ops over `count` elements (f32 math, one rounding to T):
+// 0 add a+b, 1 silu(a)*b, 2 gelu(a) (erf), 3 quick_gelu(a), 4 gelu_tanh(a), 5 silu(a), 6 copy a,
+// 7 add_rows a[r, c] + b[r % brows, c] (cols columns).
+struct ZvEltArgs {
+  const void* a;
+  const void* b;
+  void* y;
+  long long count, kind, cols, brows;
+};
+
+// Embedding gather: y[i, :] = table[ids[i], :]; ids outside [0, V) give zero rows (the host validates first).
+struct ZvEmbedArgs {
+  const void* table;  // [V, H] T
+  const int* ids;     // [nids]
+  void* y;            // [nids, H] T
+  long long nids, H, V;
+};
+
+// Rotary embedding, HF rotate_half convention, on [H, n, d]: angle = positions[t] * inv_freq[i], cos/sin * scale.
+struct ZvRopeArgs {
+  const void* x;
+  void* y;
+  const int* positions;   // [n]
+  const float* inv_freq;  // [d / 2]
+  long long H, n, d;
+  double scale;
+};
+
+// Layout change: dir 0 [n, H*d] -> [H, n, d]; dir 1 [H, n, d] -> [n, H*d].
+struct ZvHeadsArgs {
+  const void* x;
+  void* y;
+  long long n, H, d, dir;
+};
+
+// Dense softmax attention, one warp per query row: q [Hq, nq, d], k/v [Hkv, nk, d] (GQA: head h reads h / (Hq/Hkv)),
+// o [Hq, nq, d]. causal: query i sees keys j <= i + (nk - nq). f32 accumulation, online softmax; d <= 256.
+struct ZvAttnArgs {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  long long Hq, Hkv, nq, nk, d, causal;
+  double scale;
+};
+
+// Random init on the device (benchmarks): y[i] = T(std * N(0,1)) from a counter-based hash of (seed, i).
+struct ZvInitArgs {
+  void* y;
+  long long count, seed;
+  double std;
+};
