@@ -29,6 +29,15 @@ const i64 = (v: number): { i64: number } => ({ i64: v });
 const f64 = (v: number): { f64: number } => ({ f64: v });
 
 
+// Encoded bytes per host tensor: the tuner and the benchmarks build many pipelines over the same inputs, and
+// encoding 167M bf16 values takes seconds. Held only while the tensor lives.
+const encodedCache = new WeakMap<Tensor, Uint8Array>();
+function encoded(t: Tensor): Uint8Array {
+  let b = encodedCache.get(t);
+  if (!b) encodedCache.set(t, (b = tensorToBytes(t)));
+  return b;
+}
+
 /** Device buffers owned by one pipeline, freed together. */
 class Arena {
   private readonly bufs: DeviceBuffer[] = [];
@@ -41,12 +50,38 @@ class Arena {
   /** A tensor's bytes in its dtype (esz bytes an element). */
   upload(t: Tensor, esz: number): DeviceBuffer {
     const buf = this.alloc(t.data.length * esz);
-    buf.write(tensorToBytes(t));
+    buf.write(encoded(t));
+    return buf;
+  }
+  /** Hands `buf` to the caller: the arena no longer frees it. */
+  release(buf: DeviceBuffer): DeviceBuffer {
+    const i = this.bufs.indexOf(buf);
+    if (i >= 0) this.bufs.splice(i, 1);
     return buf;
   }
   free(): void {
     for (const b of this.bufs.splice(0)) b.free();
   }
+}
+
+/** Inputs already on the device (the model path): the pipeline reads them in place and never frees them. */
+export interface DeviceInputs {
+  readonly q: DeviceBuffer;
+  readonly k: DeviceBuffer;
+  readonly v: DeviceBuffer;
+}
+
+/** A stand-in tensor that carries only dtype and shape (binding reads no data of q, k or v). */
+function shapeOnly(dtype: CudaDType, shape: readonly number[]): Tensor {
+  return { dtype, shape, data: new Float64Array(0) };
+}
+
+/** What a device-resident prefill layer hands back; the caller owns (and frees) the buffers. */
+export interface DevicePrefillOutputs {
+  readonly o: DeviceBuffer; // [Hq, n, d]
+  readonly kFull: DeviceBuffer; // [Hkv, n, d]: per selection set, the first count[set] rows are the compacted cache
+  readonly vFull: DeviceBuffer;
+  readonly count: Int32Array; // [S], read back once
 }
 
 export class CudaPrefill {
@@ -56,7 +91,14 @@ export class CudaPrefill {
   private readonly launches: (() => void)[] = [];
   private readonly out: Record<string, DeviceBuffer> = {};
 
-  constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, private stream: CudaStream | null = null) {
+  /** Device-resident layer: q [Hq, n, d], k/v [Hkv, n, d] of `dtype` already on the device; nothing is uploaded. */
+  static onDevice(dev: CudaDevice, p: Program, qkv: DeviceInputs, dims: { Hq: number; Hkv: number; n: number; d: number; dtype: CudaDType }, kernels: KernelSet, opts: ExecOptions, stream: CudaStream | null = null): CudaPrefill {
+    const { Hq, Hkv, n, d, dtype } = dims;
+    const inputs = new Map([["q", shapeOnly(dtype, [Hq, n, d])], ["k", shapeOnly(dtype, [Hkv, n, d])], ["v", shapeOnly(dtype, [Hkv, n, d])]]);
+    return new CudaPrefill(dev, p, inputs, kernels, opts, stream, qkv);
+  }
+
+  constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, private stream: CudaStream | null = null, device?: DeviceInputs) {
     this.arena = new Arena(dev);
     const plan = (this.plan = planPrefill(p, inputs, opts, "the cuda backend"));
     const { b, probes, S, perKvHead } = plan;
@@ -67,9 +109,9 @@ export class CudaPrefill {
     const esz = this.dtype === "f32" ? 4 : 2;
     const alloc = (bytes: number): DeviceBuffer => this.arena.alloc(bytes);
     const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
-    const qb = upload(q);
-    const kb = upload(inputs.get("k")!);
-    const vb = upload(inputs.get("v")!);
+    const qb = device ? device.q : upload(q);
+    const kb = device ? device.k : upload(inputs.get("k")!);
+    const vb = device ? device.v : upload(inputs.get("v")!);
     const probesB = alloc(4 * m);
     if (m > 0) probesB.write(probes);
     const P = alloc(8 * Math.max(1, paramSlots(p).names.length));
@@ -122,6 +164,11 @@ export class CudaPrefill {
     for (const buf of Object.values(this.out)) buf.fill32(0xffffffff, this.stream);
   }
 
+  /** The raw output buffers (scores, norm_scores, count, order, o, k_cache, v_cache), e.g. for the tuner's checks. */
+  outputBuffers(): ReadonlyMap<string, DeviceBuffer> {
+    return new Map(Object.entries(this.out));
+  }
+
   /** Enqueues the whole layer (one memset pair and three kernels); nothing waits on the host. */
   enqueue(): void {
     for (const l of this.launches) l();
@@ -145,6 +192,13 @@ export class CudaPrefill {
     }, "the cuda backend");
   }
 
+  /** After enqueue(): reads the kept counts (the one host sync of the layer) and hands o and the caches over. */
+  takeDevice(): DevicePrefillOutputs {
+    const count = this.out.count!.read(new Int32Array(this.plan.S), 0, this.stream);
+    if (this.stream) this.stream.synchronize();
+    return { o: this.arena.release(this.out.o!), kFull: this.arena.release(this.out.k_cache!), vFull: this.arena.release(this.out.v_cache!), count };
+  }
+
   free(): void {
     this.arena.free();
   }
@@ -157,7 +211,14 @@ export class CudaDecode {
   private readonly o: DeviceBuffer;
   readonly dtype: CudaDType;
 
-  constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, stream: CudaStream | null = null) {
+  /** Device-resident step: q [Hq, 1, d], caches [Hkv, c, d] of `dtype` already on the device. */
+  static onDevice(dev: CudaDevice, p: Program, inputs: { q: DeviceBuffer; kCache: DeviceBuffer; vCache: DeviceBuffer }, dims: { Hq: number; Hkv: number; c: number; d: number; dtype: CudaDType }, kernels: KernelSet, opts: ExecOptions, stream: CudaStream | null = null): CudaDecode {
+    const { Hq, Hkv, c, d, dtype } = dims;
+    const shapes = new Map([["q", shapeOnly(dtype, [Hq, 1, d])], ["k_cache", shapeOnly(dtype, [Hkv, c, d])], ["v_cache", shapeOnly(dtype, [Hkv, c, d])]]);
+    return new CudaDecode(dev, p, shapes, kernels, opts, stream, { q: inputs.q, k: inputs.kCache, v: inputs.vCache });
+  }
+
+  constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, stream: CudaStream | null = null, device?: DeviceInputs) {
     this.arena = new Arena(dev);
     const b = (this.b = bindDecode(p, inputs, opts.params ?? {}, opts.layer ?? 0));
     this.dtype = inputs.get("q")!.dtype as CudaDType;
@@ -165,11 +226,11 @@ export class CudaDecode {
     const esz = this.dtype === "f32" ? 4 : 2;
     const alloc = (bytes: number): DeviceBuffer => this.arena.alloc(bytes);
     const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
-    const q = upload(inputs.get("q")!);
-    const kc = upload(inputs.get("k_cache")!);
-    const vc = upload(inputs.get("v_cache")!);
+    const q = device ? device.q : upload(inputs.get("q")!);
+    const kc = device ? device.k : upload(inputs.get("k_cache")!);
+    const vc = device ? device.v : upload(inputs.get("v_cache")!);
     this.o = alloc(Hq * d * esz);
-    const splits = decodeSplits(dev.info.smCount, Hkv, c);
+    const splits = decodeSplits(dev.info.smCount, Hkv, c, kernels.config("decode").splitScale);
     const partO = alloc(4 * Hq * splits * d);
     const partMl = alloc(4 * Hq * splits * 2);
     const length = alloc(4);
@@ -192,8 +253,16 @@ export class CudaDecode {
   poison(): void {
     this.o.fill32(0xffffffff);
   }
+  /** The raw output buffer o [Hq, 1, d]. */
+  outputBuffer(): DeviceBuffer {
+    return this.o;
+  }
   enqueue(): void {
     this.launch();
+  }
+  /** After enqueue(): hands the output o [Hq, 1, d] over to the caller. */
+  takeO(): DeviceBuffer {
+    return this.arena.release(this.o);
   }
   download(): Map<string, Tensor> {
     this.dev.synchronize();
