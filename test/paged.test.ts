@@ -2,8 +2,16 @@
 // against the interpreter's decode semantics (src/interp/kernels.ts decodeAttention), on random ragged batches,
 // page sizes, layouts and split counts (fast-check). The dense reference caches are kept by the test itself, so
 // the comparison covers the pool's row placement as well as the attention.
+import { execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
+import { nvccFlags, nvccVersion, parsePtxas } from "../src/backends/cuda/compile.ts";
+import { PAGED_ARG_LAYOUTS, renderPaged } from "../src/backends/cuda/paged.ts";
+import { knobs } from "../src/knobs.ts";
 import { decodeAttention } from "../src/interp/kernels.ts";
 import { ServeError } from "../src/serve/errors.ts";
 import { pagedDecodeReference } from "../src/serve/paged-ref.ts";
@@ -157,5 +165,42 @@ describe("paged KV pool", () => {
     expect(a.availablePages).toBe(10);
     expect(() => createHostPool({ layers: 1, kvHeads: 0, headDim: 8, pageTokens: 16, layout: "per-layer", numPages: 10 })).toThrow(/ZV7001/);
     expect(() => a.lengths("nope", 0)).toThrow(/ZV7003/);
+  });
+});
+
+const haveNvcc = nvccVersion() !== null;
+if (!haveNvcc) console.warn(`NOTICE: nvcc not found at ${knobs.nvcc}; the paged kernel compile test is skipped`);
+
+describe.skipIf(!haveNvcc)("paged CUDA kernels compile (nvcc)", () => {
+  it("bf16 d128, f32 d128, f16 d80, sm_90a and sm_80, no spills; arg layouts match the header", async () => {
+    const run = promisify(execFile);
+    const dir = mkdtempSync(join(tmpdir(), "zipvl-paged-"));
+    const jobs = [];
+    for (const [dt, d] of [["bf16", 128], ["f32", 128], ["f16", 80]] as const)
+      for (const arch of [90, 80] as const) {
+        const k = renderPaged(dt, d);
+        const src = join(dir, `${k.name}.sm${arch}.cu`);
+        writeFileSync(src, k.source);
+        jobs.push({ name: k.name, arch, src });
+      }
+    // The argument blocks: a host file that checks each field's offset against PAGED_ARG_LAYOUTS.
+    const checks = Object.entries(PAGED_ARG_LAYOUTS).flatMap(([st, fields]) => fields.map((f, i) => `static_assert(offsetof(${st}, ${f}) == ${8 * i}, "${st}.${f}");`));
+    const hdr = join(dir, "layout.cu");
+    writeFileSync(hdr, `#include <cstddef>\n#include "zv_paged.cuh"\n${checks.join("\n")}\n${Object.entries(PAGED_ARG_LAYOUTS).map(([st, f]) => `static_assert(sizeof(${st}) == ${8 * f.length}, "${st} size");`).join("\n")}\nint main() { return 0; }\n`);
+    const layout = run(knobs.nvcc, [...nvccFlags(90), "-c", "-o", join(dir, "layout.o"), hdr]);
+    const results = [];
+    for (let i = 0; i < jobs.length; i += 2) {
+      const batch = jobs.slice(i, i + 2).map(async (j) => {
+        const { stdout, stderr } = await run(knobs.nvcc, [...nvccFlags(j.arch), "-cubin", "-Xptxas", "-v", "-o", `${j.src}.cubin`, j.src], { maxBuffer: 1 << 24 });
+        return { ...j, reports: parsePtxas(`${stdout}\n${stderr}`) };
+      });
+      results.push(...(await Promise.all(batch)));
+    }
+    await layout;
+    for (const r of results) {
+      console.log(r.reports.map((p) => `${p.kernel.padEnd(34)} sm_${r.arch} regs ${p.registers} spill ${p.spillStores}/${p.spillLoads}`).join("\n"));
+      expect(r.reports.length).toBe(3);
+      for (const p of r.reports) expect(p.spillStores + p.spillLoads, `${p.kernel} sm_${r.arch}`).toBe(0);
+    }
   });
 });

@@ -1,0 +1,155 @@
+// The paged decode kernel against the host reference (src/serve/paged-ref.ts) on a real GPU: random ragged batches,
+// both page layouts, page sizes and GQA groups; K/V reach the pages both by host writes (prefill's kept rows) and by
+// the device append kernel (decode tokens). Shared by test/gpu/paged.test.ts and the bundled bench/serve-gpu.ts.
+// Also times one batched decode step (bandwidth-bound: bytes of the caches read over time).
+import { roundTo } from "../../io/dtype.ts";
+import type { CudaDevice } from "../../runtime/native.ts";
+import { pagedDecodeReference } from "../../serve/paged-ref.ts";
+import { HostPageStorage, PagedKvPool, type PageLayout, type PageStorage, type PoolGeometry } from "../../serve/pool.ts";
+import type { Arch } from "./compile.ts";
+import { CudaPagedDecode, CudaPageStorage, decodeRows, encodeRows, loadPagedKernels } from "./paged.ts";
+import type { CudaDType } from "./render.ts";
+
+export interface PagedCase {
+  readonly dtype: CudaDType;
+  readonly d: number;
+  readonly Hkv: number;
+  readonly g: number;
+  readonly pageTokens: number;
+  readonly layout: PageLayout;
+  /** Kept tokens per sequence (per head for per-head: ragged around this). */
+  readonly lengths: readonly number[];
+  readonly seed: number;
+}
+
+function rng(seed: number): () => number {
+  let s = (seed >>> 0) || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    return s / 2 ** 32 - 0.5;
+  };
+}
+
+/** Writes to both a device pool and a host mirror (values rounded to the device dtype). */
+class Mirror implements PageStorage {
+  readonly kind = "cuda";
+  constructor(readonly dev: CudaPageStorage, readonly host: HostPageStorage, private readonly dt: CudaDType) {}
+  writeRows(rows: Int32Array, k: Float32Array, v: Float32Array): void {
+    this.dev.writeRows(rows, k, v);
+    this.host.writeRows(rows, k.map((x) => roundTo(this.dt, x)), v.map((x) => roundTo(this.dt, x)));
+  }
+  dispose(): void {
+    this.dev.dispose();
+  }
+}
+
+export interface PagedCheckResult {
+  readonly maxErr: number;
+  readonly tol: number;
+  readonly bad: string[];
+}
+
+export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): PagedCheckResult {
+  const r = rng(c.seed);
+  const Hq = c.Hkv * c.g;
+  const esz = c.dtype === "f32" ? 4 : 2;
+  const batch = c.lengths.length;
+  const need = c.lengths.reduce((a, n) => a + (c.layout === "per-layer" ? 1 : c.Hkv) * (Math.ceil((n + 2) / c.pageTokens) + 1), 0);
+  const geom: PoolGeometry = { layers: 1, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: need + 3, elemBytes: esz };
+  const kernels = loadPagedKernels(dev, arch, c.dtype, c.d);
+  const devStore = new CudaPageStorage(dev, geom, c.dtype);
+  const host = new HostPageStorage(geom);
+  const pool = new PagedKvPool(geom, new Mirror(devStore, host, c.dtype));
+  const ids = c.lengths.map((_, b) => `s${b}`);
+  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, () => 2 * r());
+  const appendBuf = dev.alloc(Math.max(16, 2 * c.Hkv * batch * c.d * esz));
+  const rowsBuf = dev.alloc(4 * c.Hkv * batch);
+  const qBuf = dev.alloc(batch * Hq * c.d * esz);
+  const oBuf = dev.alloc(batch * Hq * c.d * esz);
+  const decode = new CudaPagedDecode(dev, devStore, kernels, Hq, batch);
+  try {
+    // Prefill's kept rows through host writes (ragged per head in the per-head layout).
+    c.lengths.forEach((n, b) => {
+      pool.addSequence(ids[b]!);
+      const counts = Array.from({ length: c.Hkv }, () => (c.layout === "per-head" ? Math.max(0, n - Math.floor((r() + 0.5) * Math.min(n, 5))) : n));
+      pool.append(ids[b]!, 0, rand(c.Hkv * n * c.d), rand(c.Hkv * n * c.d), n, counts);
+    });
+    // One decode token per sequence through the device append kernel: source [Hkv, batch, d], one launch.
+    const kNew = rand(c.Hkv * batch * c.d);
+    const vNew = rand(c.Hkv * batch * c.d);
+    const rows = new Int32Array(c.Hkv * batch);
+    ids.forEach((id, b) => {
+      const add = c.layout === "per-layer" ? [1] : new Array<number>(c.Hkv).fill(1);
+      const rr = pool.reserveRows(id, 0, add, 1);
+      for (let kv = 0; kv < c.Hkv; kv++) {
+        rows[kv * batch + b] = rr[kv]!;
+        const src = (kv * batch + b) * c.d;
+        host.writeRows(Int32Array.of(rr[kv]!), kNew.subarray(src, src + c.d).map((x) => roundTo(c.dtype, x)), vNew.subarray(src, src + c.d).map((x) => roundTo(c.dtype, x)));
+      }
+    });
+    const half = c.Hkv * batch * c.d * esz;
+    appendBuf.write(encodeRows(kNew, c.dtype), 0);
+    appendBuf.write(encodeRows(vNew, c.dtype), half);
+    rowsBuf.write(rows);
+    devStore.appendDevice(kernels, { k: appendBuf, v: appendBuf.at(half), t: batch }, rowsBuf);
+    const q = rand(batch * Hq * c.d).map((x) => roundTo(c.dtype, x));
+    qBuf.write(encodeRows(q, c.dtype));
+    oBuf.fill32(0xffffffff);
+    const tables = pool.tables(ids, 0);
+    const scale = 1 / Math.sqrt(c.d);
+    decode.enqueue(tables, qBuf, oBuf, scale);
+    dev.synchronize();
+    const got = decodeRows(oBuf.read(new Uint8Array(batch * Hq * c.d * esz)), c.dtype);
+    const want = pagedDecodeReference({ geometry: geom, k: host.k, v: host.v, tables, q, Hq, scale });
+    const tol = c.dtype === "bf16" ? 1.6e-2 : c.dtype === "f16" ? 2e-3 : 2e-4;
+    let maxErr = 0;
+    const bad: string[] = [];
+    for (let i = 0; i < got.length; i++) {
+      const err = Math.abs(got[i]! - want[i]!) / Math.max(1, Math.abs(want[i]!));
+      if (!(err <= tol) && bad.length < 5) bad.push(`o[${Math.floor(i / (Hq * c.d))}, ${Math.floor(i / c.d) % Hq}, ${i % c.d}] = ${got[i]} want ${want[i]}`);
+      maxErr = Math.max(maxErr, Number.isNaN(err) ? Infinity : err);
+    }
+    return { maxErr, tol, bad };
+  } finally {
+    decode.free();
+    for (const b of [appendBuf, rowsBuf, qBuf, oBuf]) b.free();
+    pool.dispose();
+  }
+}
+
+/** Median time of one batched paged decode step (one layer) and the bandwidth it implies. */
+export function benchPaged(dev: CudaDevice, arch: Arch, o: { dtype: CudaDType; d: number; Hkv: number; g: number; pageTokens: number; batch: number; len: number }): { us: number; gbps: number } {
+  const esz = o.dtype === "f32" ? 4 : 2;
+  const geom: PoolGeometry = { layers: 1, kvHeads: o.Hkv, headDim: o.d, pageTokens: o.pageTokens, layout: "per-layer", numPages: o.batch * Math.ceil(o.len / o.pageTokens), elemBytes: esz };
+  const kernels = loadPagedKernels(dev, arch, o.dtype, o.d);
+  const store = new CudaPageStorage(dev, geom, o.dtype);
+  const pool = new PagedKvPool(geom, store);
+  const Hq = o.Hkv * o.g;
+  const q = dev.alloc(o.batch * Hq * o.d * esz);
+  const out = dev.alloc(o.batch * Hq * o.d * esz);
+  q.zero();
+  store.k.zero();
+  store.v.zero();
+  const dec = new CudaPagedDecode(dev, store, kernels, Hq, o.batch);
+  try {
+    const ids = Array.from({ length: o.batch }, (_, b) => `s${b}`);
+    // Page bookkeeping only (reserveRows): the timing does not depend on the values.
+    for (const id of ids) pool.addSequence(id), pool.reserveRows(id, 0, [o.len]);
+    const t = pool.tables(ids, 0);
+    const times: number[] = [];
+    for (let i = 0; i < 25; i++) times.push(dev.time(() => dec.enqueue(t, q, out, 1 / Math.sqrt(o.d))));
+    times.sort((a, b) => a - b);
+    const ms = times[12]!;
+    const bytes = 2 * o.batch * o.len * o.Hkv * o.d * esz;
+    return { us: ms * 1e3, gbps: bytes / (ms * 1e-3) / 1e9 };
+  } finally {
+    dec.free();
+    q.free();
+    out.free();
+    pool.dispose();
+  }
+}

@@ -1,0 +1,179 @@
+// The paged-KV serving kernels on the GPU: rendering of templates/cuda/paged.cu.hbs, page memory in device buffers
+// (the CUDA PageStorage of src/serve/pool.ts), and the batched paged decode attention launcher (split + combine,
+// one launch pair for a whole ragged batch). Page tables travel as i32 (CSR: indptr, page ids, lengths).
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import Handlebars from "handlebars";
+import { bf16BitsToFloat, f16BitsToFloat, floatToBf16Bits, floatToF16Bits } from "../../io/dtype.ts";
+import { packArgs, type ArgField, type CudaDevice, type CudaFunction, type CudaStream, type DeviceBuffer } from "../../runtime/native.ts";
+import { serveFail } from "../../serve/errors.ts";
+import { checkGeometry, headsPerPage, type PageStorage, type PageTables, type PoolGeometry } from "../../serve/pool.ts";
+import { compileKernel, type Arch, type NvrtcFn } from "./compile.ts";
+import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
+
+/** Field order of ZvPagedDecodeArgs / ZvPagedAppendArgs in zv_paged.cuh (8 bytes each). */
+export const PAGED_ARG_LAYOUTS = {
+  ZvPagedDecodeArgs: ["q", "k_pages", "v_pages", "o", "part_o", "part_ml", "page_indptr", "page_ids", "lengths", "batch", "Hq", "Hkv", "d", "page_tokens", "heads_per_page", "groups", "splits", "scale"],
+  ZvPagedAppendArgs: ["k", "v", "k_pages", "v_pages", "rows", "Hkv", "t", "d", "src_stride"],
+} as const;
+
+type Layout = keyof typeof PAGED_ARG_LAYOUTS;
+export function packPaged<S extends Layout>(s: S, values: Record<(typeof PAGED_ARG_LAYOUTS)[S][number], ArgField>): ArrayBuffer {
+  return packArgs(PAGED_ARG_LAYOUTS[s].map((f) => (values as Record<string, ArgField>)[f]!));
+}
+
+const i64 = (v: number): { i64: number } => ({ i64: v });
+const elemBytes = (dt: CudaDType): number => (dt === "f32" ? 4 : 2);
+
+let tpl: Handlebars.TemplateDelegate | undefined;
+export function pagedKernelName(dtype: CudaDType, headDim: number): string {
+  return `zv_paged_${dtype}_d${headDim}`;
+}
+
+/** Source of the paged kernels for one dtype and head dim (entries _split, _combine, _append). */
+export function renderPaged(dtype: CudaDType, headDim: number, config: { warps?: number } = {}): KernelSource {
+  if (!Number.isInteger(headDim) || headDim < 1 || (headDim * elemBytes(dtype)) % 16 !== 0) {
+    serveFail("ZV7005", [`head dim ${headDim} is not a multiple of 16 bytes of ${dtype}`]);
+  }
+  tpl ??= Handlebars.compile(readFileSync(join(TEMPLATE_DIR, "paged.cu.hbs"), "utf8"), { noEscape: true, strict: false });
+  const name = pagedKernelName(dtype, headDim);
+  // `stage` only labels the source for the shared compile cache; the paged kernels are decode kernels.
+  return { stage: "decode", name, source: tpl({ kernelName: name, dtype: C_TYPE[dtype], headDim, config }), dtype, headDim, config };
+}
+
+/** Split count of a batch: enough CTAs for two waves, no slice shorter than 64 tokens of the longest cache. */
+export function pagedSplits(smCount: number, Hkv: number, batch: number, maxLen: number): number {
+  return Math.max(1, Math.min(Math.ceil((2 * smCount) / (Hkv * batch)), Math.ceil(maxLen / 64)));
+}
+
+export interface PagedKernels {
+  readonly split: CudaFunction;
+  readonly combine: CudaFunction;
+  readonly append: CudaFunction;
+  readonly dtype: CudaDType;
+  readonly headDim: number;
+  readonly warps: number;
+}
+
+const loaded = new WeakMap<CudaDevice, Map<string, PagedKernels>>();
+
+/** Compiles (or takes from the kernel cache) and loads the paged kernels once per device, dtype and head dim. */
+export function loadPagedKernels(dev: CudaDevice, arch: Arch, dtype: CudaDType, headDim: number, nvrtc?: { version: string; compile: NvrtcFn }): PagedKernels {
+  let perDev = loaded.get(dev);
+  if (!perDev) loaded.set(dev, (perDev = new Map()));
+  const k = renderPaged(dtype, headDim);
+  const hit = perDev.get(k.name);
+  if (hit) return hit;
+  const mod = dev.loadModule(compileKernel(k, arch, nvrtc).cubin);
+  const fn = (s: string): CudaFunction => mod.getFunction(`${k.name}_${s}`);
+  const out = { split: fn("split"), combine: fn("combine"), append: fn("append"), dtype, headDim, warps: 4 };
+  perDev.set(k.name, out);
+  return out;
+}
+
+/** Host f32 rows to the device dtype's bytes. */
+export function encodeRows(x: Float32Array, dtype: CudaDType): Uint8Array {
+  if (dtype === "f32") return new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+  const enc = dtype === "bf16" ? floatToBf16Bits : floatToF16Bits;
+  const u = Uint16Array.from(x, enc);
+  return new Uint8Array(u.buffer, u.byteOffset, u.byteLength);
+}
+export function decodeRows(bytes: Uint8Array, dtype: CudaDType): Float32Array {
+  if (dtype === "f32") return new Float32Array(bytes.slice().buffer);
+  const u = new Uint16Array(bytes.slice().buffer);
+  return Float32Array.from(u, dtype === "bf16" ? bf16BitsToFloat : f16BitsToFloat);
+}
+
+/** Page memory in device buffers; host writes coalesce runs of consecutive rows into one copy. */
+export class CudaPageStorage implements PageStorage {
+  readonly kind = "cuda";
+  readonly k: DeviceBuffer;
+  readonly v: DeviceBuffer;
+  constructor(private readonly dev: CudaDevice, readonly geometry: PoolGeometry, readonly dtype: CudaDType) {
+    checkGeometry(geometry);
+    if (elemBytes(dtype) !== geometry.elemBytes) serveFail("ZV7001", [`dtype ${dtype} in a pool of ${geometry.elemBytes}-byte elements`]);
+    const bytes = geometry.numPages * headsPerPage(geometry) * geometry.pageTokens * geometry.headDim * geometry.elemBytes;
+    this.k = dev.alloc(bytes);
+    try {
+      this.v = dev.alloc(bytes);
+    } catch (e) {
+      this.k.free();
+      throw e;
+    }
+  }
+  writeRows(rows: Int32Array, k: Float32Array, v: Float32Array, stream?: CudaStream | null): void {
+    const d = this.geometry.headDim;
+    const rowBytes = d * this.geometry.elemBytes;
+    const kb = encodeRows(k, this.dtype);
+    const vb = encodeRows(v, this.dtype);
+    for (let r = 0; r < rows.length; ) {
+      let e = r + 1;
+      while (e < rows.length && rows[e] === rows[e - 1]! + 1) e++;
+      this.k.write(kb.subarray(r * rowBytes, e * rowBytes), rows[r]! * rowBytes, stream);
+      this.v.write(vb.subarray(r * rowBytes, e * rowBytes), rows[r]! * rowBytes, stream);
+      r = e;
+    }
+  }
+  /** Device-side append: source rows [Hkv, t, d] (head stride srcStride rows) in the pool's dtype. */
+  appendDevice(kernels: PagedKernels, src: { k: DeviceBuffer | bigint; v: DeviceBuffer | bigint; t: number; srcStride?: number }, rows: DeviceBuffer, stream?: CudaStream | null): void {
+    const g = this.geometry;
+    if (src.t === 0) return;
+    const args = packPaged("ZvPagedAppendArgs", { k: src.k, v: src.v, k_pages: this.k, v_pages: this.v, rows, Hkv: i64(g.kvHeads), t: i64(src.t), d: i64(g.headDim), src_stride: i64(src.srcStride ?? src.t) });
+    this.dev.launch(kernels.append, { grid: [Math.ceil(src.t / 4), g.kvHeads, 1], block: [128, 1, 1], stream: stream ?? null }, args);
+  }
+  dispose(): void {
+    this.k.free();
+    this.v.free();
+  }
+}
+
+/** A batched paged decode: buffers sized for `maxBatch` sequences and `maxPages` table entries, reused per step. */
+export class CudaPagedDecode {
+  private readonly indptr: DeviceBuffer;
+  private readonly ids: DeviceBuffer;
+  private readonly lengths: DeviceBuffer;
+  private readonly partO: DeviceBuffer;
+  private readonly partMl: DeviceBuffer;
+  private readonly maxSplits: number;
+
+  constructor(
+    private readonly dev: CudaDevice,
+    private readonly storage: CudaPageStorage,
+    private readonly kernels: PagedKernels,
+    readonly Hq: number,
+    readonly maxBatch: number,
+  ) {
+    const g = storage.geometry;
+    if (kernels.headDim !== g.headDim || kernels.dtype !== storage.dtype) serveFail("ZV7005", [`kernels for ${kernels.dtype} d${kernels.headDim}, pool of ${storage.dtype} d${g.headDim}`]);
+    if (Hq % g.kvHeads !== 0) serveFail("ZV7005", [`query heads ${Hq} must be a multiple of KV heads ${g.kvHeads}`]);
+    const G = g.layout === "per-layer" ? 1 : g.kvHeads;
+    this.maxSplits = Math.max(1, Math.ceil((2 * dev.info.smCount) / g.kvHeads));
+    this.indptr = dev.alloc(4 * (maxBatch * G + 1));
+    this.ids = dev.alloc(4 * Math.max(1, g.numPages));
+    this.lengths = dev.alloc(4 * maxBatch * G);
+    this.partO = dev.alloc(4 * maxBatch * Hq * this.maxSplits * g.headDim);
+    this.partMl = dev.alloc(8 * maxBatch * Hq * this.maxSplits);
+  }
+
+  /** Uploads the tables of this step (queued on `stream`), then enqueues split and combine. o: [batch, Hq, d]. */
+  enqueue(t: PageTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null): void {
+    const g = this.storage.geometry;
+    if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
+    const maxLen = Math.max(0, ...t.lengths);
+    const splits = Math.min(this.maxSplits, pagedSplits(this.dev.info.smCount, g.kvHeads, t.batch, maxLen));
+    this.indptr.write(t.indptr, 0, stream);
+    if (t.pages.length) this.ids.write(t.pages, 0, stream);
+    this.lengths.write(t.lengths, 0, stream);
+    const args = packPaged("ZvPagedDecodeArgs", {
+      q, k_pages: this.storage.k, v_pages: this.storage.v, o, part_o: this.partO, part_ml: this.partMl, page_indptr: this.indptr, page_ids: this.ids, lengths: this.lengths,
+      batch: i64(t.batch), Hq: i64(this.Hq), Hkv: i64(g.kvHeads), d: i64(g.headDim), page_tokens: i64(g.pageTokens), heads_per_page: i64(headsPerPage(g)), groups: i64(t.groups), splits: i64(splits), scale: { f64: scale },
+    });
+    const s = stream ?? null;
+    this.dev.launch(this.kernels.split, { grid: [g.kvHeads, splits, t.batch], block: [32 * this.kernels.warps, 1, 1], stream: s }, args);
+    this.dev.launch(this.kernels.combine, { grid: [this.Hq, t.batch, 1], block: [128, 1, 1], stream: s }, args);
+  }
+
+  free(): void {
+    for (const b of [this.indptr, this.ids, this.lengths, this.partO, this.partMl]) b.free();
+  }
+}

@@ -1,0 +1,276 @@
+// zipvl device library: paged KV cache kernels for serving (src/serve/pool.ts describes the layout).
+//
+// Page memory is two arrays of rows (K and V), a row = D elements of T. Token j of a (sequence, group) cache lives
+// in row (page_ids[page_indptr[e] + j / P] * heads_per_page + slot) * P + j % P, with e = b * groups + group,
+// group = kv when every KV head has its own pages (groups = Hkv, slot 0) and 0 when a page holds all heads
+// (groups = 1, slot = kv). Lengths are ragged per sequence (and per head in the per-head layout).
+//
+// zv_paged_decode_split: grid (Hkv, splits, batch). One CTA takes one sequence, one KV head and one contiguous
+// slice of that cache [s * ceil(len / splits), ...), and serves all g = Hq / Hkv query heads of the KV head, so each
+// K/V byte is read once per group. Same inner loop as zv_decode.cuh (lane groups with 16-byte loads, independent
+// online softmax per lane group and warp, register double buffer), with the row address taken from the page
+// table. zv_paged_decode_combine (grid (Hq, batch)) merges the splits. Scores in base 2.
+// zv_paged_append: grid (ceil(t / 4), Hkv), 4 warps: copies source rows [Hkv, t, D] to their page rows (-1: skip),
+// so prefill's compacted cache and each decode step's new K/V reach the pool without a host round trip.
+#pragma once
+
+#include "zv_common.cuh"
+#include "zv_decode.cuh"
+
+struct ZvPagedDecodeArgs {
+  const void* q;           // [batch, Hq, D] T
+  const void* k_pages;     // [rows, D] T
+  const void* v_pages;     // [rows, D] T
+  void* o;                 // [batch, Hq, D] T
+  float* part_o;           // [batch, Hq, splits, D] f32 workspace
+  float* part_ml;          // [batch, Hq, splits, 2] f32 workspace (base-2 max, sum)
+  const int* page_indptr;  // [batch * groups + 1]
+  const int* page_ids;     // [page_indptr[batch * groups]]
+  const int* lengths;      // [batch * groups] tokens per cache
+  long long batch, Hq, Hkv, d, page_tokens, heads_per_page, groups, splits;
+  double scale;
+};
+
+struct ZvPagedAppendArgs {
+  const void* k;           // [Hkv, t, D] T (rows of head kv start at kv * src_stride)
+  const void* v;
+  void* k_pages;           // [rows, D] T
+  void* v_pages;
+  const int* rows;         // [Hkv, t] destination row, -1 = skip
+  long long Hkv, t, d, src_stride;
+};
+
+namespace zv {
+
+// Heads [h0, h0 + gc) of one (sequence, KV head) over cache tokens [lo, hi).
+template <typename T, int D, class C, int kG>
+__device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, long long b, long long kv,
+                            long long h0, int gc, long long lo, long long hi, const int* pages, long long slot) {
+  constexpr int kL = C::kL, kVPL = C::kVPL, kVec = C::kVec, kW = C::kWarps;
+  constexpr int kU = kVPL * kG >= 8 ? 1 : (kVPL * kG >= 4 ? 2 : 4);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % kL, grp = lane / kL;
+  const long long stream = warp * C::kGroups + grp, nstreams = kW * C::kGroups;
+  const float qscale = (float)a.scale * kLog2e;
+  const long long P = a.page_tokens, hpp = a.heads_per_page;
+  const T* qb = static_cast<const T*>(a.q) + (b * a.Hq) * D;
+
+  float q[kG][kVPL][kVec], o[kG][kVPL][kVec], m[kG], l[kG];
+#pragma unroll
+  for (int h = 0; h < kG; ++h) {
+    m[h] = neg_inf(); l[h] = 0.f;
+#pragma unroll
+    for (int v = 0; v < kVPL; ++v) {
+      const int vec = sub + v * kL;
+      float f[kVec];
+      if (h < gc && vec < C::kRowVecs) load16_f32(qb + (h0 + h) * D + vec * kVec, f);
+      else
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) f[e] = 0.f;
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) { q[h][v][e] = f[e] * qscale; o[h][v][e] = 0.f; }
+    }
+  }
+
+  const T* kp = static_cast<const T*>(a.k_pages);
+  const T* vp = static_cast<const T*>(a.v_pages);
+  struct Batch { uint4 kr[kU][kVPL], vr[kU][kVPL]; bool ok[kU]; };
+  const long long step = (long long)kU * nstreams;
+  auto load_batch = [&](long long b0, Batch& f) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const long long j = b0 + u * nstreams + stream;
+      f.ok[u] = j < hi;
+      // The page table lookup: one i32 load per key, shared by the lanes of the group (L1 broadcast).
+      const long long row = f.ok[u] ? ((long long)__ldg(pages + j / P) * hpp + slot) * P + j % P : 0;
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v) {
+        const int vec = sub + v * kL;
+        const bool ld = f.ok[u] && vec < C::kRowVecs;
+        f.kr[u][v] = ld ? ld16_stream(kp + row * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+        f.vr[u][v] = ld ? ld16_stream(vp + row * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  auto consume = [&](const Batch& f) {
+    float s[kU][kG];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+#pragma unroll
+      for (int h = 0; h < kG; ++h) s[u][h] = 0.f;
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v) {
+        float kf[kVec];
+        cvt16(f.kr[u][v], kf, T());
+#pragma unroll
+        for (int h = 0; h < kG; ++h)
+          if (h < gc)
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) s[u][h] = fmaf(q[h][v][e], kf[e], s[u][h]);
+      }
+#pragma unroll
+      for (int h = 0; h < kG; ++h) {
+        if (h >= gc) break;
+#pragma unroll
+        for (int off = 1; off < kL; off <<= 1) s[u][h] += __shfl_xor_sync(0xffffffffu, s[u][h], off);
+        if (!f.ok[u]) s[u][h] = neg_inf();
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < kG; ++h) {
+      if (h >= gc) break;
+      float mx = m[h];
+#pragma unroll
+      for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][h]);
+      if (mx == neg_inf()) continue;
+      const float corr = fast_exp2(m[h] - mx);
+      l[h] *= corr;
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v)
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) o[h][v][e] *= corr;
+      m[h] = mx;
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        s[u][h] = fast_exp2(s[u][h] - mx);
+        l[h] += s[u][h];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v) {
+        float vf[kVec];
+        cvt16(f.vr[u][v], vf, T());
+#pragma unroll
+        for (int h = 0; h < kG; ++h)
+          if (h < gc && m[h] != neg_inf())
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) o[h][v][e] = fmaf(s[u][h], vf[e], o[h][v][e]);
+      }
+  };
+  if (lo < hi) {  // CTA-uniform trip counts (consume shuffles)
+    Batch fa, fb;
+    load_batch(lo, fa);
+    for (long long b0 = lo;; b0 += 2 * step) {
+      load_batch(b0 + step, fb);
+      consume(fa);
+      if (b0 + step >= hi) break;
+      load_batch(b0 + 2 * step, fa);
+      consume(fb);
+      if (b0 + 2 * step >= hi) break;
+    }
+  }
+
+  // Merge the lane groups of the warp, then the warps through shared memory.
+#pragma unroll
+  for (int off = kL; off < 32; off <<= 1)
+#pragma unroll
+    for (int h = 0; h < kG; ++h) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m[h], off), l2 = __shfl_xor_sync(0xffffffffu, l[h], off);
+      const float mx = fmaxf(m[h], m2);
+      const float c1 = mx == neg_inf() ? 0.f : fast_exp2(m[h] - mx), c2 = mx == neg_inf() ? 0.f : fast_exp2(m2 - mx);
+      l[h] = l[h] * c1 + l2 * c2;
+      m[h] = mx;
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v)
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) o[h][v][e] = o[h][v][e] * c1 + __shfl_xor_sync(0xffffffffu, o[h][v][e], off) * c2;
+    }
+  if (grp == 0) {
+#pragma unroll
+    for (int h = 0; h < kG; ++h) {
+#pragma unroll
+      for (int v = 0; v < kVPL; ++v) {
+        const int vec = sub + v * kL;
+        if (vec < C::kRowVecs)
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) sh.o[warp][h][vec * kVec + e] = o[h][v][e];
+      }
+      if (sub == 0) { sh.m[warp][h] = m[h]; sh.l[warp][h] = l[h]; }
+    }
+  }
+  __syncthreads();
+  const long long split = blockIdx.y, splits = a.splits;
+  for (int idx = threadIdx.x; idx < gc * D; idx += C::kThreads) {
+    const int h = idx / D, e = idx % D;
+    float mx = neg_inf();
+#pragma unroll
+    for (int w = 0; w < kW; ++w) mx = fmaxf(mx, sh.m[w][h]);
+    float acc = 0.f, sum = 0.f;
+    if (mx != neg_inf())
+#pragma unroll
+      for (int w = 0; w < kW; ++w) {
+        const float c = fast_exp2(sh.m[w][h] - mx);
+        acc += sh.o[w][h][e] * c; sum += sh.l[w][h] * c;
+      }
+    const long long row = (b * a.Hq + h0 + h) * splits + split;
+    a.part_o[row * D + e] = acc;
+    if (e == 0) { a.part_ml[2 * row] = mx; a.part_ml[2 * row + 1] = sum; }
+  }
+  __syncthreads();
+}
+
+template <typename T, int D, class C>
+__device__ void paged_decode_split_kernel(const ZvPagedDecodeArgs& a) {
+  __shared__ __align__(16) DecodeShared<C, D> sh;
+  const long long kv = blockIdx.x, b = blockIdx.z, g = a.Hq / a.Hkv;
+  const long long group = a.groups == 1 ? 0 : kv, slot = a.heads_per_page == 1 ? 0 : kv;
+  const long long e = b * a.groups + group;
+  const long long len = max(0ll, (long long)a.lengths[e]);
+  const long long chunk = ceil_div(len, a.splits);
+  const long long lo = min(len, (long long)blockIdx.y * chunk), hi = min(len, lo + chunk);
+  const int* pages = a.page_ids + a.page_indptr[e];
+  if (g == 1) paged_heads<T, D, C, 1>(a, sh, b, kv, kv, 1, lo, hi, pages, slot);
+  else if (g == 2) paged_heads<T, D, C, 2>(a, sh, b, kv, kv * 2, 2, lo, hi, pages, slot);
+  else
+    for (long long h = 0; h < g; h += C::kMaxG)
+      paged_heads<T, D, C, C::kMaxG>(a, sh, b, kv, kv * g + h, (int)min((long long)C::kMaxG, g - h), lo, hi, pages, slot);
+}
+
+// grid (Hq, batch): o[b, h] = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s; zero for an empty cache.
+template <typename T, int D, class C>
+__device__ void paged_decode_combine_kernel(const ZvPagedDecodeArgs& a) {
+  constexpr int kMaxW = 1024;
+  __shared__ float w[kMaxW];
+  __shared__ float red[32];
+  const long long r0 = blockIdx.y * a.Hq + blockIdx.x, splits = a.splits;
+  const float* ml = a.part_ml + r0 * splits * 2;
+  float mx = neg_inf();
+  for (long long s = threadIdx.x; s < splits; s += blockDim.x) mx = fmaxf(mx, ml[2 * s]);
+  mx = block_max(mx, red);
+  float sum = 0.f;
+  if (mx != neg_inf())
+    for (long long s = threadIdx.x; s < splits; s += blockDim.x) {
+      const float ws = fast_exp2(ml[2 * s] - mx);
+      if (s < kMaxW) w[s] = ws;
+      sum += ml[2 * s + 1] * ws;
+    }
+  sum = block_sum(sum, red);
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  const float* po = a.part_o + r0 * splits * D;
+  for (int e = threadIdx.x; e < D; e += blockDim.x) {
+    float acc = 0.f;
+    if (mx != neg_inf()) {
+#pragma unroll 8
+      for (long long s = 0; s < splits; ++s) acc += po[s * D + e] * (s < kMaxW ? w[s] : fast_exp2(ml[2 * s] - mx));
+    }
+    static_cast<T*>(a.o)[r0 * D + e] = from_float<T>(acc * inv);
+  }
+}
+
+// grid (ceil(t / 4), Hkv), block 128: warp w copies source row blockIdx.x * 4 + w of head blockIdx.y.
+template <typename T, int D>
+__device__ void paged_append_kernel(const ZvPagedAppendArgs& a) {
+  constexpr int kVec = DType<T>::kVec, kRowVecs = D / kVec;
+  const long long kv = blockIdx.y, i = (long long)blockIdx.x * 4 + (threadIdx.x >> 5);
+  if (i >= a.t) return;
+  const int dst = a.rows[kv * a.t + i];
+  if (dst < 0) return;
+  const long long src = kv * a.src_stride + i;
+  for (int vec = threadIdx.x & 31; vec < kRowVecs; vec += 32) {
+    st16(static_cast<T*>(a.k_pages) + (long long)dst * D + vec * kVec, ld16(static_cast<const T*>(a.k) + src * D + vec * kVec));
+    st16(static_cast<T*>(a.v_pages) + (long long)dst * D + vec * kVec, ld16(static_cast<const T*>(a.v) + src * D + vec * kVec));
+  }
+}
+
+}  // namespace zv
