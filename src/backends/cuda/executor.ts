@@ -10,6 +10,9 @@ import { compileKernel, nvccVersion, type Arch, type CompiledKernel } from "./co
 import { CudaDecode, CudaPrefill, type KernelSet } from "./pipeline.ts";
 import { renderKernels, type CudaDType, type Stage } from "./render.ts";
 import { defaultConfig, type Config } from "./schedule.ts";
+import { planPrefill } from "../plan.ts";
+import { cudaKey, cudaToolchain } from "../../tune/keys.ts";
+import { keptOf, tunedCudaConfigs } from "../../tune/lookup.ts";
 
 export interface CudaContext {
   readonly dev: CudaDevice;
@@ -64,6 +67,22 @@ export function openCuda(): CudaContext {
   };
 }
 
+/** The tuned configs (generated/tuning) for this run's shape; stages without a matching record use the fallback. */
+export function tunedFor(ctx: CudaContext, p: Program, fname: "prefill" | "decode", inputs: ReadonlyMap<string, Tensor>, opts: ExecOptions): Partial<Record<Stage, Config>> {
+  const q = inputs.get("q")!;
+  const kv = inputs.get(fname === "prefill" ? "k" : "k_cache");
+  if (!kv || q.shape.length !== 3 || kv.shape.length !== 3) return {}; // the pipeline reports the bad input
+  const [Hq, n0, d] = q.shape as [number, number, number];
+  const [Hkv, c] = kv.shape as [number, number];
+  let kept: number | undefined;
+  if (fname === "prefill") {
+    const sel = planPrefill(p, inputs, opts, "the cuda backend").select;
+    kept = keptOf(sel.mode, sel.amount, n0);
+  }
+  const key = cudaKey(ctx.dev.info, cudaToolchain(nvrtcVersion));
+  return tunedCudaConfigs(key, fname, { Hq, Hkv, n: fname === "prefill" ? n0 : c, d, dtype: q.dtype, kept });
+}
+
 export function createCudaExecutor(): Executor {
   const ctx = openCuda();
   return {
@@ -72,7 +91,7 @@ export function createCudaExecutor(): Executor {
       const q = inputs.get("q") ?? fail("ZV2101", ["q", [...inputs.keys()].join(", ")]);
       const dtype = q.dtype as CudaDType;
       const headDim = q.shape[2] ?? 0;
-      const ks = ctx.kernels(p, dtype, headDim);
+      const ks = ctx.kernels(p, dtype, headDim, tunedFor(ctx, p, fname, inputs, opts));
       const run = fname === "prefill" ? new CudaPrefill(ctx.dev, p, inputs, ks, opts) : new CudaDecode(ctx.dev, p, inputs, ks, opts);
       try {
         run.poison();

@@ -174,6 +174,11 @@ export class CudaPrefill {
     for (const l of this.launches) l();
   }
 
+  /** Enqueues one launch group alone (0: memsets + probe, 1: select, 2: sparse attention), for per-kernel timing. */
+  enqueueStage(i: 0 | 1 | 2): void {
+    this.launches[i]!();
+  }
+
   /** Downloads the outputs in the cpu backend's layout. */
   download(): Map<string, Tensor> {
     this.dev.synchronize();

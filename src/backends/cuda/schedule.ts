@@ -55,8 +55,9 @@ export function sparseGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {
   return { grid: [cdiv(x.n, c.BM!), x.Hq, 1], block: [32 * c.warps!, 1, 1], smem };
 }
 
-export function decodeSplits(smCount: number, Hkv: number, capacity: number): number {
-  return Math.max(1, Math.min(cdiv(2 * smCount, Hkv), cdiv(capacity, 64)));
+/** Split-KV count: enough (Hkv x splits) CTAs for two waves; `scale` (a tuned `splitScale`) multiplies it. */
+export function decodeSplits(smCount: number, Hkv: number, capacity: number, scale = 1): number {
+  return Math.max(1, Math.min(Math.round(scale * cdiv(2 * smCount, Hkv)), cdiv(capacity, 64)));
 }
 
 export function decodeGeometry(c: Config, x: { Hq: number; Hkv: number; splits: number }): { split: Geometry; combine: Geometry } {
