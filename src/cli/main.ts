@@ -23,13 +23,27 @@ usage:
                   [--param NAME=VALUE]... [--entry prefill|decode] [--layer L]
                   [--shape Hq=8,Hkv=2,n=512,d=64] [--dtype f32|f16|bf16] [--seed S]
   zipvl passes            list the passes in order
+  zipvl run --model DIR --prompt TEXT [--image IMG] [--dense] [--tau T] [--policy FILE] [--param NAME=VALUE]...
+            [--backend auto|cpu|cuda|webgpu] [--max-new-tokens N] [--temperature T --top-p P --seed S] [--json]
+  zipvl demo [--out DIR] [--backend ...] [--tau T] [--max-new-tokens N] [--json]   a random LLaVA-Next, dense vs ZipVL
+  zipvl parity --model DIR --ref REF.safetensors --ref-json REF.json [--image IMG] [--prompt TEXT] [--backend ...]
 
 Without --in, exec draws random q, k, v of --shape and --dtype (seeded) and writes them to the output too.`;
 
 type Out = (s: string) => void;
 
+// Model commands parse their own options (src/cli/run.ts, demo.ts, parity.ts); imported on use.
+type Command = (argv: readonly string[], out: Out, err: Out) => Promise<number>;
+const MODEL_COMMANDS: Record<string, () => Promise<Command>> = {
+  run: async () => (await import("./run.ts")).runCommand,
+  demo: async () => (await import("./demo.ts")).demoCommand,
+  parity: async () => (await import("./parity.ts")).parityCommand,
+};
+
 export async function main(argv: readonly string[], out: Out = (s) => process.stdout.write(s + "\n"), err: Out = (s) => process.stderr.write(s + "\n")): Promise<number> {
   try {
+    const model = MODEL_COMMANDS[argv[0] ?? ""];
+    if (model) return await (await model())(argv.slice(1), out, err);
     return await dispatch(argv, out);
   } catch (e) {
     if (e instanceof ZipvlError) {
