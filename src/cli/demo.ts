@@ -52,7 +52,8 @@ export async function demoCommand(argv: readonly string[], out: Out, err: Out): 
   const policy = loadPolicy(ZIPVL_PROGRAM, params);
   const dir = o.out ?? mkdtempSync(join(tmpdir(), "zipvl-demo-"));
   mkdirSync(dir, { recursive: true });
-  writeRandomLlavaNext(dir, { seed: 0 });
+  // Big enough for a few hundred prompt tokens (image 112 px in 14 px patches, anyres 1x2) and still seconds on a CPU.
+  writeRandomLlavaNext(dir, { seed: 0, textLayers: 4, imageSize: 112 });
   const imagePath = join(dir, "demo.png");
   writeFileSync(imagePath, demoImage());
   err(`wrote a random LLaVA-Next checkpoint and ${imagePath} to ${dir}`);
