@@ -1,0 +1,80 @@
+// Device memory for the model ops: a stream-ordered caching pool plus host <-> dtype byte conversion.
+// Every op of one ModelOps runs on ONE stream, so a freed buffer may be handed to a later op at once: the later
+// op's writes are queued after the earlier op's reads (the same reasoning as PyTorch's caching allocator). That
+// keeps cuMemFree (which waits for the device) off the per-op path; release() returns the memory to the driver.
+import { decodeTable, floatToF16Bits } from "../../io/dtype.ts";
+import type { CudaDevice, DeviceBuffer } from "../../runtime/native.ts";
+import type { CudaDType } from "./render.ts";
+
+export const ESIZE: Record<CudaDType, number> = { f32: 4, f16: 2, bf16: 2 };
+
+export class BufferPool {
+  private readonly free = new Map<number, DeviceBuffer[]>();
+  private held = 0;
+  constructor(private readonly dev: CudaDevice) {}
+
+  /** A buffer of exactly `bytes` (at least 16), reused when one of that size was given back. */
+  take(bytes: number): DeviceBuffer {
+    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const list = this.free.get(size);
+    const hit = list?.pop();
+    if (hit) {
+      this.held -= size;
+      return hit;
+    }
+    try {
+      return this.dev.alloc(size);
+    } catch (e) {
+      // Out of memory with cached buffers: give them back to the driver and try once more.
+      if (this.held === 0) throw e;
+      this.release();
+      return this.dev.alloc(size);
+    }
+  }
+
+  /** Back to the pool (not to the driver); idempotent per buffer because callers free handles once. */
+  give(buf: DeviceBuffer): void {
+    if (buf.released) return;
+    const list = this.free.get(buf.bytes) ?? [];
+    list.push(buf);
+    this.free.set(buf.bytes, list);
+    this.held += buf.bytes;
+  }
+
+  /** Bytes cached for reuse. */
+  get cachedBytes(): number {
+    return this.held;
+  }
+
+  /** Frees every cached buffer (waits for the device). */
+  release(): void {
+    for (const list of this.free.values()) for (const b of list) b.free();
+    this.free.clear();
+    this.held = 0;
+  }
+}
+
+/** f32 values -> little-endian bytes of `dtype` (round to nearest even, like torch's casts). */
+export function encodeF32(data: Float32Array, dtype: CudaDType): Uint8Array {
+  if (dtype === "f32") return new Uint8Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength));
+  const out = new Uint16Array(data.length);
+  if (dtype === "bf16") {
+    const u = new Uint32Array(data.buffer, data.byteOffset, data.length);
+    for (let i = 0; i < data.length; i++) {
+      const x = u[i]!;
+      out[i] = (x & 0x7fffffff) > 0x7f800000 ? (x >>> 16) | 0x40 : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+    }
+  } else for (let i = 0; i < data.length; i++) out[i] = floatToF16Bits(data[i]!);
+  return new Uint8Array(out.buffer);
+}
+
+/** Little-endian bytes of `dtype` -> f32 values. */
+export function decodeToF32(bytes: Uint8Array, dtype: CudaDType): Float32Array {
+  if (dtype === "f32") return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  const n = bytes.byteLength / 2;
+  const h = new Uint16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  const table = decodeTable(dtype);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = table[h[i]!]!;
+  return out;
+}

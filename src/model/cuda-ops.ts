@@ -1,0 +1,325 @@
+// ModelOps on CUDA: cuBLASLt GEMMs for every linear layer, the generated model kernels (zv_model.cuh) for the rest,
+// ZipVL layers through the fused pipeline on device-resident q/k/v (CudaPrefill.onDevice), and dense causal
+// attention / decode through the same fused kernels running the built-in dense program (select.all). Activations
+// and weights are stored in the ops dtype (default bf16); everything runs on one stream; free() hands memory to a
+// stream-ordered pool (model-pool.ts) and dispose() returns it all to the driver.
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { openCuda, type CudaContext } from "../backends/cuda/executor.ts";
+import { CudaDecode, CudaPrefill } from "../backends/cuda/pipeline.ts";
+import { ModelKernels } from "../backends/cuda/model-kernels.ts";
+import { BufferPool, decodeToF32, encodeF32, ESIZE } from "../backends/cuda/model-pool.ts";
+import { CUDA_HEAD_DIMS, type CudaDType } from "../backends/cuda/render.ts";
+import type { Program } from "../ir/ir.ts";
+import { Blas, nvrtcCompile, nvrtcVersion, type CudaStream, type DeviceBuffer } from "../runtime/native.ts";
+import { nvccVersion } from "../backends/cuda/compile.ts";
+import { knobs } from "../knobs.ts";
+import { cudaOpsFail } from "./cuda-errors.ts";
+import { LlavaError } from "./errors.ts";
+import type { DTensor, HostWeight, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
+
+interface CudaTensor extends DTensor {
+  readonly buf: DeviceBuffer;
+  readonly dtype: CudaDType;
+}
+
+const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
+const shp = (x: DTensor): string => `[${x.shape.join(", ")}]`;
+
+/** Where the built-in dense program lives: next to this source tree, else under the working directory (bundles). */
+function densePath(): string {
+  const here = fileURLToPath(new URL("../../dsl/variants/dense.ts", import.meta.url));
+  return existsSync(here) ? here : resolve("dsl/variants/dense.ts");
+}
+
+export interface CudaOpsHandle extends ModelOps {
+  readonly ctx: CudaContext;
+  readonly stream: CudaStream;
+  readonly blas: Blas;
+  readonly kernels: ModelKernels;
+  /** Wraps a device buffer the caller hands over (e.g. weights initialized on the device) as a tensor. */
+  adopt(buf: DeviceBuffer, shape: readonly number[]): DTensor;
+  /** The device buffer behind a tensor (benchmarks and tests). */
+  bufferOf(x: DTensor): DeviceBuffer;
+}
+
+export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Program): CudaOpsHandle {
+  const dev = ctx.dev;
+  const stream = dev.createStream();
+  const blas = Blas.open(dev);
+  let nvrtc: ConstructorParameters<typeof ModelKernels>[4];
+  if (knobs.jit === "nvrtc" || !nvccVersion()) nvrtc = { version: nvrtcVersion().join("."), compile: (src, o) => nvrtcCompile(src, o) };
+  const k = new ModelKernels(dev, dtype, ctx.arch, stream, nvrtc);
+  const pool = new BufferPool(dev);
+  const esz = ESIZE[dtype];
+  const live = new Set<CudaTensor>();
+  // Fused kernel sets per (program, head dim): rendering and the cache lookup happen once, not once per layer.
+  const sets = new Map<Program, Map<number, ReturnType<CudaContext["kernels"]>>>();
+  const kernelsFor = (p: Program, d: number): ReturnType<CudaContext["kernels"]> => {
+    let byD = sets.get(p);
+    if (!byD) sets.set(p, (byD = new Map()));
+    let ks = byD.get(d);
+    if (!ks) byD.set(d, (ks = ctx.kernels(p, dtype, d)));
+    return ks;
+  };
+
+  const wrap = (buf: DeviceBuffer, shape: readonly number[]): CudaTensor => {
+    const t: CudaTensor = { shape: Object.freeze([...shape]), buf, dtype };
+    live.add(t);
+    return t;
+  };
+  const alloc = (shape: readonly number[]): CudaTensor => wrap(pool.take(numel(shape) * esz), shape);
+  const T = (x: DTensor): CudaTensor => {
+    const t = x as CudaTensor;
+    if (!t.buf || t.dtype === undefined) cudaOpsFail("ZV6201", [`a tensor of another backend ${shp(x)} reached the cuda ops`]);
+    if (!live.has(t)) cudaOpsFail("ZV6201", [`tensor ${shp(x)} was used after free()`]);
+    return t;
+  };
+  const d2 = (x: DTensor, what: string): [number, number] => (x.shape.length === 2 ? (x.shape as [number, number]) : cudaOpsFail("ZV6201", [`${what} needs a 2-D tensor, got ${shp(x)}`]));
+  const d3 = (x: DTensor, what: string): [number, number, number] => (x.shape.length === 3 ? (x.shape as [number, number, number]) : cudaOpsFail("ZV6201", [`${what} needs [H, n, d], got ${shp(x)}`]));
+  const same = (a: DTensor, b: DTensor, what: string): void => {
+    if (a.shape.join() !== b.shape.join()) cudaOpsFail("ZV6201", [`${what} of ${shp(a)} and ${shp(b)}`]);
+  };
+  const small = <A extends Int32Array | Float32Array>(data: A): DeviceBuffer => {
+    const b = pool.take(data.byteLength);
+    b.write(data, 0, stream);
+    return b;
+  };
+  const fused = (d: number, what: string): boolean => (CUDA_HEAD_DIMS as readonly number[]).includes(d) || cudaOpsFail("ZV6202", [what, `head dim ${d} (the fused kernels take ${CUDA_HEAD_DIMS.join(", ")})`]);
+
+  /** Per-KV-head compaction: rows [0, count) of each head of full [Hkv, n, d] into a new [Hkv, count, d]. */
+  const compact = (full: DeviceBuffer, Hkv: number, n: number, d: number, count: number): CudaTensor => {
+    const out = alloc([Hkv, count, d]);
+    for (let h = 0; h < Hkv; h++) k.elt("copy", full.at(h * n * d * esz), null, out.buf.at(h * count * d * esz), count * d);
+    return out;
+  };
+
+  const ops: CudaOpsHandle = {
+    name: "cuda",
+    dtype,
+    ctx, stream, blas, kernels: k,
+    adopt: (buf, shape) => {
+      if (buf.bytes < numel(shape) * esz) cudaOpsFail("ZV6201", [`a ${buf.bytes}-byte buffer cannot hold ${dtype}[${shape.join(", ")}]`]);
+      return wrap(buf, shape);
+    },
+    bufferOf: (x) => T(x).buf,
+    upload(w: HostWeight) {
+      const n = numel(w.shape);
+      const width = w.dtype === "f32" ? 4 : 2;
+      if (w.bytes.byteLength !== n * width) cudaOpsFail("ZV6201", [`${w.dtype}[${w.shape.join(", ")}] needs ${n * width} bytes, got ${w.bytes.byteLength}`]);
+      const bytes = w.dtype === dtype ? w.bytes : encodeF32(decodeToF32(w.bytes, w.dtype), dtype);
+      const t = alloc(w.shape);
+      t.buf.write(bytes, 0, stream);
+      return t;
+    },
+    fromF32(shape, data) {
+      if (numel(shape) !== data.length) cudaOpsFail("ZV6201", [`[${shape.join(", ")}] needs ${numel(shape)} values, got ${data.length}`]);
+      const t = alloc(shape);
+      t.buf.write(encodeF32(data, dtype), 0, stream);
+      return t;
+    },
+    toF32(x) {
+      const t = T(x);
+      const bytes = t.buf.read(new Uint8Array(numel(t.shape) * esz), 0, stream);
+      return decodeToF32(bytes, dtype);
+    },
+    free(x) {
+      const t = x as CudaTensor;
+      if (!live.delete(t)) return;
+      pool.give(t.buf);
+    },
+    linear(x, w, bias) {
+      const [M, K] = d2(x, "linear");
+      const [N, K2] = d2(w, "linear");
+      if (K !== K2) cudaOpsFail("ZV6201", [`linear ${shp(x)} x ${shp(w)}^T`]);
+      if (bias && numel(bias.shape) !== N) cudaOpsFail("ZV6201", [`linear bias ${shp(bias)} for ${N} outputs`]);
+      const y = alloc([M, N]);
+      if (M > 0) blas.gemm(dtype, M, N, K, T(x).buf, T(w).buf, y.buf, { bias: bias ? T(bias).buf : null, stream });
+      return y;
+    },
+    embed(table, ids) {
+      const [V, H] = d2(table, "embed");
+      for (const id of ids) if (id < 0 || id >= V) throw new LlavaError("ZV6109", [`token id ${id} is outside the vocabulary [0, ${V})`]);
+      const y = alloc([ids.length, H]);
+      if (ids.length === 0) return y;
+      const idb = small(ids);
+      k.embed(T(table).buf, idb, y.buf, ids.length, H, V);
+      pool.give(idb);
+      return y;
+    },
+    rmsNorm(x, w, eps) {
+      const [R, C] = d2(x, "rmsNorm");
+      if (numel(w.shape) !== C) cudaOpsFail("ZV6201", [`rmsNorm weight ${shp(w)} for ${C} columns`]);
+      const y = alloc([R, C]);
+      if (R > 0) k.norm(T(x).buf, T(w).buf, null, y.buf, R, C, 0, eps);
+      return y;
+    },
+    layerNorm(x, w, b, eps) {
+      const [R, C] = d2(x, "layerNorm");
+      if (numel(w.shape) !== C || numel(b.shape) !== C) cudaOpsFail("ZV6201", [`layerNorm weight ${shp(w)} / bias ${shp(b)} for ${C} columns`]);
+      const y = alloc([R, C]);
+      if (R > 0) k.norm(T(x).buf, T(w).buf, T(b).buf, y.buf, R, C, 1, eps);
+      return y;
+    },
+    add(a, b) {
+      same(a, b, "add");
+      const y = alloc(a.shape);
+      if (numel(a.shape) > 0) k.elt("add", T(a).buf, T(b).buf, y.buf, numel(a.shape));
+      return y;
+    },
+    siluMul(gate, up) {
+      same(gate, up, "siluMul");
+      const y = alloc(gate.shape);
+      if (numel(gate.shape) > 0) k.elt("silu_mul", T(gate).buf, T(up).buf, y.buf, numel(gate.shape));
+      return y;
+    },
+    act(x, kind) {
+      const y = alloc(x.shape);
+      if (numel(x.shape) > 0) k.elt(kind, T(x).buf, null, y.buf, numel(x.shape));
+      return y;
+    },
+    sliceRows(x, start, end) {
+      const [R, C] = d2(x, "sliceRows");
+      if (!(Number.isInteger(start) && Number.isInteger(end) && start >= 0 && start <= end && end <= R)) cudaOpsFail("ZV6201", [`rows [${start}, ${end}) of ${shp(x)}`]);
+      const y = alloc([end - start, C]);
+      if (end > start) k.elt("copy", T(x).buf.at(start * C * esz), null, y.buf, (end - start) * C);
+      return y;
+    },
+    concatRows(xs) {
+      if (xs.length === 0) cudaOpsFail("ZV6201", ["concatRows of no tensors"]);
+      const C = d2(xs[0]!, "concatRows")[1];
+      let R = 0;
+      for (const x of xs) {
+        if (d2(x, "concatRows")[1] !== C) cudaOpsFail("ZV6201", [`concatRows of ${shp(x)} with ${C} columns`]);
+        R += x.shape[0]!;
+      }
+      const y = alloc([R, C]);
+      let at = 0;
+      for (const x of xs) {
+        const n = numel(x.shape);
+        if (n > 0) k.elt("copy", T(x).buf, null, y.buf.at(at * esz), n);
+        at += n;
+      }
+      return y;
+    },
+    addRows(x, row) {
+      const [R, C] = d2(x, "addRows");
+      const n = numel(row.shape);
+      if (n !== C && n !== R * C) cudaOpsFail("ZV6201", [`addRows ${shp(x)} + ${shp(row)}`]);
+      const y = alloc([R, C]);
+      if (R > 0) k.elt("add_rows", T(x).buf, T(row).buf, y.buf, R * C, C, n / C);
+      return y;
+    },
+    toHeads(x, heads) {
+      const [n, HD] = d2(x, "toHeads");
+      if (!(heads >= 1 && HD % heads === 0)) cudaOpsFail("ZV6201", [`toHeads of ${shp(x)} into ${heads} heads`]);
+      const d = HD / heads;
+      const y = alloc([heads, n, d]);
+      if (n > 0) k.heads(T(x).buf, y.buf, n, heads, d, 0);
+      return y;
+    },
+    fromHeads(x) {
+      const [H, n, d] = d3(x, "fromHeads");
+      const y = alloc([n, H * d]);
+      if (n > 0) k.heads(T(x).buf, y.buf, n, H, d, 1);
+      return y;
+    },
+    rope(x, positions, invFreq, scale) {
+      const [H, n, d] = d3(x, "rope");
+      if (d % 2 !== 0 || positions.length !== n || invFreq.length !== d / 2) cudaOpsFail("ZV6201", [`rope of ${shp(x)} with ${positions.length} positions and ${invFreq.length} frequencies`]);
+      const y = alloc([H, n, d]);
+      if (n === 0) return y;
+      const pb = small(positions);
+      const fb = small(invFreq);
+      k.rope(T(x).buf, y.buf, pb, fb, H, n, d, scale);
+      pool.give(pb);
+      pool.give(fb);
+      return y;
+    },
+    attention(q, kk, v, causal) {
+      const [Hq, n, d] = d3(q, "attention");
+      const [Hkv, nk, dk] = d3(kk, "attention");
+      same(kk, v, "attention k/v");
+      if (nk !== n || dk !== d || Hq % Hkv !== 0) cudaOpsFail("ZV6201", [`attention q ${shp(q)} k ${shp(kk)}`]);
+      if (causal && (CUDA_HEAD_DIMS as readonly number[]).includes(d)) {
+        // Flash attention of the fused pipeline running the dense program (every token kept).
+        const run = CudaPrefill.onDevice(dev, dense, { q: T(q).buf, k: T(kk).buf, v: T(v).buf }, { Hq, Hkv, n, d, dtype }, kernelsFor(dense, d), {}, stream);
+        try {
+          run.enqueue();
+          const r = run.takeDevice();
+          pool.give(r.kFull);
+          pool.give(r.vFull);
+          return wrap(r.o, [Hq, n, d]);
+        } finally {
+          run.free();
+        }
+      }
+      if (d > 256) cudaOpsFail("ZV6202", ["attention", `head dim ${d} (at most 256)`]);
+      const o = alloc([Hq, n, d]);
+      if (n > 0) k.attn(T(q).buf, T(kk).buf, T(v).buf, o.buf, { Hq, Hkv, nq: n, nk: n, d }, causal, 1 / Math.sqrt(d));
+      return o;
+    },
+    sparsePrefill(policy: Policy, layer: number, q, kk, v): SparseLayerResult {
+      const [Hq, n, d] = d3(q, "sparsePrefill");
+      const [Hkv, nk, dk] = d3(kk, "sparsePrefill");
+      same(kk, v, "sparsePrefill k/v");
+      if (nk !== n || dk !== d || Hq % Hkv !== 0) cudaOpsFail("ZV6201", [`sparsePrefill q ${shp(q)} k ${shp(kk)}`]);
+      fused(d, "sparsePrefill");
+      const p = policy.program;
+      const run = CudaPrefill.onDevice(dev, p, { q: T(q).buf, k: T(kk).buf, v: T(v).buf }, { Hq, Hkv, n, d, dtype }, kernelsFor(p, d), { params: policy.params, layer }, stream);
+      try {
+        if (run.plan.S !== 1) throw new LlavaError("ZV6107", [`program '${p.name}' selects per KV head; the model needs one set per layer`]);
+        run.enqueue();
+        const r = run.takeDevice();
+        const count = r.count[0]!;
+        if (!(count >= 1 && count <= n)) cudaOpsFail("ZV6201", [`device kept count ${count} outside [1, ${n}]`]);
+        const kCache = compact(r.kFull, Hkv, n, d, count);
+        const vCache = compact(r.vFull, Hkv, n, d, count);
+        pool.give(r.kFull);
+        pool.give(r.vFull);
+        return { o: wrap(r.o, [Hq, n, d]), kCache, vCache, count };
+      } finally {
+        run.free();
+      }
+    },
+    decodeAttention(q, kCache, vCache) {
+      const [Hq, t, d] = d3(q, "decodeAttention");
+      const [Hkv, len, dk] = d3(kCache, "decodeAttention");
+      same(kCache, vCache, "decodeAttention caches");
+      if (dk !== d || Hq % Hkv !== 0 || len < 1) cudaOpsFail("ZV6201", [`decodeAttention q ${shp(q)} cache ${shp(kCache)}`]);
+      if (t === 1 && (CUDA_HEAD_DIMS as readonly number[]).includes(d)) {
+        const run = CudaDecode.onDevice(dev, dense, { q: T(q).buf, kCache: T(kCache).buf, vCache: T(vCache).buf }, { Hq, Hkv, c: len, d, dtype }, kernelsFor(dense, d), {}, stream);
+        try {
+          run.enqueue();
+          return wrap(run.takeO(), [Hq, 1, d]);
+        } finally {
+          run.free();
+        }
+      }
+      if (d > 256) cudaOpsFail("ZV6202", ["decodeAttention", `head dim ${d} (at most 256)`]);
+      const o = alloc([Hq, t, d]);
+      if (t > 0) k.attn(T(q).buf, T(kCache).buf, T(vCache).buf, o.buf, { Hq, Hkv, nq: t, nk: len, d }, false, 1 / Math.sqrt(d));
+      return o;
+    },
+    sync() {
+      stream.synchronize();
+    },
+    dispose() {
+      stream.synchronize();
+      for (const t of live) t.buf.free();
+      live.clear();
+      pool.release();
+      k.unload();
+      stream.destroy();
+    },
+  };
+  return ops;
+}
+
+export const createCudaOps: OpsFactory = async (opts = {}) => {
+  const dtype: CudaDType = opts.dtype ?? "bf16";
+  const { compileFile } = await import("../driver.ts");
+  const dense = compileFile(densePath()).final;
+  return createCudaOpsWith(openCuda(), dtype, dense);
+};
