@@ -16,6 +16,19 @@ await build({
 copyFileSync("native/build/Release/zipvl_native.node", ".gpu/zipvl_native.node");
 console.log("bundled .gpu/gpu-check.mjs");
 
+// `zipvl bench` on the GPU host (src/bench/main.ts -> .gpu/bench.mjs): node .gpu/bench.mjs --out DIR [--quick] [--peers]
+await build({
+  entryPoints: ["src/bench/main.ts"],
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  outfile: ".gpu/bench.mjs",
+  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+  logLevel: "warning",
+});
+console.log("bundled .gpu/bench.mjs");
+
 // The WGSL runner (bench/wgsl-check.ts -> .gpu/wgsl-check.mjs). The `webgpu` package loads dist/<platform>/dawn.node
 // beside its index.js; bundled, it loads ZIPVL_DAWN_NODE or .gpu/dawn.node instead (bench/wgsl-gpu.sh unpacks
 // .gpu/dawn.node.xz there). The Vulkan loader deb from .gl (shared/gpu/pack-vulkan.sh) travels in .gpu too.

@@ -2,6 +2,10 @@
 """PyTorch peers for zipvl's benchmarks (one GPU, bf16, batch 1, H=40 heads, head_dim 128).
 
   python3 bench/peers.py --out OUT.json [--quick] [--sweep | --no-sweep] [--no-flex] [--iters N]
+                         [--json] [--ns 2880,8192] [--d 128] [--heads 40] [--kv-heads 40]
+
+--json prints the final JSON document as the last line of stdout (progress goes to stderr): `zipvl bench` runs
+this script as a child process that way. --kv-heads < --heads is grouped-query attention (enable_gqa=True).
 
 Measures dense causal prefill (SDPA flash, SDPA cuDNN, FlexAttention), ZipVL's reference path (eager PyTorch
 probe scoring + sort/top-k selection + gather + SDPA + scatter), decode over a pruned cache, and the card's copy
@@ -23,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-H, D = 40, 128
+H, D = 40, 128                   # query heads and head dim (--heads, --d)
+HKV = H                          # KV heads (--kv-heads; GQA when < H)
 RECENT, RANDOM = 64, 64          # probe queries: last 64 positions + 64 random earlier ones
 TAU = 0.975
 L2_BYTES = 50 * 2**20            # H100 L2; decode rotates cache copies so each read comes from HBM
@@ -49,8 +54,15 @@ def cleanup():
 
 
 def sdpa(be, *args, **kw):
+    if HKV != H:
+        kw["enable_gqa"] = True                 # K/V carry HKV heads, each shared by H // HKV query heads
     with sdpa_kernel([be]):                     # only this backend: raises "No available kernel" if unsupported
         return F.scaled_dot_product_attention(*args, **kw)
+
+
+def log(*a):
+    """Progress lines: stdout, or stderr under --json (stdout then carries only the JSON document)."""
+    print(*a, file=sys.stderr if ARGS is not None and ARGS.json else sys.stdout, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -113,7 +125,7 @@ def record(kind, impl, n, kept, ms=None, tflops=None, tbps=None, note="", **extr
     row = {"kind": kind, "impl": impl, "n": n, "kept": kept, "ms": ms, "tflops": tflops, "tbps": tbps,
            "note": note, "extra": extra}
     RESULTS.append(row)
-    print(fmt(row), flush=True)
+    log(fmt(row))
     return row
 
 
@@ -141,7 +153,7 @@ def write_json(partial):
     doc = {
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version(), "partial": partial, "quick": ARGS.quick,
-        "shapes": {"batch": 1, "H": H, "Hkv": H, "d": D, "dtype": "bfloat16"},
+        "shapes": {"batch": 1, "H": H, "Hkv": HKV, "d": D, "dtype": "bfloat16"},
         "flops_formula": FLOPS_FORMULA,
         "timing": (f"CUDA events, {ARGS.warmup} warm-up calls, median of {ARGS.iters} timed samples "
                    "(synchronize around each); decode samples are reps back-to-back calls (eager) or one "
@@ -161,7 +173,7 @@ def write_json(partial):
 
 
 def qkv(n, count=3):
-    return [torch.randn(1, H, n, D, dtype=BF16, device="cuda") for _ in range(count)]
+    return [torch.randn(1, H if i == 0 else HKV, n, D, dtype=BF16, device="cuda") for i in range(count)]
 
 
 def setup(kind, n, kept, make):
@@ -215,10 +227,11 @@ def flex_body(q, k, v, n):
         bm = torch.compile(create_block_mask)(_causal, None, None, n, n, device="cuda")
     torch.cuda.synchronize()
     t1 = time.perf_counter()
-    _FLEX(q, k, v, block_mask=bm)               # compile (excluded from timing)
+    gqa = {"enable_gqa": True} if HKV != H else {}
+    _FLEX(q, k, v, block_mask=bm, **gqa)        # compile (excluded from timing)
     torch.cuda.synchronize()
     t2 = time.perf_counter()
-    ms, ms_min = time_eager(lambda i: _FLEX(q, k, v, block_mask=bm))
+    ms, ms_min = time_eager(lambda i: _FLEX(q, k, v, block_mask=bm, **gqa))
     return {"ms": ms, "tflops": tf(causal_flops(n), ms), "note": f"compile {t2 - t1:.1f}s excluded",
             "ms_min": ms_min, "compile_s": t2 - t1, "block_mask_s": t1 - t0}
 
@@ -246,6 +259,8 @@ def ref_select(q, k, n, p, gen, tau_mode=False):
     rnd = torch.randperm(n - RECENT, device=dev, generator=gen)[:RANDOM]
     P = torch.cat([rnd, torch.arange(n - RECENT, n, device=dev)])          # [|P|]
     hidden = torch.arange(n, device=dev)[None, :] > P[:, None]              # [|P|, n] causal, probe rows only
+    if HKV != H:                                                            # GQA: each KV head serves H // HKV
+        k = k.repeat_interleave(H // HKV, dim=1)
     S = torch.matmul(q.index_select(2, P), k.transpose(-1, -2)).float()    # [1, H, |P|, n]
     S.mul_(1.0 / math.sqrt(D)).masked_fill_(hidden, float("-inf"))
     A = torch.softmax(S, dim=-1)
@@ -322,10 +337,10 @@ def section_decode(ns):
     for n in ns:
         for frac in (0.3, 1.0):
             L = round(frac * n)
-            kv_bytes = 2 * H * L * D * 2                                     # K + V, bf16
+            kv_bytes = 2 * HKV * L * D * 2                                   # K + V, bf16
             nbuf = max(1, min(32, math.ceil(4 * L2_BYTES / kv_bytes)))       # rotate copies past the L2
             reps = max(nbuf, min(200, math.ceil(1e-3 / (kv_bytes / 3e12))))
-            shapes = ((1, H, 1, D), (nbuf, 1, H, L, D), (nbuf, 1, H, L, D))
+            shapes = ((1, H, 1, D), (nbuf, 1, HKV, L, D), (nbuf, 1, HKV, L, D))
             if (t := setup("decode", n, L / n, lambda: [torch.randn(*sh, dtype=BF16, device="cuda")
                                                         for sh in shapes])) is None:
                 continue
@@ -349,7 +364,7 @@ def section_decode(ns):
 
 
 def main():
-    global ARGS, T0
+    global ARGS, T0, H, HKV, D
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="peers.json", help="JSON output path")
     ap.add_argument("--quick", action="store_true", help="n in {2880, 8192, 32768}; no kept-ratio sweep")
@@ -361,7 +376,16 @@ def main():
     ap.add_argument("--iters", type=int, default=25, help="timed samples per measurement (>= 20)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--sections", default="floors,dense,ref,decode", help="comma list of sections to run")
+    ap.add_argument("--json", action="store_true", help="print the final JSON document as stdout's last line")
+    ap.add_argument("--ns", default=None, help="comma list of n (default 2880,8192,32768 and 65536 unless --quick)")
+    ap.add_argument("--d", type=int, default=128, help="head dim")
+    ap.add_argument("--heads", type=int, default=40, help="query heads")
+    ap.add_argument("--kv-heads", type=int, default=None, help="KV heads (default: --heads)")
     ARGS = ap.parse_args()
+    H, D = ARGS.heads, ARGS.d
+    HKV = ARGS.kv_heads or H
+    if H % HKV:
+        ap.error(f"--heads {H} must be a multiple of --kv-heads {HKV}")
     ARGS.iters = max(20, ARGS.iters)
     ARGS.warmup = max(1, ARGS.warmup)
     sweep = (not ARGS.quick) if ARGS.sweep is None else ARGS.sweep
@@ -370,26 +394,30 @@ def main():
         print("no CUDA device", file=sys.stderr)
         return 2
     torch.manual_seed(0)
-    ns = [2880, 8192, 32768] + ([] if ARGS.quick else [65536])
+    ns = ([int(x) for x in ARGS.ns.split(",")] if ARGS.ns else
+          [2880, 8192, 32768] + ([] if ARGS.quick else [65536]))
     sections = [s.strip() for s in ARGS.sections.split(",") if s.strip()]
-    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda} "
-          f"cudnn {torch.backends.cudnn.version()}; n={ns} sweep={sweep} iters={ARGS.iters}", flush=True)
-    print(HEADER, flush=True)
+    log(f"# {torch.cuda.get_device_name()} torch {torch.__version__} cuda {torch.version.cuda} "
+        f"cudnn {torch.backends.cudnn.version()}; H={H} Hkv={HKV} d={D} n={ns} sweep={sweep} iters={ARGS.iters}")
+    log(HEADER)
     steps = {"floors": section_floors, "dense": lambda: section_dense(ns),
              "ref": lambda: section_ref(ns, ARGS.ratio, sweep), "decode": lambda: section_decode(ns)}
     for name in sections:
         t = time.perf_counter()
-        print(f"# section {name}", flush=True)
+        log(f"# section {name}")
         try:
             steps[name]()
         except Exception as e:  # noqa: BLE001 - a section bug must not lose the other sections
             record("section", name, None, None, note=f"section failed: {type(e).__name__}: {e}"[:400], error=True)
             cleanup()
-        print(f"# section {name} done in {time.perf_counter() - t:.1f}s", flush=True)
+        log(f"# section {name} done in {time.perf_counter() - t:.1f}s")
         write_json(partial=True)
     write_json(partial=False)
-    print(f"\n{HEADER}\n" + "\n".join(fmt(r) for r in RESULTS), flush=True)
-    print(f"# floors: {json.dumps(FLOORS)}\n# wrote {ARGS.out} in {time.perf_counter() - T0:.1f}s", flush=True)
+    log(f"\n{HEADER}\n" + "\n".join(fmt(r) for r in RESULTS))
+    log(f"# floors: {json.dumps(FLOORS)}\n# wrote {ARGS.out} in {time.perf_counter() - T0:.1f}s")
+    if ARGS.json:
+        with open(ARGS.out) as f:
+            print(json.dumps(json.load(f)), flush=True)
     return 0
 
 

@@ -23,6 +23,8 @@ usage:
                   [--param NAME=VALUE]... [--entry prefill|decode] [--layer L]
                   [--shape Hq=8,Hkv=2,n=512,d=64] [--dtype f32|f16|bf16] [--seed S]
   zipvl passes            list the passes in order
+  zipvl tune [--program FILE] [--backend cuda|webgpu] [--budget S] [--shapes SPEC] [--dry-run]   per-GPU autotuning
+  zipvl bench [--out DIR] [--quick] [--peers] [--shapes SPEC] [--report RESULTS] [--docs FILE]  zipvl vs PyTorch peers
   zipvl run --model DIR --prompt TEXT [--image IMG] [--dense] [--tau T] [--policy FILE] [--param NAME=VALUE]...
             [--backend auto|cpu|cuda|webgpu] [--max-new-tokens N] [--temperature T --top-p P --seed S] [--json]
   zipvl demo [--out DIR] [--backend ...] [--tau T] [--max-new-tokens N] [--json]   a random LLaVA-Next, dense vs ZipVL
@@ -40,8 +42,16 @@ const MODEL_COMMANDS: Record<string, () => Promise<Command>> = {
   parity: async () => (await import("./parity.ts")).parityCommand,
 };
 
+// Tuning and benchmarking parse their own options (src/cli/tune.ts, bench.ts); imported on use.
+const TOOL_COMMANDS: Record<string, () => Promise<(argv: readonly string[], out: Out) => Promise<number>>> = {
+  tune: async () => (await import("./tune.ts")).tuneCommand,
+  bench: async () => (await import("./bench.ts")).benchCommand,
+};
+
 export async function main(argv: readonly string[], out: Out = (s) => process.stdout.write(s + "\n"), err: Out = (s) => process.stderr.write(s + "\n")): Promise<number> {
   try {
+    const tool = TOOL_COMMANDS[argv[0] ?? ""];
+    if (tool) return await (await tool())(argv.slice(1), out);
     const model = MODEL_COMMANDS[argv[0] ?? ""];
     if (model) return await (await model())(argv.slice(1), out, err);
     return await dispatch(argv, out);
