@@ -82,7 +82,7 @@ export function loadTokenizer(dir: string): ChatTokenizer {
           throw new ModelError("ZV6011", [path, `cannot decode token id ${id} (vocabulary size ${vocabSize})`]);
         }
       }
-      return tok.decode(Array.from(ids), { skip_special_tokens: skipSpecial });
+      return ids.length === 0 ? "" : tok.decode(Array.from(ids), { skip_special_tokens: skipSpecial });
     },
     tokenToId: (token) => tok.token_to_id(token),
     applyChatTemplate(messages: readonly ChatMessage[], addGenerationPrompt: boolean) {
