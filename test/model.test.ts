@@ -15,7 +15,9 @@ import { LlavaModel } from "../src/model/llava.ts";
 import type { ModelOps } from "../src/model/ops.ts";
 import { ropeFreqs } from "../src/model/rope.ts";
 import { argmax, createSampler } from "../src/model/sampling.ts";
-import { loadPolicy } from "../src/model/session.ts";
+import { buildPrompt, loadModel, loadPolicy } from "../src/model/session.ts";
+import { DEMO_PROMPT } from "../src/cli/demo.ts";
+import { writeSafetensors } from "../src/io/safetensors.ts";
 import { decodeStep, logits, prefill } from "../src/model/text.ts";
 import type { ImageInput } from "../src/model/vision.ts";
 import { TEXT } from "../src/model/weights.ts";
@@ -95,6 +97,17 @@ describe("LLaVA-Next forward on the cpu ops", () => {
     expect(nImg).toBe(4 + 2 * 5);
     expect(maxAbs(dense.allLogits!, ref)).toBeLessThan(2e-4);
     expect(maxAbs(dense.promptLogits, ref.subarray(ref.length - TINY.text.vocabSize))).toBeLessThan(2e-4);
+  });
+
+  it("LLaVA-1.5 (one crop, no packing) with two feature layers and the full select strategy matches the reference", () => {
+    const cfg: LlavaConfig = { ...TINY, modelType: "llava", imageGridPinpoints: null, visionFeatureLayer: [-2, -1], visionFeatureSelectStrategy: "full" };
+    const w = tinyWeights(cfg, 3);
+    const m = LlavaModel.load(ops, cfg, sourceOf(w), "<memory>");
+    const px = pixels.slice(0, 3 * 8 * 8);
+    const ids15 = Int32Array.from([1, 5, ...Array<number>(5).fill(cfg.imageTokenIndex), 7, 8]);
+    const r = m.generate(ids15, { pixels: Float32Array.from(px), shape: [1, 3, 8, 8], imageSize: [8, 8] }, { maxNewTokens: 0, allLogits: true });
+    expect(maxAbs(r.allLogits!, flat(refForward(cfg, w, ids15, { pixels: px, crops: 1, imageSize: [8, 8] })))).toBeLessThan(2e-4);
+    expect(() => m.generate(ids15, { pixels: Float32Array.from(pixels), shape: [crops, 3, 8, 8], imageSize: [8, 8] })).toThrow(/ZV6109.*one crop/);
   });
 
   it("ZipVL with a select-all policy and with tau = 1 gives the dense logits and keeps every token", () => {
@@ -225,7 +238,7 @@ describe("zipvl demo / run (CLI)", () => {
   const dir = mkdtempSync(join(tmpdir(), "zipvl-model-"));
 
   it("demo writes a checkpoint and an image, answers dense and with ZipVL, prints kept ratios and timings", async () => {
-    const r = await cli("demo", "--out", dir, "--backend", "cpu", "--max-new-tokens", "4");
+    const r = await cli("demo", "--out", dir, "--size", "tiny", "--backend", "cpu", "--max-new-tokens", "4");
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/dense answer: /);
     expect(r.out).toMatch(/zipvl answer: /);
@@ -257,5 +270,36 @@ describe("zipvl demo / run (CLI)", () => {
     const e4 = await cli("run", "--model", join(dir, "nowhere"), "--prompt", "x", "--backend", "cpu");
     expect(e4.code).toBe(1);
     expect(e4.err).not.toMatch(/\n\s+at /);
+  }, 60_000);
+
+  it("parity against a reference in bench/llava_parity.py's format: exact for our own logits, caught when perturbed", async () => {
+    const img = join(dir, "demo.png");
+    const m = loadModel(ops, dir);
+    const prompt = buildPrompt(m.cfg, dir, m.tok, DEMO_PROMPT, img);
+    const g = m.model.generate(prompt.ids, prompt.image, { maxNewTokens: 3, allLogits: true, eos: [] });
+    const V = m.cfg.text.vocabSize;
+    const n = prompt.ids.length;
+    const f32 = (shape: number[], data: ArrayLike<number>) => ({ dtype: "f32" as const, shape, data: Float64Array.from(data) });
+    const write = (logits: Float32Array, name: string): string => {
+      const file = join(dir, `${name}.safetensors`);
+      writeSafetensors(file, new Map([
+        ["input_ids", { dtype: "i32" as const, shape: [1, n], data: Int32Array.from(prompt.ids) }],
+        ["pixel_values", f32([1, ...prompt.image!.shape], prompt.image!.pixels)],
+        ["image_sizes", { dtype: "i32" as const, shape: [1, 2], data: Int32Array.from(prompt.image!.imageSize) }],
+        ["logits", f32([1, n, V], logits)],
+      ]));
+      writeFileSync(join(dir, `${name}.json`), JSON.stringify({ greedy: g.tokens }));
+      return file;
+    };
+    const ok = await cli("parity", "--model", dir, "--ref", write(g.allLogits!, "ref"), "--ref-json", join(dir, "ref.json"), "--backend", "cpu", "--prompt", DEMO_PROMPT, "--image", img, "--tol", "1e-6");
+    expect(ok.code, ok.err + ok.out).toBe(0);
+    expect(ok.out).toMatch(/reproduces the reference input_ids/);
+    expect(ok.out).toMatch(/dense +last-position logits max abs 0\.000e\+0 .*argmax matches; greedy 3\/3/);
+    expect(ok.out).toMatch(/zipvl +last-position logits/);
+    const bent = Float32Array.from(g.allLogits!, (x, i) => (i === 5 ? x + 0.5 : x));
+    const bad = await cli("parity", "--model", dir, "--ref", write(bent, "bent"), "--ref-json", join(dir, "bent.json"), "--backend", "cpu", "--tol", "1e-3");
+    expect(bad.code).toBe(1);
+    expect(bad.out).toMatch(/every position max abs 5\.000e-1/);
+    m.model.dispose();
   }, 60_000);
 });

@@ -6,12 +6,21 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { PNG } from "pngjs";
 import { fail } from "../diagnostics/diagnostic.ts";
-import { writeRandomLlavaNext } from "../model/hf/index.ts";
+import { writeRandomLlavaNext, type WriteOptions } from "../model/hf/index.ts";
 import { buildPrompt, formatReport, loadModel, loadPolicy, reportJson, runPrompt, ZIPVL_PROGRAM } from "../model/session.ts";
 import { opsFor, parseNumber, parseParamList, progress, type Out } from "./run.ts";
 
-export const DEMO_USAGE = `usage: zipvl demo [--out DIR] [--backend auto|cpu|cuda|webgpu] [--tau T] [--param NAME=VALUE]...
+export const DEMO_USAGE = `usage: zipvl demo [--out DIR] [--size tiny|small|medium] [--backend auto|cpu|cuda|webgpu] [--dtype f32|f16|bf16] [--tau T] [--param NAME=VALUE]...
                   [--max-new-tokens N] [--prompt TEXT] [--json]`;
+
+/** Demo checkpoints (tiny: the tests). Text head dim 64 (the fused CUDA kernels take 64, 80, 96, 128, 256). small: ~200 prompt tokens
+ *  (112 px tiles of 14 px patches, anyres 1x2), seconds on a CPU. medium: ~2k prompt tokens (336 px tiles, like
+ *  LLaVA-Next), 100M parameters, for a GPU. */
+export const SIZES: Record<string, WriteOptions> = {
+  tiny: { textHidden: 128, textHeads: 2, textKvHeads: 1, textIntermediate: 256, textLayers: 2, imageSize: 56 },
+  small: { textHidden: 256, textHeads: 4, textKvHeads: 2, textIntermediate: 512, textLayers: 4, imageSize: 112 },
+  medium: { textHidden: 1024, textHeads: 16, textKvHeads: 8, textIntermediate: 2816, textLayers: 8, visionHidden: 256, visionHeads: 4, visionLayers: 4, imageSize: 336 },
+};
 
 export const DEMO_PROMPT = "What is shown in this image?";
 
@@ -37,9 +46,9 @@ export async function demoCommand(argv: readonly string[], out: Out, err: Out): 
     o = parseArgs({
       args: [...argv], strict: true, allowPositionals: false,
       options: {
-        out: { type: "string" }, backend: { type: "string", default: "auto" }, tau: { type: "string" },
+        out: { type: "string" }, backend: { type: "string", default: "auto" }, dtype: { type: "string" }, tau: { type: "string" },
         param: { type: "string", multiple: true, default: [] }, "max-new-tokens": { type: "string", default: "12" },
-        prompt: { type: "string", default: DEMO_PROMPT }, json: { type: "boolean" },
+        prompt: { type: "string", default: DEMO_PROMPT }, json: { type: "boolean" }, size: { type: "string", default: "small" },
       },
     }).values;
   } catch (e) {
@@ -52,12 +61,12 @@ export async function demoCommand(argv: readonly string[], out: Out, err: Out): 
   const policy = loadPolicy(ZIPVL_PROGRAM, params);
   const dir = o.out ?? mkdtempSync(join(tmpdir(), "zipvl-demo-"));
   mkdirSync(dir, { recursive: true });
-  // Big enough for a few hundred prompt tokens (image 112 px in 14 px patches, anyres 1x2) and still seconds on a CPU.
-  writeRandomLlavaNext(dir, { seed: 0, textLayers: 4, imageSize: 112 });
+  const size = SIZES[o.size!] ?? fail("ZV5001", [`--size takes ${Object.keys(SIZES).join(" or ")}, got '${o.size}'`]);
+  writeRandomLlavaNext(dir, { seed: 0, ...size, ...(o.dtype && o.dtype !== "f32" ? { dtype: o.dtype as "f16" | "bf16" } : {}) });
   const imagePath = join(dir, "demo.png");
   writeFileSync(imagePath, demoImage());
   err(`wrote a random LLaVA-Next checkpoint and ${imagePath} to ${dir}`);
-  const ops = await opsFor(o.backend!);
+  const ops = await opsFor(o.backend!, o.dtype, err);
   try {
     const bar = progress(err, "loading weights");
     const m = loadModel(ops, dir, bar.tick);

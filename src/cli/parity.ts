@@ -6,7 +6,7 @@ import { buildPrompt, loadModel } from "../model/session.ts";
 import { opsFor, parseNumber, policyFromFlags, progress, type Out } from "./run.ts";
 
 export const PARITY_USAGE = `usage: zipvl parity --model DIR --ref REF.safetensors --ref-json REF.json [--image IMG --prompt TEXT]
-                    [--tau T] [--policy FILE] [--param NAME=VALUE]... [--backend auto|cpu|cuda|webgpu] [--tol REL] [--json]`;
+                    [--tau T] [--policy FILE] [--param NAME=VALUE]... [--backend auto|cpu|cuda|webgpu] [--dtype f32|f16|bf16] [--tol REL] [--json]`;
 
 export async function parityCommand(argv: readonly string[], out: Out, err: Out): Promise<number> {
   let o;
@@ -16,7 +16,7 @@ export async function parityCommand(argv: readonly string[], out: Out, err: Out)
       options: {
         model: { type: "string" }, ref: { type: "string" }, "ref-json": { type: "string" }, image: { type: "string" },
         prompt: { type: "string" }, tau: { type: "string" }, policy: { type: "string" },
-        param: { type: "string", multiple: true, default: [] }, backend: { type: "string", default: "auto" },
+        param: { type: "string", multiple: true, default: [] }, backend: { type: "string", default: "auto" }, dtype: { type: "string" },
         tol: { type: "string" }, json: { type: "boolean" },
       },
     }).values;
@@ -28,7 +28,7 @@ export async function parityCommand(argv: readonly string[], out: Out, err: Out)
   const refJson = o["ref-json"] ?? fail("ZV5001", [`'zipvl parity' needs --ref-json REF.json\n${PARITY_USAGE}`]);
   const tol = parseNumber("tol", o.tol, (x) => x > 0, "a positive number");
   const policy = policyFromFlags({ param: o.param ?? [], ...(o.tau !== undefined ? { tau: o.tau } : {}), ...(o.policy !== undefined ? { policy: o.policy } : {}) });
-  const ops = await opsFor(o.backend!);
+  const ops = await opsFor(o.backend!, o.dtype, err);
   try {
     const bar = progress(err, "loading weights");
     const m = loadModel(ops, dir, bar.tick);

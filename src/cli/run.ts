@@ -2,13 +2,13 @@
 import { parseArgs } from "node:util";
 import { fail } from "../diagnostics/diagnostic.ts";
 import { LlavaError } from "../model/errors.ts";
-import type { ModelOps, Policy } from "../model/ops.ts";
+import type { ModelDType, ModelOps, Policy } from "../model/ops.ts";
 import { bestOps, buildPrompt, createOps, formatReport, loadModel, loadPolicy, reportJson, runPrompt, ZIPVL_PROGRAM } from "../model/session.ts";
 
 export type Out = (s: string) => void;
 
 export const RUN_USAGE = `usage: zipvl run --model DIR --prompt TEXT [--image IMG] [--dense] [--tau T] [--policy FILE]
-                 [--param NAME=VALUE]... [--backend auto|cpu|cuda|webgpu] [--max-new-tokens N]
+                 [--param NAME=VALUE]... [--backend auto|cpu|cuda|webgpu] [--dtype f32|f16|bf16] [--max-new-tokens N]
                  [--temperature T --top-p P --seed S] [--json]`;
 
 export function parseNumber(name: string, v: string | undefined, check: (x: number) => boolean, what: string): number | undefined {
@@ -43,8 +43,14 @@ export function policyFromFlags(o: { dense?: boolean; policy?: string; tau?: str
   return loadPolicy(file, params, tau !== undefined ? "--tau" : undefined);
 }
 
-export async function opsFor(backend: string): Promise<ModelOps> {
-  return backend === "auto" ? (await bestOps()).ops : createOps(backend);
+/** Ops of --backend and --dtype; `auto` says on stderr why it fell back to the CPU. */
+export async function opsFor(backend: string, dtype: string | undefined, err: Out): Promise<ModelOps> {
+  if (dtype !== undefined && !["f32", "f16", "bf16"].includes(dtype)) throw new LlavaError("ZV6106", [`--dtype must be f32, f16 or bf16, got '${dtype}'`]);
+  const opts = dtype ? { dtype: dtype as ModelDType } : {};
+  if (backend !== "auto") return createOps(backend, opts);
+  const { ops, fallbacks } = await bestOps(opts);
+  for (const f of fallbacks) err(`backend auto: ${f.split("\n")[0]}; using the cpu`);
+  return ops;
 }
 
 /** A progress bar on stderr while weights load (a plain final line when stderr is not a terminal). */
@@ -76,6 +82,7 @@ export async function runCommand(argv: readonly string[], out: Out, err: Out): P
         tau: { type: "string" }, policy: { type: "string" }, param: { type: "string", multiple: true, default: [] },
         backend: { type: "string", default: "auto" }, "max-new-tokens": { type: "string", default: "32" },
         temperature: { type: "string" }, "top-p": { type: "string" }, seed: { type: "string" }, json: { type: "boolean" },
+        dtype: { type: "string" },
       },
     }).values;
   } catch (e) {
@@ -89,7 +96,7 @@ export async function runCommand(argv: readonly string[], out: Out, err: Out): P
   const topP = parseNumber("top-p", o["top-p"], (x) => x > 0 && x <= 1, "in (0, 1]");
   const seed = parseNumber("seed", o.seed, Number.isSafeInteger, "an integer");
   if (topP !== undefined && !temperature) throw new LlavaError("ZV6106", ["--top-p samples, so it needs --temperature > 0 (temperature 0 is greedy)"]);
-  const ops = await opsFor(o.backend!);
+  const ops = await opsFor(o.backend!, o.dtype, err);
   try {
     const bar = progress(err, "loading weights");
     const m = loadModel(ops, dir, bar.tick);

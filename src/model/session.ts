@@ -1,6 +1,7 @@
 // A model run from a checkpoint directory: backend ops, config, weights, tokenizer, image preprocessing, the
 // policy program, then generation. Shared by `zipvl run`, `zipvl demo` and `zipvl parity`.
 import { existsSync } from "node:fs";
+import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { compileFile } from "../driver.ts";
 import { bindParams } from "../interp/bind.ts";
@@ -9,45 +10,37 @@ import { anyresGridShape, expandImageTokens, loadConfig, loadImage, loadProcesso
 import type { ChatTokenizer } from "./hf/index.ts";
 import type { LlavaConfig } from "./config.ts";
 import { LlavaModel, type GenerateOptions, type GenerateResult } from "./llava.ts";
-import type { ModelOps, OpsFactory, Policy } from "./ops.ts";
+import type { ModelOps, OpsFactory, OpsOptions, Policy } from "./ops.ts";
 import type { ImageInput } from "./vision.ts";
 
 export type BackendName = "cpu" | "cuda" | "webgpu";
 
-/** The default policy: the paper's method. */
-export const ZIPVL_PROGRAM = fileURLToPath(new URL("../../dsl/zipvl.ts", import.meta.url));
+/** The default policy: the paper's method (beside this source tree, else under the working directory: bundles). */
+export const ZIPVL_PROGRAM = ((): string => {
+  const here = fileURLToPath(new URL("../../dsl/zipvl.ts", import.meta.url));
+  return existsSync(here) ? here : resolve("dsl/zipvl.ts");
+})();
 
-const FACTORIES: Record<BackendName, [file: string, fn: string]> = {
-  cpu: ["./cpu-ops.ts", "createCpuOps"],
-  cuda: ["./cuda-ops.ts", "createCudaOps"],
-  webgpu: ["./webgpu-ops.ts", "createWebgpuOps"],
+// Static import() calls so bundlers (bench/model-bundle.mjs) keep them; WebGPU joins when src/model/webgpu-ops.ts exists.
+const FACTORIES: Partial<Record<BackendName, () => Promise<OpsFactory>>> = {
+  cpu: async () => (await import("./cpu-ops.ts")).createCpuOps,
+  cuda: async () => (await import("./cuda-ops.ts")).createCudaOps,
 };
 
-/** Whether this checkout has an ops module for the backend (cuda-ops.ts and webgpu-ops.ts are optional). */
-export function hasOpsModule(backend: BackendName): boolean {
-  return existsSync(fileURLToPath(new URL(FACTORIES[backend][0], import.meta.url)));
+export async function createOps(backend: string, opts: OpsOptions = {}): Promise<ModelOps> {
+  if (!["cpu", "cuda", "webgpu"].includes(backend)) throw new LlavaError("ZV6104", [backend, "choose auto, cpu, cuda or webgpu"]);
+  const load = FACTORIES[backend as BackendName];
+  if (!load) throw new LlavaError("ZV6104", [backend, "the model does not run on WebGPU yet (no src/model/webgpu-ops.ts); use cuda or cpu"]);
+  return (await load())(opts);
 }
 
-export async function createOps(backend: string): Promise<ModelOps> {
-  if (!(backend in FACTORIES)) throw new LlavaError("ZV6104", [backend, "choose cpu, cuda or webgpu"]);
-  const b = backend as BackendName;
-  if (!hasOpsModule(b)) {
-    throw new LlavaError("ZV6104", [b, b === "webgpu" ? "the model does not run on WebGPU yet (no src/model/webgpu-ops.ts)" : `this checkout has no src/model/${b}-ops.ts`]);
-  }
-  const [file, fn] = FACTORIES[b];
-  const mod = (await import(new URL(file, import.meta.url).href)) as Record<string, OpsFactory>;
-  const factory = mod[fn];
-  if (typeof factory !== "function") throw new LlavaError("ZV6104", [b, `${file} does not export ${fn}`]);
-  return factory();
-}
-
-/** CUDA when its ops module loads and finds a GPU, else the CPU (WebGPU only once a webgpu ops module exists). */
-export async function bestOps(): Promise<{ ops: ModelOps; fallbacks: string[] }> {
+/** CUDA when its ops load and find a GPU, else the CPU in f32 (the reasons it fell back are returned). */
+export async function bestOps(opts: OpsOptions = {}): Promise<{ ops: ModelOps; fallbacks: string[] }> {
   const fallbacks: string[] = [];
   for (const b of ["cuda", "webgpu"] as const) {
-    if (!hasOpsModule(b)) continue;
+    if (!FACTORIES[b]) continue;
     try {
-      return { ops: await createOps(b), fallbacks };
+      return { ops: await createOps(b, opts), fallbacks };
     } catch (e) {
       fallbacks.push(`${b}: ${(e as Error).message}`);
     }

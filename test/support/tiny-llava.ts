@@ -195,7 +195,9 @@ export function refCropFeatures(cfg: LlavaConfig, w: W, px: Float64Array): Mat {
     h = addM(h, linear(f1, get(w, `${p}mlp.fc2.weight`), D, get(w, `${p}mlp.fc2.bias`)));
     hs.push(h);
   }
-  const sel = hs[hs.length - 2]!.slice(1);
+  const layers = typeof cfg.visionFeatureLayer === "number" ? [cfg.visionFeatureLayer] : cfg.visionFeatureLayer;
+  const pool = layers.map((l) => hs[l < 0 ? hs.length + l : l]!.slice(cfg.visionFeatureSelectStrategy === "default" ? 1 : 0));
+  const sel = pool[0]!.map((_, t) => Float64Array.from(pool.flatMap((m) => [...m[t]!]))); // torch.cat(hs_pool, dim=-1)
   const H = cfg.text.hiddenSize;
   const y = linear(sel, get(w, "model.multi_modal_projector.linear_1.weight"), H, get(w, "model.multi_modal_projector.linear_1.bias")).map((r) => r.map(gelu));
   return linear(y, get(w, "model.multi_modal_projector.linear_2.weight"), H, get(w, "model.multi_modal_projector.linear_2.bias"));
@@ -261,7 +263,7 @@ export function refForward(cfg: LlavaConfig, w: W, ids: Int32Array, image?: { pi
   if (image) {
     const per = cfg.vision.numChannels * cfg.vision.imageSize ** 2;
     const crops = Array.from({ length: image.crops }, (_, i) => refCropFeatures(cfg, w, image.pixels.subarray(i * per, (i + 1) * per)));
-    const feats = refPack(cfg, w, crops, image.imageSize);
+    const feats = cfg.modelType === "llava" ? crops[0]! : refPack(cfg, w, crops, image.imageSize);
     let k = 0;
     h = h.map((r, i) => (ids[i] === cfg.imageTokenIndex ? feats[k++]! : r));
     if (k !== feats.length) throw new Error("reference: image token count mismatch");
