@@ -69,3 +69,26 @@ if (!existsSync(".gpu/dawn.node.xz") || statSync(".gpu/dawn.node.xz").mtimeMs < 
 for (const f of existsSync(".gl") ? readdirSync(".gl").filter((x) => x.startsWith("libvulkan1_")) : []) copyFileSync(`.gl/${f}`, `.gpu/${f}`);
 const mib = readdirSync(".gpu").reduce((a, f) => a + statSync(`.gpu/${f}`).size, 0) / 2 ** 20;
 console.log(`bundled .gpu/wgsl-check.mjs; .gpu holds ${mib.toFixed(1)} MiB (carry limit 64 MiB)`);
+
+// The CUDA model runners: bench/model-gpu-check.ts (ModelOps and the small LLaVA vs cpu) and bench/llava-scale.ts
+// (13B-shaped decoder timings). They compile DSL programs (ts-morph), hence the CJS globals in the banner.
+for (const name of ["model-gpu-check", "llava-scale"]) {
+  if (!existsSync(`bench/${name}.ts`)) continue;
+  await build({
+    entryPoints: [`bench/${name}.ts`],
+    bundle: true,
+    platform: "node",
+    format: "esm",
+    target: "node20",
+    outfile: `.gpu/${name}.mjs`,
+    banner: {
+      js: "import { createRequire as __cr } from 'node:module'; import { fileURLToPath as __fu } from 'node:url'; " +
+        "const require = __cr(import.meta.url); globalThis.__filename ??= __fu(import.meta.url); " +
+        "globalThis.__dirname ??= __fu(new URL('.', import.meta.url));",
+    },
+    logLevel: "warning",
+    // Programs come from the printed IR (test/golden); the TypeScript front end (ts-morph, 15 MB) stays out.
+    plugins: [{ name: "no-frontend", setup: (b) => b.onResolve({ filter: /\/driver\.ts$/ }, (a) => ({ path: a.path, external: true })) }],
+  });
+  console.log(`bundled .gpu/${name}.mjs`);
+}
