@@ -20,7 +20,7 @@ for (let i = 0; i < runs; i++) {
   const c = {
     dtype: pick(["bf16", "f16", "f32"] as const), d: pick([64, 80, 128]), Hkv: pick([1, 2, 4, 8]), g: pick([1, 2, 4, 5, 8]),
     pageTokens: pick([1, 16, 64]), layout: pick<PageLayout>(["per-layer", "per-head"]),
-    lengths: Array.from({ length: pick([1, 2, 5, 9]) }, () => pick([0, 1, 7, 63, 64, 65, 500, 2900, 5000])), seed: pick([1, 2, 3, 4, 5, 6, 7]),
+    lengths: Array.from({ length: pick([1, 2, 5, 9]) }, () => pick([0, 1, 7, 63, 64, 65, 500, 2900, 5000])), seed: pick([1, 2, 3, 4, 5, 6, 7]), qLayout: pick(["bhd", "hbd"] as const),
   };
   const r = checkPagedCase(dev, arch, c);
   if (r.bad.length) {

@@ -28,6 +28,7 @@ usage:
   zipvl run --model DIR --prompt TEXT [--image IMG] [--dense] [--tau T] [--policy FILE] [--param NAME=VALUE]...
             [--backend auto|cpu|cuda|webgpu] [--max-new-tokens N] [--temperature T --top-p P --seed S] [--json]
   zipvl demo [--out DIR] [--backend ...] [--tau T] [--max-new-tokens N] [--json]   a random LLaVA-Next, dense vs ZipVL
+  zipvl serve --model DIR [--port P] [--backend cpu|cuda] [--max-batch B] [--queue Q] [--timeout-ms T]   OpenAI-style chat server
   zipvl parity --model DIR --ref REF.safetensors --ref-json REF.json [--image IMG] [--prompt TEXT] [--backend ...]
 
 Without --in, exec draws random q, k, v of --shape and --dtype (seeded) and writes them to the output too.`;
@@ -40,6 +41,7 @@ const MODEL_COMMANDS: Record<string, () => Promise<Command>> = {
   run: async () => (await import("./run.ts")).runCommand,
   demo: async () => (await import("./demo.ts")).demoCommand,
   parity: async () => (await import("./parity.ts")).parityCommand,
+  serve: async () => (await import("./serve.ts")).serveCommand,
 };
 
 // Tuning and benchmarking parse their own options (src/cli/tune.ts, bench.ts); imported on use.

@@ -17,9 +17,9 @@ describe.skipIf(!knobs.realGpu)("paged decode kernel vs host reference", () => {
     fc.assert(
       fc.property(
         fc.constantFrom("bf16", "f16", "f32" as const), fc.constantFrom(64, 128), fc.integer({ min: 1, max: 8 }), fc.constantFrom(1, 2, 4, 5, 8),
-        fc.constantFrom(1, 16, 64), fc.constantFrom<PageLayout>("per-layer", "per-head"), fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 9 }), fc.nat(),
-        (dtype, d, Hkv, g, pageTokens, layout, lengths, seed) => {
-          const r = checkPagedCase(dev, arch, { dtype: dtype as "bf16", d, Hkv, g, pageTokens, layout, lengths, seed });
+        fc.constantFrom(1, 16, 64), fc.constantFrom<PageLayout>("per-layer", "per-head"), fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 9 }), fc.nat(), fc.constantFrom("bhd", "hbd" as const),
+        (dtype, d, Hkv, g, pageTokens, layout, lengths, seed, qLayout) => {
+          const r = checkPagedCase(dev, arch, { dtype: dtype as "bf16", d, Hkv, g, pageTokens, layout, lengths, seed, qLayout: qLayout as "bhd" });
           expect(r.bad).toEqual([]);
         },
       ),

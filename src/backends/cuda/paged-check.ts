@@ -20,6 +20,15 @@ export interface PagedCase {
   /** Kept tokens per sequence (per head for per-head: ragged around this). */
   readonly lengths: readonly number[];
   readonly seed: number;
+  /** q/o layout: [batch, Hq, d] or the model's head-major [Hq, batch, d]. */
+  readonly qLayout?: "bhd" | "hbd";
+}
+
+/** [A, B, d] -> [B, A, d]. */
+function swap01(x: Float32Array, A: number, B: number, d: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let a = 0; a < A; a++) for (let b = 0; b < B; b++) out.set(x.subarray((a * B + b) * d, (a * B + b + 1) * d), (b * A + a) * d);
+  return out;
 }
 
 function rng(seed: number): () => number {
@@ -97,13 +106,15 @@ export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): Paged
     rowsBuf.write(rows);
     devStore.appendDevice(kernels, { k: appendBuf, v: appendBuf.at(half), t: batch }, rowsBuf);
     const q = rand(batch * Hq * c.d).map((x) => roundTo(c.dtype, x));
-    qBuf.write(encodeRows(q, c.dtype));
+    const hbd = c.qLayout === "hbd";
+    qBuf.write(encodeRows(hbd ? swap01(q, batch, Hq, c.d) : q, c.dtype));
     oBuf.fill32(0xffffffff);
     const tables = pool.tables(ids, 0);
     const scale = 1 / Math.sqrt(c.d);
-    decode.enqueue(tables, qBuf, oBuf, scale);
+    decode.enqueue(tables, qBuf, oBuf, scale, null, c.qLayout ?? "bhd");
     dev.synchronize();
-    const got = decodeRows(oBuf.read(new Uint8Array(batch * Hq * c.d * esz)), c.dtype);
+    const raw = decodeRows(oBuf.read(new Uint8Array(batch * Hq * c.d * esz)), c.dtype);
+    const got = hbd ? swap01(raw, Hq, batch, c.d) : raw;
     const want = pagedDecodeReference({ geometry: geom, k: host.k, v: host.v, tables, q, Hq, scale });
     const tol = c.dtype === "bf16" ? 1.6e-2 : c.dtype === "f16" ? 2e-3 : 2e-4;
     let maxErr = 0;

@@ -13,7 +13,7 @@ import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./rende
 
 /** Field order of ZvPagedDecodeArgs / ZvPagedAppendArgs in zv_paged.cuh (8 bytes each). */
 export const PAGED_ARG_LAYOUTS = {
-  ZvPagedDecodeArgs: ["q", "k_pages", "v_pages", "o", "part_o", "part_ml", "page_indptr", "page_ids", "lengths", "batch", "Hq", "Hkv", "d", "page_tokens", "heads_per_page", "groups", "splits", "scale"],
+  ZvPagedDecodeArgs: ["q", "k_pages", "v_pages", "o", "part_o", "part_ml", "page_indptr", "page_ids", "lengths", "batch", "Hq", "Hkv", "d", "page_tokens", "heads_per_page", "groups", "splits", "q_stride_b", "q_stride_h", "o_stride_b", "o_stride_h", "scale"],
   ZvPagedAppendArgs: ["k", "v", "k_pages", "v_pages", "rows", "Hkv", "t", "d", "src_stride"],
 } as const;
 
@@ -155,8 +155,9 @@ export class CudaPagedDecode {
     this.partMl = dev.alloc(8 * maxBatch * Hq * this.maxSplits);
   }
 
-  /** Uploads the tables of this step (queued on `stream`), then enqueues split and combine. o: [batch, Hq, d]. */
-  enqueue(t: PageTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null): void {
+  /** Uploads the tables of this step (queued on `stream`), then enqueues split and combine. q and o are
+   *  [batch, Hq, d] ("bhd") or head-major [Hq, batch, d] ("hbd", the model's layout). */
+  enqueue(t: PageTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
     const g = this.storage.geometry;
     if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
     const maxLen = Math.max(0, ...t.lengths);
@@ -166,7 +167,11 @@ export class CudaPagedDecode {
     this.lengths.write(t.lengths, 0, stream);
     const args = packPaged("ZvPagedDecodeArgs", {
       q, k_pages: this.storage.k, v_pages: this.storage.v, o, part_o: this.partO, part_ml: this.partMl, page_indptr: this.indptr, page_ids: this.ids, lengths: this.lengths,
-      batch: i64(t.batch), Hq: i64(this.Hq), Hkv: i64(g.kvHeads), d: i64(g.headDim), page_tokens: i64(g.pageTokens), heads_per_page: i64(headsPerPage(g)), groups: i64(t.groups), splits: i64(splits), scale: { f64: scale },
+      batch: i64(t.batch), Hq: i64(this.Hq), Hkv: i64(g.kvHeads), d: i64(g.headDim), page_tokens: i64(g.pageTokens), heads_per_page: i64(headsPerPage(g)), groups: i64(t.groups), splits: i64(splits),
+      ...(layout === "bhd"
+        ? { q_stride_b: i64(this.Hq), q_stride_h: i64(1), o_stride_b: i64(this.Hq), o_stride_h: i64(1) }
+        : { q_stride_b: i64(1), q_stride_h: i64(t.batch), o_stride_b: i64(1), o_stride_h: i64(t.batch) }),
+      scale: { f64: scale },
     });
     const s = stream ?? null;
     this.dev.launch(this.kernels.split, { grid: [g.kvHeads, splits, t.batch], block: [32 * this.kernels.warps, 1, 1], stream: s }, args);

@@ -18,16 +18,17 @@
 #include "zv_decode.cuh"
 
 struct ZvPagedDecodeArgs {
-  const void* q;           // [batch, Hq, D] T
+  const void* q;           // query row (b, h) at (b * q_stride_b + h * q_stride_h) * D: [batch, Hq, D] or [Hq, batch, D]
   const void* k_pages;     // [rows, D] T
   const void* v_pages;     // [rows, D] T
-  void* o;                 // [batch, Hq, D] T
+  void* o;                 // output row (b, h) at (b * o_stride_b + h * o_stride_h) * D
   float* part_o;           // [batch, Hq, splits, D] f32 workspace
   float* part_ml;          // [batch, Hq, splits, 2] f32 workspace (base-2 max, sum)
   const int* page_indptr;  // [batch * groups + 1]
   const int* page_ids;     // [page_indptr[batch * groups]]
   const int* lengths;      // [batch * groups] tokens per cache
   long long batch, Hq, Hkv, d, page_tokens, heads_per_page, groups, splits;
+  long long q_stride_b, q_stride_h, o_stride_b, o_stride_h;  // in rows
   double scale;
 };
 
@@ -52,7 +53,7 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
   const long long stream = warp * C::kGroups + grp, nstreams = kW * C::kGroups;
   const float qscale = (float)a.scale * kLog2e;
   const long long P = a.page_tokens, hpp = a.heads_per_page;
-  const T* qb = static_cast<const T*>(a.q) + (b * a.Hq) * D;
+  const T* qb = static_cast<const T*>(a.q) + b * a.q_stride_b * D;
 
   float q[kG][kVPL][kVec], o[kG][kVPL][kVec], m[kG], l[kG];
 #pragma unroll
@@ -62,7 +63,7 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
     for (int v = 0; v < kVPL; ++v) {
       const int vec = sub + v * kL;
       float f[kVec];
-      if (h < gc && vec < C::kRowVecs) load16_f32(qb + (h0 + h) * D + vec * kVec, f);
+      if (h < gc && vec < C::kRowVecs) load16_f32(qb + (h0 + h) * a.q_stride_h * D + vec * kVec, f);
       else
 #pragma unroll
         for (int e = 0; e < kVec; ++e) f[e] = 0.f;
@@ -254,7 +255,7 @@ __device__ void paged_decode_combine_kernel(const ZvPagedDecodeArgs& a) {
 #pragma unroll 8
       for (long long s = 0; s < splits; ++s) acc += po[s * D + e] * (s < kMaxW ? w[s] : fast_exp2(ml[2 * s] - mx));
     }
-    static_cast<T*>(a.o)[r0 * D + e] = from_float<T>(acc * inv);
+    static_cast<T*>(a.o)[(blockIdx.y * a.o_stride_b + blockIdx.x * a.o_stride_h) * D + e] = from_float<T>(acc * inv);
   }
 }
 

@@ -1,0 +1,85 @@
+// The serving engine's paged attention on the GPU (src/serve/attention.ts's interface over the cuda ModelOps):
+// page memory in device buffers, K/V appended by the append kernel straight from the model's device tensors, and
+// one split + combine launch pair per layer for the whole batch, reading q and writing o in the model's head-major
+// [Hq, B, d] layout. Everything is queued on the ops' stream; only the small i32 page tables cross from the host.
+import type { CudaOpsHandle } from "../../model/cuda-ops.ts";
+import type { DTensor, ModelOps } from "../../model/ops.ts";
+import type { DeviceBuffer } from "../../runtime/native.ts";
+import { checkStep, type PagedAttention, type PagedAttentionOptions } from "../../serve/attention.ts";
+import { serveFail } from "../../serve/errors.ts";
+import { groupsPerLayer, PagedKvPool } from "../../serve/pool.ts";
+import { CudaPagedDecode, CudaPageStorage, loadPagedKernels } from "./paged.ts";
+import type { CudaDType } from "./render.ts";
+
+function handle(ops: ModelOps): CudaOpsHandle {
+  const h = ops as Partial<CudaOpsHandle>;
+  if (ops.name !== "cuda" || !h.ctx || !h.bufferOf || !h.adopt || !h.stream) serveFail("ZV7040", ["the cuda paged attention needs the cuda ModelOps (src/model/cuda-ops.ts)"]);
+  return ops as CudaOpsHandle;
+}
+
+export function deviceFreeBytes(ops: ModelOps): number {
+  return handle(ops).ctx.dev.memInfo().free;
+}
+
+/** Largest batch the decode workspaces are sized for (the scheduler's max batch is checked against it). */
+const MAX_BATCH = 256;
+
+export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): PagedAttention {
+  const h = handle(ops);
+  const dev = h.ctx.dev;
+  const dtype = ops.dtype as CudaDType;
+  const esz = dtype === "f32" ? 4 : 2;
+  const geom = { layers: o.layers, kvHeads: o.kvHeads, headDim: o.headDim, pageTokens: o.pageTokens, layout: o.layout, numPages: o.numPages, elemBytes: esz };
+  const storage = new CudaPageStorage(dev, geom, dtype);
+  const pool = new PagedKvPool(geom, storage);
+  const kernels = loadPagedKernels(dev, h.ctx.arch, dtype, o.headDim);
+  const decode = new CudaPagedDecode(dev, storage, kernels, o.heads, MAX_BATCH);
+  let rows: DeviceBuffer = dev.alloc(4 * Math.max(64, o.kvHeads * MAX_BATCH));
+  const rowsFor = (n: number): DeviceBuffer => {
+    if (rows.bytes < 4 * n) {
+      h.stream.synchronize(); // the old buffer may still be read by a queued append
+      rows.free();
+      rows = dev.alloc(4 * n * 2);
+    }
+    return rows;
+  };
+  const G = groupsPerLayer(geom);
+  return {
+    pool,
+    appendCache(seq, layer, k, v) {
+      const t = k.shape[1]!;
+      const r = pool.reserveRows(seq, layer, new Array<number>(G).fill(t), t);
+      if (t === 0) return;
+      const buf = rowsFor(r.length);
+      buf.write(r, 0, h.stream);
+      storage.appendDevice(kernels, { k: h.bufferOf(k), v: h.bufferOf(v), t }, buf, h.stream);
+    },
+    appendStep(layer, seqs, k, v) {
+      const B = seqs.length;
+      checkStep(k, o.kvHeads, B, o.headDim);
+      const need = seqs.reduce((a, s) => a + pool.growthPages(s, layer, new Array<number>(G).fill(1)), 0);
+      if (need > pool.freePages) serveFail("ZV7002", [`a decode step of ${B} sequences needs ${need} page(s), ${pool.freePages} free`]);
+      const all = new Int32Array(o.kvHeads * B);
+      seqs.forEach((s, b) => {
+        const r = pool.reserveRows(s, layer, new Array<number>(G).fill(1), 1);
+        for (let kv = 0; kv < o.kvHeads; kv++) all[kv * B + b] = r[kv]!;
+      });
+      const buf = rowsFor(all.length);
+      buf.write(all, 0, h.stream);
+      storage.appendDevice(kernels, { k: h.bufferOf(k), v: h.bufferOf(v), t: B }, buf, h.stream);
+    },
+    attend(layer, seqs, q: DTensor, scale) {
+      const B = seqs.length;
+      if (B > MAX_BATCH) serveFail("ZV7005", [`batch ${B} exceeds ${MAX_BATCH}`]);
+      const out = dev.alloc(o.heads * B * o.headDim * esz);
+      decode.enqueue(pool.tables(seqs, layer), h.bufferOf(q), out, scale, h.stream, "hbd");
+      return h.adopt(out, [o.heads, B, o.headDim]);
+    },
+    dispose() {
+      h.stream.synchronize();
+      decode.free();
+      rows.free();
+      pool.dispose();
+    },
+  };
+}

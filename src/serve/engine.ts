@@ -1,0 +1,226 @@
+// The serving engine over the LLaVA model (src/model): chat messages -> token ids (+ one image), prefill of one
+// prompt into the paged pool (dense, or ZipVL: only each layer's kept K/V reach the pool), and a batched decode
+// step over any set of live sequences, each at its own original position. Greedy (argmax), so an answer does not
+// depend on its batch: every op is row-wise, and attention reads only the sequence's own pages.
+//
+// Prefill is text.ts's layer loop (each layer's dense Q/K/V are freed as soon as the layer's selection has run; the
+// kept K/V move into the pool). The decode layer below mirrors text.ts's decodeStep with B rows instead of one and
+// the pool's paged attention instead of a per-sequence cache.
+import type { LlavaConfig } from "../model/config.ts";
+import { loadConfig, loadImage, loadProcessorConfig, loadTokenizer, openWeights, preprocess, anyresGridShape, expandImageTokens } from "../model/hf/index.ts";
+import type { ChatMessage, ChatTokenizer, ProcessorConfig } from "../model/hf/index.ts";
+import type { DTensor, ModelOps, Policy } from "../model/ops.ts";
+import { checkRope, ropeFreqs, ropeType } from "../model/rope.ts";
+import { argmax } from "../model/sampling.ts";
+import { logits, prefill } from "../model/text.ts";
+import { imageFeatures, type ImageInput } from "../model/vision.ts";
+import { loadWeights, TEXT, type Weights } from "../model/weights.ts";
+import type { PagedAttention } from "./attention.ts";
+import { ServeError, serveFail } from "./errors.ts";
+import type { MemoryPlan } from "./planner.ts";
+import type { ChatEngine } from "./http.ts";
+import type { LayerStat } from "./scheduler.ts";
+
+/** A chat message whose image parts carry their bytes (or a path), as the HTTP layer parsed them. */
+export interface ServeMessage {
+  readonly role: string;
+  readonly content: readonly ({ readonly type: "text"; readonly text: string } | { readonly type: "image"; readonly image: Uint8Array | string; readonly where: [number, number] })[];
+}
+
+export interface Prepared {
+  readonly ids: Int32Array;
+  readonly image?: ImageInput;
+}
+
+export interface EngineOptions {
+  readonly policy?: Policy;
+  readonly modelId: string;
+}
+
+const L = (l: number, n: string): string => `${TEXT}layers.${l}.${n}`;
+
+export interface LoadedCheckpoint {
+  readonly cfg: LlavaConfig;
+  readonly tok: ChatTokenizer;
+  readonly proc: ProcessorConfig;
+  readonly w: Weights;
+  readonly weightBytes: number;
+}
+
+export function loadCheckpoint(ops: ModelOps, dir: string): LoadedCheckpoint {
+  const cfg = loadConfig(dir);
+  checkRope(cfg.text);
+  // Dynamic NTK scaling makes the rotary frequencies depend on each sequence's length: one batched rope call
+  // could not serve sequences of different lengths the way batch-1 decoding does.
+  if (ropeType(cfg.text) === "dynamic") serveFail("ZV7040", [`${dir}: dynamic RoPE scaling is not supported by batched serving`]);
+  const tok = loadTokenizer(dir);
+  const store = openWeights(dir, { tieWordEmbeddings: cfg.text.tieWordEmbeddings });
+  let weightBytes = 0;
+  const counting = { has: (n: string) => store.has(n), get: (n: string) => { const h = store.get(n); weightBytes += h.bytes.length; return h; } };
+  const w = loadWeights(ops, cfg, counting, dir);
+  return { cfg, tok, proc: loadProcessorConfig(dir), w, weightBytes };
+}
+
+export class LlavaEngine implements ChatEngine<Prepared> {
+  readonly pool;
+  constructor(
+    readonly ops: ModelOps,
+    readonly ckpt: LoadedCheckpoint,
+    readonly attn: PagedAttention,
+    readonly plan: MemoryPlan,
+    readonly opts: EngineOptions,
+  ) {
+    this.pool = attn.pool;
+  }
+
+  get cfg(): LlavaConfig {
+    return this.ckpt.cfg;
+  }
+  get modelId(): string {
+    return this.opts.modelId;
+  }
+  get eos(): readonly number[] {
+    return this.cfg.eosTokenIds;
+  }
+
+  /** Token ids (and the image) of a chat, the way the HF processor builds them; bad images are ZV7022. */
+  prepare(messages: readonly ServeMessage[]): Prepared {
+    const images = messages.flatMap((m) => m.content.filter((c) => c.type === "image"));
+    if (images.length > 1) serveFail("ZV7021", [`${images.length} images in one request; this model takes at most one`]);
+    const chat: ChatMessage[] = messages.map((m) => ({ role: m.role, content: m.content.map((c) => (c.type === "image" ? { type: "image" as const } : c)) }));
+    const tok = this.ckpt.tok;
+    let rendered: string;
+    try {
+      rendered = tok.applyChatTemplate(chat, true);
+    } catch (e) {
+      throw new ServeError("ZV7021", [`the chat template rejected the messages: ${(e as Error).message}`]);
+    }
+    const withBos = tok.bosToken !== null && rendered.startsWith(tok.bosToken);
+    const ids = tok.encode(rendered, { addSpecialTokens: !withBos });
+    const part = images[0];
+    if (!part || part.type !== "image") return { ids };
+    let pre;
+    try {
+      pre = preprocess(loadImage(part.image), this.ckpt.proc, this.cfg);
+    } catch (e) {
+      throw new ServeError("ZV7022", [part.where[0], part.where[1], (e as Error).message.replace(/^ZV\d{4}: /, "")]);
+    }
+    const cfg = this.cfg;
+    const grid = cfg.modelType === "llava_next" && cfg.imageGridPinpoints ? anyresGridShape(pre.imageSizes, cfg.imageGridPinpoints, cfg.vision.imageSize) : undefined;
+    const image: ImageInput = { pixels: pre.pixelValues, shape: pre.shape, imageSize: pre.imageSizes, ...(grid ? { grid } : {}) };
+    return { ids: expandImageTokens(ids, cfg.imageTokenIndex, [pre.numImageTokens]), image };
+  }
+
+  detokenize(ids: readonly number[]): string {
+    return this.ckpt.tok.decode(ids, true);
+  }
+
+  /** Token embeddings with the image features at the image-token positions (as LlavaModel.embed). */
+  private embed(ids: Int32Array, image?: ImageInput): DTensor {
+    const ops = this.ops;
+    const imgId = this.cfg.imageTokenIndex;
+    const V = this.cfg.text.vocabSize;
+    const slots = ids.reduce((n, id) => n + (id === imgId ? 1 : 0), 0);
+    const text = ops.embed(this.ckpt.w.get(`${TEXT}embed_tokens.weight`), ids.map((id) => (id === imgId && id >= V ? 0 : id)));
+    if (!image) {
+      if (slots > 0) {
+        ops.free(text);
+        serveFail("ZV7021", [`the prompt holds ${slots} image token(s) but no image was given`]);
+      }
+      return text;
+    }
+    const feats = imageFeatures(ops, this.cfg, this.ckpt.w, image);
+    const rows = feats.shape[0]!;
+    if (slots !== rows) {
+      for (const t of [text, feats]) ops.free(t);
+      serveFail("ZV7021", [`the prompt holds ${slots} image token(s); the image gives ${rows} feature rows`]);
+    }
+    const table = ops.concatRows([text, feats]);
+    let k = 0;
+    const out = ops.embed(table, ids.map((id, i) => (id === imgId ? ids.length + k++ : i)));
+    for (const t of [text, feats, table]) ops.free(t);
+    return out;
+  }
+
+  prefill(seq: string, p: Prepared): { first: number; layers: LayerStat[] } {
+    const ops = this.ops;
+    const embeds = this.embed(p.ids, p.image);
+    const out = prefill(ops, this.cfg.text, this.ckpt.w, embeds, this.opts.policy);
+    try {
+      // Layer by layer into the pool; each layer's cache is freed as soon as it is copied.
+      out.caches.forEach((c, l) => {
+        this.attn.appendCache(seq, l, c.k, c.v);
+        c.free();
+      });
+      const lg = logits(ops, this.ckpt.w, out.last);
+      return { first: argmax(lg), layers: out.stats.map((s) => ({ layer: s.layer, kept: s.kept, n: s.n })) };
+    } finally {
+      for (const c of out.caches) c.free();
+      ops.free(out.last);
+    }
+  }
+
+  decode(batch: readonly { seq: string; token: number; position: number }[]): number[] {
+    const ops = this.ops;
+    const cfg = this.cfg.text;
+    const w = this.ckpt.w;
+    const B = batch.length;
+    const { numHeads: Hq, numKvHeads: Hkv, headDim: d } = cfg;
+    const seqs = batch.map((b) => b.seq);
+    const positions = Int32Array.from(batch, (b) => b.position);
+    // Without dynamic scaling the frequencies do not depend on the length (checked at load).
+    const { invFreq, scale: ropeScale } = ropeFreqs(cfg, Math.max(...positions) + 1);
+    let h = ops.embed(w.get(`${TEXT}embed_tokens.weight`), Int32Array.from(batch, (b) => b.token));
+    for (let l = 0; l < cfg.numLayers; l++) {
+      const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
+      const proj = (name: string, heads: number, rope: boolean): DTensor => {
+        const y = ops.linear(x, w.get(L(l, `self_attn.${name}_proj.weight`)), w.maybe(L(l, `self_attn.${name}_proj.bias`)));
+        const hh = ops.toHeads(y, heads);
+        ops.free(y);
+        if (!rope) return hh;
+        const r = ops.rope(hh, positions, invFreq, ropeScale);
+        ops.free(hh);
+        return r;
+      };
+      const q = proj("q", Hq, true);
+      const k = proj("k", Hkv, true);
+      const v = proj("v", Hkv, false);
+      ops.free(x);
+      // [H, B, d] head-major: row b of k/v is seqs[b]'s new token; attention reads each sequence's own pages.
+      this.attn.appendStep(l, seqs, k, v);
+      const oh = this.attn.attend(l, seqs, q, 1 / Math.sqrt(d));
+      for (const t of [q, k, v]) ops.free(t);
+      const next = this.finishLayer(l, h, oh);
+      ops.free(h);
+      h = next;
+    }
+    const normed = ops.rmsNorm(h, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
+    ops.free(h);
+    const lg = logits(ops, w, normed);
+    ops.free(normed);
+    const V = lg.length / B;
+    return batch.map((_, b) => argmax(lg.subarray(b * V, (b + 1) * V)));
+  }
+
+  /** h + o_proj(o), then h + mlp(norm(h)) (text.ts finishLayer); frees o. */
+  private finishLayer(l: number, h: DTensor, o: DTensor): DTensor {
+    const ops = this.ops;
+    const w = this.ckpt.w;
+    const oRows = ops.fromHeads(o);
+    const a = ops.linear(oRows, w.get(L(l, "self_attn.o_proj.weight")), w.maybe(L(l, "self_attn.o_proj.bias")));
+    const h1 = ops.add(h, a);
+    const x = ops.rmsNorm(h1, w.get(L(l, "post_attention_layernorm.weight")), this.cfg.text.rmsNormEps);
+    const gate = ops.linear(x, w.get(L(l, "mlp.gate_proj.weight")), w.maybe(L(l, "mlp.gate_proj.bias")));
+    const up = ops.linear(x, w.get(L(l, "mlp.up_proj.weight")), w.maybe(L(l, "mlp.up_proj.bias")));
+    const m = ops.siluMul(gate, up);
+    const down = ops.linear(m, w.get(L(l, "mlp.down_proj.weight")), w.maybe(L(l, "mlp.down_proj.bias")));
+    const h2 = ops.add(h1, down);
+    for (const t of [o, oRows, a, h1, x, gate, up, m, down]) ops.free(t);
+    return h2;
+  }
+
+  dispose(): void {
+    this.attn.dispose();
+    this.ckpt.w.free();
+  }
+}
