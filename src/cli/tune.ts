@@ -10,7 +10,7 @@ import { recordFile, tuningDir, writeRecord, type RecordKey } from "../tune/reco
 import { fmtDuration } from "../tune/progress.ts";
 
 export const TUNE_USAGE = `usage: zipvl tune [--program FILE] [--backend cuda|webgpu] [--budget SECONDS] [--shapes SPEC] [--dry-run]
-                  [--warmup N] [--iters N] [--jobs N] [--out DIR] [--arch sm90|sm80]
+                  [--warmup N] [--iters N] [--jobs N] [--max-candidates N] [--out DIR] [--arch sm90|sm80]
   --shapes n=2880,8192,32768:kept=0.3:d=128:gqa=1,8:dtype=bf16:H=40 (cross product; the cuda default)
   --dry-run lists the buckets and the candidate counts after pruning (no GPU needed: --arch picks the limits)`;
 const WEBGPU_SHAPES = "n=1024:kept=0.3:d=64:gqa=1:dtype=f32:H=8";
@@ -25,7 +25,7 @@ function options(argv: readonly string[]) {
         program: { type: "string", default: "dsl/variants/topk-ratio.ts" }, backend: { type: "string", default: "cuda" },
         budget: { type: "string", default: "600" }, shapes: { type: "string" }, "dry-run": { type: "boolean", default: false },
         warmup: { type: "string", default: "3" }, iters: { type: "string", default: "10" }, jobs: { type: "string" },
-        out: { type: "string" }, arch: { type: "string" }, help: { type: "boolean", short: "h" },
+        out: { type: "string" }, arch: { type: "string" }, "max-candidates": { type: "string" }, help: { type: "boolean", short: "h" },
       },
     }).values;
   } catch (e) {
@@ -100,6 +100,7 @@ export async function tuneCommand(argv: readonly string[], out: Out): Promise<nu
     const h = wgslHarness(dev, p, { warmup, iters });
     run = (ts) => search(ts as Task<never>[], h, searchOpts) as Promise<TaskResult<object>[]>;
   }
+  if (o["max-candidates"] !== undefined) tasks = limitCandidates(tasks, int("--max-candidates", o["max-candidates"], 1));
   const candidates = tasks.reduce((a, t) => a + t.space.configs.length, 0);
   for (const t of tasks) describeSpace(t, out);
   out(`${candidates} candidate configs after pruning (of ${tasks.reduce((a, t) => a + (t.space as Space<object>).total, 0)})`);
@@ -115,6 +116,11 @@ export async function tuneCommand(argv: readonly string[], out: Out): Promise<nu
   } finally {
     cleanup();
   }
+}
+
+/** Keeps the fallback and the first max - 1 candidates of every task (quick runs, CI). */
+export function limitCandidates<C>(tasks: Task<C>[], max: number): Task<C>[] {
+  return tasks.map((t) => ({ ...t, space: { ...t.space, configs: t.space.configs.slice(0, max) } }));
 }
 
 function report(r: TaskResult<unknown>, out: Out): void {

@@ -51,7 +51,7 @@ export const recordFile = (k: RecordKey, dir = tuningDir()): string => join(dir,
 
 let noticeSink: (line: string) => void = (line) => void process.stderr.write(line + "\n");
 const noticed = new Set<string>();
-const loaded = new Map<string, TuningRecord | null>();
+const loaded = new Map<string, TuningRecord | string | null>(); // path -> record, or why it is unreadable
 /** Where notices go (tests capture them); clears the once-per-file memory and the cache. */
 export function setNoticeSink(sink: (line: string) => void): void {
   noticeSink = sink;
@@ -100,23 +100,25 @@ export function mismatch(rec: RecordKey, key: RecordKey): string | null {
 /** The record for `key` if one exists and matches; otherwise null (with a notice when a file was there). */
 export function loadRecord(key: RecordKey, dir = tuningDir()): TuningRecord | null {
   const path = recordFile(key, dir);
-  if (loaded.has(path)) return loaded.get(path)!;
-  let rec: TuningRecord | null = null;
-  if (existsSync(path)) {
-    try {
-      rec = parseRecord(path, readFileSync(path, "utf8"));
-      const why = mismatch(rec.key, key);
-      if (why) {
-        notice(path, why);
-        rec = null;
+  if (!loaded.has(path)) {
+    let parsed: TuningRecord | string | null = null;
+    if (existsSync(path)) {
+      try {
+        parsed = parseRecord(path, readFileSync(path, "utf8"));
+      } catch (e) {
+        parsed = e instanceof TuneError ? e.message.replace(/^ZV8003: tuning record \S+ is not valid: /, "not valid: ") : String(e);
       }
-    } catch (e) {
-      notice(path, e instanceof TuneError ? e.message.replace(/^ZV8003: tuning record \S+ is not valid: /, "not valid: ") : String(e));
-      rec = null;
     }
+    loaded.set(path, parsed);
   }
-  loaded.set(path, rec);
-  return rec;
+  const rec = loaded.get(path)!;
+  if (rec === null) return null;
+  const why = typeof rec === "string" ? rec : mismatch(rec.key, key);
+  if (why) {
+    notice(path, why);
+    return null;
+  }
+  return rec as TuningRecord;
 }
 
 /** The tuned config of one stage and bucket, or undefined (no record, stale record, or bucket not tuned). */
