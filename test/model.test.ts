@@ -18,6 +18,7 @@ import { argmax, createSampler } from "../src/model/sampling.ts";
 import { buildPrompt, loadModel, loadPolicy } from "../src/model/session.ts";
 import { DEMO_PROMPT } from "../src/cli/demo.ts";
 import { writeSafetensors } from "../src/io/safetensors.ts";
+import type { Tensor } from "../src/io/tensor.ts";
 import { decodeStep, logits, prefill } from "../src/model/text.ts";
 import type { ImageInput } from "../src/model/vision.ts";
 import { TEXT } from "../src/model/weights.ts";
@@ -264,9 +265,9 @@ describe("zipvl demo / run (CLI)", () => {
     const e2 = await cli("run", "--model", dir, "--image", img, "--prompt", "x", "--param", "nope=1", "--backend", "cpu");
     expect(e2.code).toBe(1);
     expect(e2.err).toMatch(/error ZV1207: unknown parameter 'nope'/);
-    const e3 = await cli("run", "--model", dir, "--image", img, "--prompt", "x", "--backend", "webgpu");
+    const e3 = await cli("run", "--model", dir, "--image", img, "--prompt", "x", "--backend", "metal");
     expect(e3.code).toBe(1);
-    expect(e3.err).toMatch(/error ZV6104: backend 'webgpu' is not available/);
+    expect(e3.err).toMatch(/error ZV6104: backend 'metal' is not available/);
     const e4 = await cli("run", "--model", join(dir, "nowhere"), "--prompt", "x", "--backend", "cpu");
     expect(e4.code).toBe(1);
     expect(e4.err).not.toMatch(/\n\s+at /);
@@ -282,7 +283,7 @@ describe("zipvl demo / run (CLI)", () => {
     const f32 = (shape: number[], data: ArrayLike<number>) => ({ dtype: "f32" as const, shape, data: Float64Array.from(data) });
     const write = (logits: Float32Array, name: string): string => {
       const file = join(dir, `${name}.safetensors`);
-      writeSafetensors(file, new Map([
+      writeSafetensors(file, new Map<string, Tensor>([
         ["input_ids", { dtype: "i32" as const, shape: [1, n], data: Int32Array.from(prompt.ids) }],
         ["pixel_values", f32([1, ...prompt.image!.shape], prompt.image!.pixels)],
         ["image_sizes", { dtype: "i32" as const, shape: [1, 2], data: Int32Array.from(prompt.image!.imageSize) }],

@@ -21,11 +21,15 @@ export const ZIPVL_PROGRAM = ((): string => {
   return existsSync(here) ? here : resolve("dsl/zipvl.ts");
 })();
 
-// Static import() calls so bundlers (bench/model-bundle.mjs) keep them; WebGPU joins when src/model/webgpu-ops.ts exists.
+// Static import() calls so bundlers (bench/model-bundle.mjs) keep them.
 const FACTORIES: Partial<Record<BackendName, () => Promise<OpsFactory>>> = {
   cpu: async () => (await import("./cpu-ops.ts")).createCpuOps,
   cuda: async () => (await import("./cuda-ops.ts")).createCudaOps,
+  webgpu: async () => (await import("./webgpu-ops.ts")).createWebgpuOps,
 };
+
+/** Software rasterizers (Mesa lavapipe/llvmpipe, SwiftShader) run WebGPU on the CPU, slower than the cpu ops. */
+const SOFTWARE_ADAPTER = /llvmpipe|lavapipe|swiftshader|software/i;
 
 export async function createOps(backend: string, opts: OpsOptions = {}): Promise<ModelOps> {
   if (!["cpu", "cuda", "webgpu"].includes(backend)) throw new LlavaError("ZV6104", [backend, "choose auto, cpu, cuda or webgpu"]);
@@ -34,13 +38,21 @@ export async function createOps(backend: string, opts: OpsOptions = {}): Promise
   return (await load())(opts);
 }
 
-/** CUDA when its ops load and find a GPU, else the CPU in f32 (the reasons it fell back are returned). */
+/** CUDA when its ops load and find a GPU, else WebGPU on a hardware adapter, else the CPU in f32 (the reasons it
+ *  fell back are returned). */
 export async function bestOps(opts: OpsOptions = {}): Promise<{ ops: ModelOps; fallbacks: string[] }> {
   const fallbacks: string[] = [];
   for (const b of ["cuda", "webgpu"] as const) {
     if (!FACTORIES[b]) continue;
     try {
-      return { ops: await createOps(b, opts), fallbacks };
+      const ops = await createOps(b, opts);
+      const adapter = (ops as { adapter?: unknown }).adapter;
+      if (typeof adapter === "string" && SOFTWARE_ADAPTER.test(adapter)) {
+        ops.dispose();
+        fallbacks.push(`${b}: the adapter '${adapter}' is a software rasterizer`);
+        continue;
+      }
+      return { ops, fallbacks };
     } catch (e) {
       fallbacks.push(`${b}: ${(e as Error).message}`);
     }
