@@ -104,6 +104,7 @@ describe("config.json", () => {
     old.text_config.rope_scaling = { type: "dynamic", factor: 4 };
     expect(parseConfig(old, "old.json").text.ropeScaling).toEqual({ type: "dynamic", factor: 4, rope_type: "dynamic" });
     expect(parseConfig(old, "old.json").text.ropeTheta).toBe(10000);
+    expect(parseConfig({ ...LLAVA15, projector_hidden_act: "gelu_pytorch_tanh" }, "a.json").projectorHiddenAct).toBe("gelu_tanh");
   });
 
   it("fills LLaVA's default vision tower when vision_config is absent", () => {

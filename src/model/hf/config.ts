@@ -16,6 +16,9 @@ const ROPE_TYPES = ["default", "linear", "dynamic", "llama3", "yarn", "longrope"
 /** LlavaNextConfig's default image_grid_pinpoints. */
 const DEFAULT_PINPOINTS: [number, number][] = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]];
 
+/** transformers' ACT2FN names of the tanh-approximated GELU. */
+const ACT_ALIASES: Record<string, string> = { gelu_pytorch_tanh: "gelu_tanh", gelu_new: "gelu_tanh" };
+
 const isObj = (x: unknown): x is Json => typeof x === "object" && x !== null && !Array.isArray(x);
 
 export function readJsonFile(path: string): unknown {
@@ -70,7 +73,8 @@ class Fields {
   }
 
   oneOf<T extends string>(key: string, dflt: T, allowed: readonly T[]): T {
-    const v = this.obj[key] ?? dflt;
+    const raw = this.obj[key] ?? dflt;
+    const v = typeof raw === "string" ? (ACT_ALIASES[raw] ?? raw) : raw;
     if (typeof v !== "string" || !allowed.includes(v as T)) throw this.bad(key, `expected one of ${allowed.join(", ")}`);
     return v as T;
   }
