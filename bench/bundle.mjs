@@ -28,6 +28,18 @@ await build({
   logLevel: "warning",
 });
 console.log("bundled .gpu/bench.mjs");
+// `zipvl tune` on the GPU host (src/tune/main.ts -> .gpu/tune.mjs; --program takes printed IR there).
+await build({
+  entryPoints: ["src/tune/main.ts"],
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  outfile: ".gpu/tune.mjs",
+  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+  logLevel: "warning",
+});
+console.log("bundled .gpu/tune.mjs");
 
 // The WGSL runner (bench/wgsl-check.ts -> .gpu/wgsl-check.mjs). The `webgpu` package loads dist/<platform>/dawn.node
 // beside its index.js; bundled, it loads ZIPVL_DAWN_NODE or .gpu/dawn.node instead (bench/wgsl-gpu.sh unpacks

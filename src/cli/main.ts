@@ -46,7 +46,10 @@ const MODEL_COMMANDS: Record<string, () => Promise<Command>> = {
 
 // Tuning and benchmarking parse their own options (src/cli/tune.ts, bench.ts); imported on use.
 const TOOL_COMMANDS: Record<string, () => Promise<(argv: readonly string[], out: Out) => Promise<number>>> = {
-  tune: async () => (await import("./tune.ts")).tuneCommand,
+  tune: async () => {
+    const { tuneCommand, loadIrProgram } = await import("./tune.ts");
+    return (argv, out) => tuneCommand(argv, out, (f) => (f.endsWith(".ir") ? loadIrProgram(f) : compileFile(f).final));
+  },
   bench: async () => (await import("./bench.ts")).benchCommand,
 };
 

@@ -1,7 +1,10 @@
 // `zipvl tune`: per-GPU autotuning of the kernels' configs (schedule only, never code), stored in
 // generated/tuning/<gpu-key>.json and picked up by the executors' config selection.
 import { parseArgs } from "node:util";
-import { compileFile } from "../driver.ts";
+import { readFileSync } from "node:fs";
+import { parseProgram } from "../ir/parse.ts";
+import { verifyProgram } from "../ir/verify.ts";
+import type { Program } from "../ir/ir.ts";
 import { TuneError, tuneFail } from "../tune/errors.ts";
 import { CUDA_PRESETS, type CudaLimits, type Space } from "../tune/space.ts";
 import { DEFAULT_GPU_SHAPES, parseShapes } from "../tune/shapes.ts";
@@ -44,7 +47,13 @@ function describeSpace(t: Task<object>, out: Out): void {
   out(`  ${t.stage.padEnd(11)} ${t.bucket.padEnd(34)} ${String(t.space.configs.length).padStart(4)} of ${String(t.space.total).padStart(4)} configs${pruned ? `  (pruned: ${pruned})` : ""}`);
 }
 
-export async function tuneCommand(argv: readonly string[], out: Out): Promise<number> {
+/** Programs as printed IR (`*.final.ir`); `zipvl tune` (src/cli/main.ts) also takes DSL files through the front end. */
+export function loadIrProgram(file: string): Program {
+  if (!file.endsWith(".ir")) tuneFail("ZV8001", ["--program", `this runner reads printed IR (e.g. test/golden/topk-ratio.final.ir), not '${file}'`]);
+  return verifyProgram(parseProgram(readFileSync(file, "utf8")));
+}
+
+export async function tuneCommand(argv: readonly string[], out: Out, load: (file: string) => Program = loadIrProgram): Promise<number> {
   const o = options(argv);
   if (o.help) return out(TUNE_USAGE), 0;
   const backend = o.backend!;
@@ -55,7 +64,7 @@ export async function tuneCommand(argv: readonly string[], out: Out): Promise<nu
   const jobs = o.jobs === undefined ? undefined : int("--jobs", o.jobs, 1);
   if (o.arch !== undefined && !(o.arch in CUDA_PRESETS)) tuneFail("ZV8001", ["--arch", `expected ${Object.keys(CUDA_PRESETS).join(" or ")}, got '${o.arch}'`]);
   const shapes = parseShapes(o.shapes ?? (backend === "cuda" ? DEFAULT_GPU_SHAPES : WEBGPU_SHAPES));
-  const p = compileFile(o.program!).final;
+  const p = load(o.program!);
   const dir = o.out ?? tuningDir();
   const dry = o["dry-run"] === true;
 
