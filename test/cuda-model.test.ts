@@ -59,3 +59,20 @@ describe.skipIf(!haveGxx)("model kernel argument blocks", () => {
     }
   });
 });
+
+describe("model buffer pool size classes", () => {
+  it("a class holds the request with at most 1/16 slack above 1 MiB, and is its own class", async () => {
+    const fc = (await import("fast-check")).default;
+    const { sizeClass } = await import("../src/backends/cuda/model-pool.ts");
+    fc.assert(fc.property(fc.integer({ min: 1, max: 2 ** 40 }), (b) => {
+      const c = sizeClass(b);
+      expect(c).toBeGreaterThanOrEqual(b);
+      expect(c).toBeLessThanOrEqual(b <= 1 << 20 ? Math.max(b, 256) + 255 : b * (1 + 1 / 16));
+      expect(sizeClass(c)).toBe(c);
+    }));
+    // A growing KV cache (one 10 KiB token row per step on 335 MB) stays in one class for many steps.
+    const base = 40 * 32768 * 128 * 2;
+    const classes = new Set(Array.from({ length: 64 }, (_, s) => sizeClass(base + s * 40 * 128 * 2)));
+    expect(classes.size).toBeLessThanOrEqual(2);
+  });
+});

@@ -8,14 +8,25 @@ import type { CudaDType } from "./render.ts";
 
 export const ESIZE: Record<CudaDType, number> = { f32: 4, f16: 2, bf16: 2 };
 
+/**
+ * Size classes: 256-byte steps up to 1 MiB, then 16 steps per power of two (at most ~6% slack). A KV cache that
+ * grows by one token per decode step stays in one class for many steps, so its buffers are reused.
+ */
+export function sizeClass(bytes: number): number {
+  const b = Math.max(256, bytes);
+  if (b <= 1 << 20) return Math.ceil(b / 256) * 256;
+  const step = 2 ** (Math.floor(Math.log2(b)) - 4);
+  return Math.ceil(b / step) * step;
+}
+
 export class BufferPool {
   private readonly free = new Map<number, DeviceBuffer[]>();
   private held = 0;
   constructor(private readonly dev: CudaDevice) {}
 
-  /** A buffer of exactly `bytes` (at least 16), reused when one of that size was given back. */
+  /** A buffer of at least `bytes` (its size class), reused when one of that class was given back. */
   take(bytes: number): DeviceBuffer {
-    const size = Math.max(16, Math.ceil(bytes / 16) * 16);
+    const size = sizeClass(bytes);
     const list = this.free.get(size);
     const hit = list?.pop();
     if (hit) {
@@ -32,9 +43,13 @@ export class BufferPool {
     }
   }
 
-  /** Back to the pool (not to the driver); idempotent per buffer because callers free handles once. */
+  /** Back to the pool (not to the driver). Buffers of other sizes (e.g. the fused pipeline's) go to the driver. */
   give(buf: DeviceBuffer): void {
     if (buf.released) return;
+    if (sizeClass(buf.bytes) !== buf.bytes) {
+      buf.free();
+      return;
+    }
     const list = this.free.get(buf.bytes) ?? [];
     list.push(buf);
     this.free.set(buf.bytes, list);
