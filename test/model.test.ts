@@ -9,7 +9,7 @@ import { main } from "../src/cli/main.ts";
 import { Rng } from "../src/io/random.ts";
 import { interpret } from "../src/interp/run.ts";
 import type { LlavaConfig } from "../src/model/config.ts";
-import { createCpuOpsSync, erf, matmulNT } from "../src/model/cpu-ops.ts";
+import { createCpuOpsSync, erf, hostToF32, matmulNT } from "../src/model/cpu-ops.ts";
 import { anyresGridShape, numImageTokens } from "../src/model/hf/index.ts";
 import { LlavaModel } from "../src/model/llava.ts";
 import type { ModelOps } from "../src/model/ops.ts";
@@ -61,6 +61,13 @@ describe("cpu ops", () => {
       });
       expect(maxAbs(y, ref)).toBeLessThan(1e-5);
     }
+  });
+
+  it("checkpoint bytes: f32, f16 and bf16 decode to f32", () => {
+    const bytes = (xs: number[]): Uint8Array => new Uint8Array(Uint16Array.from(xs).buffer);
+    expect([...hostToF32({ dtype: "bf16", shape: [3], bytes: bytes([0x3f80, 0xc000, 0x3fc0]) })]).toEqual([1, -2, 1.5]);
+    expect([...hostToF32({ dtype: "f16", shape: [3], bytes: bytes([0x3c00, 0xc000, 0x3e00]) })]).toEqual([1, -2, 1.5]);
+    expect([...hostToF32({ dtype: "f32", shape: [2], bytes: new Uint8Array(Float32Array.of(0.25, -3).buffer) })]).toEqual([0.25, -3]);
   });
 
   it("erf is within 2e-7 of the series", () => {
@@ -271,6 +278,19 @@ describe("zipvl demo / run (CLI)", () => {
     const e4 = await cli("run", "--model", join(dir, "nowhere"), "--prompt", "x", "--backend", "cpu");
     expect(e4.code).toBe(1);
     expect(e4.err).not.toMatch(/\n\s+at /);
+    const t = await cli("run", "--model", dir, "--prompt", "Hello", "--backend", "cpu", "--max-new-tokens", "2", "--temperature", "0.8", "--top-p", "0.9", "--seed", "4");
+    expect(t.code, t.err).toBe(0); // text only, sampled
+    expect(t.err).toMatch(/kept per layer/);
+  }, 60_000);
+
+  it("demo with a bf16 checkpoint on the cpu ops", async () => {
+    const r = await cli("demo", "--out", mkdtempSync(join(tmpdir(), "zipvl-bf16-")), "--size", "tiny", "--backend", "cpu", "--weights-dtype", "bf16", "--max-new-tokens", "2", "--json");
+    expect(r.code, r.err).toBe(0);
+    expect(JSON.parse(r.out).zipvl.tokens.length).toBe(2);
+    // The cpu ops compute in f32 only: a bf16 compute dtype is refused with a code.
+    const e = await cli("demo", "--out", mkdtempSync(join(tmpdir(), "zipvl-bf16-")), "--size", "tiny", "--backend", "cpu", "--dtype", "bf16");
+    expect(e.code).toBe(1);
+    expect(e.err).toMatch(/error ZV6103: dtype bf16 on the cpu backend/);
   }, 60_000);
 
   it("parity against a reference in bench/llava_parity.py's format: exact for our own logits, caught when perturbed", async () => {

@@ -10,7 +10,7 @@ import { writeRandomLlavaNext, type WriteOptions } from "../model/hf/index.ts";
 import { buildPrompt, formatReport, loadModel, loadPolicy, reportJson, runPrompt, ZIPVL_PROGRAM } from "../model/session.ts";
 import { opsFor, parseNumber, parseParamList, progress, type Out } from "./run.ts";
 
-export const DEMO_USAGE = `usage: zipvl demo [--out DIR] [--size tiny|small|medium] [--backend auto|cpu|cuda|webgpu] [--dtype f32|f16|bf16] [--tau T] [--param NAME=VALUE]...
+export const DEMO_USAGE = `usage: zipvl demo [--out DIR] [--size tiny|small|medium] [--backend auto|cpu|cuda|webgpu] [--dtype f32|f16|bf16] [--weights-dtype f32|f16|bf16] [--tau T] [--param NAME=VALUE]...
                   [--max-new-tokens N] [--prompt TEXT] [--json]`;
 
 /** Demo checkpoints (tiny: the tests). Text head dim 64 (the fused CUDA kernels take 64, 80, 96, 128, 256). small: ~200 prompt tokens
@@ -49,6 +49,7 @@ export async function demoCommand(argv: readonly string[], out: Out, err: Out): 
         out: { type: "string" }, backend: { type: "string", default: "auto" }, dtype: { type: "string" }, tau: { type: "string" },
         param: { type: "string", multiple: true, default: [] }, "max-new-tokens": { type: "string", default: "12" },
         prompt: { type: "string", default: DEMO_PROMPT }, json: { type: "boolean" }, size: { type: "string", default: "small" },
+        "weights-dtype": { type: "string", default: "f32" },
       },
     }).values;
   } catch (e) {
@@ -62,7 +63,9 @@ export async function demoCommand(argv: readonly string[], out: Out, err: Out): 
   const dir = o.out ?? mkdtempSync(join(tmpdir(), "zipvl-demo-"));
   mkdirSync(dir, { recursive: true });
   const size = SIZES[o.size!] ?? fail("ZV5001", [`--size takes ${Object.keys(SIZES).join(" or ")}, got '${o.size}'`]);
-  writeRandomLlavaNext(dir, { seed: 0, ...size, ...(o.dtype && o.dtype !== "f32" ? { dtype: o.dtype as "f16" | "bf16" } : {}) });
+  const wd = o["weights-dtype"]!;
+  if (!["f32", "f16", "bf16"].includes(wd)) fail("ZV5001", [`--weights-dtype takes f32, f16 or bf16, got '${wd}'`]);
+  writeRandomLlavaNext(dir, { seed: 0, ...size, dtype: wd as "f32" | "f16" | "bf16" });
   const imagePath = join(dir, "demo.png");
   writeFileSync(imagePath, demoImage());
   err(`wrote a random LLaVA-Next checkpoint and ${imagePath} to ${dir}`);

@@ -36,16 +36,22 @@ export async function parityCommand(argv: readonly string[], out: Out, err: Out)
     const ref = readParityRef(m.cfg, refFile, refJson);
     const lines: string[] = [];
     let promptMatch: boolean | null = null;
+    let pixelMaxAbs: number | null = null;
     if (o.prompt !== undefined) {
       const ours = buildPrompt(m.cfg, dir, m.tok, o.prompt, o.image);
       promptMatch = ours.ids.length === ref.ids.length && ours.ids.every((x, i) => x === ref.ids[i]);
       lines.push(`our prompt building ${promptMatch ? "reproduces" : "DIFFERS from"} the reference input_ids (${ours.ids.length} vs ${ref.ids.length} tokens)`);
+      if (ours.image && ref.image) {
+        const same = ours.image.shape.join() === ref.image.shape.join();
+        pixelMaxAbs = same ? ours.image.pixels.reduce((m, x, i) => Math.max(m, Math.abs(x - ref.image!.pixels[i]!)), 0) : null;
+        lines.push(same ? `our image preprocessing: pixel values max abs diff ${pixelMaxAbs!.toExponential(3)}` : `our image preprocessing gives [${ours.image.shape}], the reference [${ref.image.shape}]`);
+      }
     }
     const dense = compareToRef(m.model, ref, "dense", undefined);
     const zip = compareToRef(m.model, ref, "zipvl", policy);
     m.model.dispose();
     const pass = tol === undefined || (dense.maxRelLast <= tol && (dense.maxRelAll ?? 0) <= tol && dense.greedyMatch === ref.greedy.length);
-    if (o.json) out(JSON.stringify({ backend: ops.name, refGreedy: ref.greedy, promptMatch, dense, zipvl: zip, tol: tol ?? null, pass }, null, 2));
+    if (o.json) out(JSON.stringify({ backend: ops.name, dtype: ops.dtype, refGreedy: ref.greedy, promptMatch, pixelMaxAbs, dense, zipvl: zip, tol: tol ?? null, pass }, null, 2));
     else {
       out(`parity on ${ops.name}: ${ref.ids.length} prompt tokens, ${ref.greedy.length} reference greedy tokens`);
       for (const l of lines) out(l);
