@@ -1,0 +1,149 @@
+// Serving throughput on one GPU with a LLaVA-Next-13B-shaped decoder (hidden 5120, 40 layers, 40 heads, d 128,
+// intermediate 13824, vocab 32064, bf16; weights drawn on the device as in bench/llava-scale.ts): the serving
+// engine (src/serve/engine.ts) with the paged pool on the GPU, dense vs ZipVL (fixed 36.7% kept ratio, the paper's
+// LLaVA-Next-13B mean), decode tokens/s at batch 1 and at the largest batch the memory planner fits, at 2.9k /
+// 16k / 32k prompts; then one 128k-token ZipVL prefill layer by layer (the planner says first whether it fits).
+// Batch members after the first are page-table clones of the first sequence's lengths (decode time does not depend
+// on the cached values), so only one prefill per (length, mode) is paid.
+//   bundle here:  npx esbuild bench/serve-bench.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu \
+//                   --outfile=.gpu/serve-bench.mjs "--banner:js=import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
+//   GPU host:     node .gpu/serve-bench.mjs [--quick] [--layers=N] [--lengths=2900,16000,32000] [--steps=N] [--no-128k]
+import { readFileSync } from "node:fs";
+import { createCudaAttention } from "../src/backends/cuda/paged-serve.ts";
+import { openCuda } from "../src/backends/cuda/executor.ts";
+import { parseProgram } from "../src/ir/parse.ts";
+import { verifyProgram } from "../src/ir/verify.ts";
+import type { LlavaConfig } from "../src/model/config.ts";
+import { createCudaOpsWith } from "../src/model/cuda-ops.ts";
+import type { ChatTokenizer } from "../src/model/hf/index.ts";
+import type { Policy } from "../src/model/ops.ts";
+import { TEXT, Weights, weightSpecs } from "../src/model/weights.ts";
+import { LlavaEngine } from "../src/serve/engine.ts";
+import { checkRequest, describePlan, fmtBytes, planMemory, sequencesThatFit, type ModelShape } from "../src/serve/planner.ts";
+
+const args = process.argv.slice(2);
+const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
+const quick = args.includes("--quick");
+const layers = Number(flag("layers") ?? (quick ? 8 : 40));
+const lengths = (flag("lengths") ?? (quick ? "2900" : "2900,16000,32000")).split(",").map(Number);
+const steps = Number(flag("steps") ?? (quick ? 4 : 12));
+const maxBatchCap = Number(flag("max-batch") ?? 64);
+const log = (s: string): void => void process.stdout.write(s + "\n");
+
+const CFG: LlavaConfig = {
+  modelType: "llava_next",
+  text: {
+    hiddenSize: 5120, intermediateSize: 13824, numLayers: layers, numHeads: 40, numKvHeads: 40, headDim: 128, vocabSize: 32064,
+    rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: 131072 + 1024, tieWordEmbeddings: false,
+    hiddenAct: "silu", attentionBias: false, mlpBias: false,
+  },
+  vision: { hiddenSize: 1024, intermediateSize: 4096, numLayers: 1, numHeads: 16, imageSize: 336, patchSize: 14, numChannels: 3, layerNormEps: 1e-5, hiddenAct: "quick_gelu" },
+  visionFeatureLayer: -2, visionFeatureSelectStrategy: "default", projectorHiddenAct: "gelu", multimodalProjectorBias: true,
+  imageTokenIndex: 32000, imageGridPinpoints: [[336, 672]], bosTokenId: 1, eosTokenIds: [2], padTokenId: null, dtype: "bf16",
+};
+const t = CFG.text;
+const SHAPE: ModelShape = { layers, hidden: t.hiddenSize, intermediate: t.intermediateSize, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, vocab: t.vocabSize, maxPositions: t.maxPositionEmbeddings };
+
+const golden = (name: string) => verifyProgram(parseProgram(readFileSync(`test/golden/${name}.final.ir`, "utf8")));
+const ctx = openCuda();
+log(`device: ${ctx.dev.info.name} cc ${ctx.dev.info.computeCapability.join(".")} SMs ${ctx.dev.info.smCount}`);
+const ops = createCudaOpsWith(ctx, "bf16", golden("dense"));
+const zipvl: Policy = { program: golden("topk-ratio"), params: { ratio: 0.367 } };
+
+const w = new Weights(ops);
+let seed = 1;
+for (const s of weightSpecs(CFG)) {
+  if (!(s.name.startsWith(TEXT) || s.name === "lm_head.weight")) continue;
+  const n = s.shape.reduce((a, b) => a * b, 1);
+  if (s.shape.length === 1) w.set(s.name, ops.fromF32(s.shape, new Float32Array(n).fill(1)));
+  else {
+    const buf = ctx.dev.alloc(n * 2);
+    ops.kernels.init(buf, n, seed++, 0.02);
+    w.set(s.name, ops.adopt(buf, s.shape));
+  }
+}
+ops.sync();
+const noTok = new Proxy({}, { get: () => { throw new Error("no tokenizer in the benchmark"); } }) as ChatTokenizer;
+const ckpt = { cfg: CFG, tok: noTok, proc: {}, w, weightBytes: 0 };
+log(`weights: ${layers} layers bf16 on the device; free ${fmtBytes(ctx.dev.memInfo().free)}`);
+
+const ids = (n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % 31000));
+
+/** One engine (pool sized by the planner) for a mode and a longest prompt. */
+function engineFor(policy: Policy | undefined, maxPrompt: number): LlavaEngine {
+  const plan = planMemory(SHAPE, {
+    freeBytes: ctx.dev.memInfo().free, elemBytes: 2, pageTokens: 16, layout: "per-layer", keptRatio: policy ? 0.367 : 1, sparse: policy !== undefined,
+    maxBatch: maxBatchCap, maxPromptTokens: maxPrompt,
+  });
+  const attn = createCudaAttention(ops, { layers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: 16, layout: "per-layer", numPages: plan.numPages });
+  return new LlavaEngine(ops, ckpt, attn, plan, { modelId: "13b-shaped", ...(policy ? { policy } : {}) });
+}
+
+function bench(n: number, policy: Policy | undefined): void {
+  const mode = policy ? "zipvl 36.7%" : "dense";
+  let eng: LlavaEngine | undefined;
+  try {
+    eng = engineFor(policy, n);
+    checkRequest(eng.plan, n, steps + 1);
+    const fit = Math.max(1, sequencesThatFit(eng.plan, n, steps + 1));
+    const pool = eng.pool;
+    pool.addSequence("s0");
+    const a = performance.now();
+    const first = eng.prefill("s0", { ids: ids(n) }).first;
+    ops.sync();
+    const prefillMs = performance.now() - a;
+    const lens = Array.from({ length: layers }, (_, l) => pool.lengths("s0", l));
+    for (const B of [...new Set([1, fit])]) {
+      const seqs = Array.from({ length: B }, (_, b) => `s${b}`);
+      for (const s of seqs.slice(1)) {
+        if (!pool.has(s)) {
+          pool.addSequence(s);
+          lens.forEach((ln, l) => pool.reserveRows(s, l, ln));
+        }
+      }
+      const batch = seqs.map((seq) => ({ seq, token: first, position: n }));
+      eng.decode(batch); // warm (GEMM plans for this batch)
+      ops.sync();
+      const b = performance.now();
+      for (let i = 0; i < steps; i++) eng.decode(batch.map((x) => ({ ...x, position: n + 1 + i })));
+      ops.sync();
+      const ms = (performance.now() - b) / steps;
+      log(`${mode.padEnd(12)} n ${String(n).padStart(6)} prefill ${prefillMs.toFixed(0).padStart(7)} ms  batch ${String(B).padStart(3)}${B === fit && B > 1 ? " (max fit)" : "          "}: ${ms.toFixed(1).padStart(7)} ms/step  ${((B * 1000) / ms).toFixed(1).padStart(8)} tokens/s`);
+    }
+  } catch (e) {
+    log(`${mode.padEnd(12)} n ${String(n).padStart(6)}: ${String((e as Error).message ?? e).slice(0, 300)}`);
+  } finally {
+    eng?.attn.dispose();
+  }
+}
+
+// Warm-up: kernel compiles and GEMM plans.
+bench(256, undefined);
+bench(256, zipvl);
+log("warm-up done");
+for (const n of lengths) for (const p of [undefined, zipvl]) bench(n, p);
+
+if (!args.includes("--no-128k")) {
+  const n = 131072;
+  log(`128k-token ZipVL prefill, layer by layer:`);
+  let eng: LlavaEngine | undefined;
+  try {
+    eng = engineFor(zipvl, n);
+    log(describePlan(eng.plan).split("\n").map((l) => `  ${l}`).join("\n"));
+    checkRequest(eng.plan, n, 1);
+    eng.pool.addSequence("long");
+    const a = performance.now();
+    eng.prefill("long", { ids: ids(n) });
+    ops.sync();
+    const ms = performance.now() - a;
+    const mem = ctx.dev.memInfo();
+    log(`  prefill of ${n} tokens: ${(ms / 1000).toFixed(1)} s; pool ${fmtBytes(eng.pool.usedBytes)} used; device ${fmtBytes(mem.total - mem.free)} in use of ${fmtBytes(mem.total)}`);
+    log(`  dense: ${(() => { try { checkRequest(planMemory(SHAPE, { ...eng.plan.options, keptRatio: 1, sparse: false }), n, 1); return "would fit"; } catch (e) { return (e as Error).message; } })()}`);
+  } catch (e) {
+    log(`  ${String((e as Error).message ?? e).slice(0, 400)}`);
+  } finally {
+    eng?.attn.dispose();
+  }
+}
+w.free();
+ops.dispose();
