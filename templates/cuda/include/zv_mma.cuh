@@ -16,7 +16,7 @@
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
-#include <stdint.h>
+#include "zv_common.cuh"  // fixed-width integer types (spelled out under NVRTC, which has no stdint.h)
 
 template <int R>
 struct ZvSw128 {  // byte offset of 16-byte chunk c of row r in an R-row swizzled tile
