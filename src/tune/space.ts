@@ -132,6 +132,9 @@ export function wgslSpace(stage: WgslStage, d: number, L: WgslLimits, fallback: 
         return c.selectWorkgroup! > inv ? "invocations" : 4 * (16 * c.selectWorkgroup! + 256 + 2 * c.selectWorkgroup! + 1) > smem ? "workgroup storage" : null;
       case "attention":
         if ((d / 4) % c.attnTPR! !== 0 || c.attnBK! % c.attnTPR! !== 0) return "lanes must divide d / 4 and the key tile";
+        // lib/attention.wgsl loads the key tile's positions one per thread (`if (t < ATT_BK)`): fewer threads than
+        // keys leave positions unset (the tuner's verification caught these configs: wrong output).
+        if (c.attnBQ! * c.attnTPR! < c.attnBK!) return "threads (BQ x TPR) must cover the key tile";
         return c.attnBQ! * c.attnTPR! > inv ? "invocations" : attnSmem(c.attnBQ!, c.attnBK!, d) > smem ? "workgroup storage" : null;
       case "decode":
         return c.decodeWorkgroup! > inv ? "invocations" : null;
