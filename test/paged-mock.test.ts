@@ -1,0 +1,59 @@
+// The paged serving kernels' host path on the mock driver (native/mock): real kernels compiled by nvcc, real
+// argument blocks, launch geometry and page-table uploads; the mock records launches instead of running them.
+// One driver per process, so this file sets ZIPVL_LIBCUDA before anything loads the addon.
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { nvccVersion } from "../src/backends/cuda/compile.ts";
+
+const MOCK = resolve("native/mock/libcuda_mock.so");
+const ADDON = resolve("native/build/Release/zipvl_native.node");
+const ready = existsSync(MOCK) && existsSync(ADDON) && nvccVersion() !== null;
+if (!ready) console.warn("NOTICE: mock libcuda, native addon or nvcc missing; the paged kernels' host-path test is skipped");
+process.env.ZIPVL_LIBCUDA = MOCK;
+
+describe.skipIf(!ready)("paged decode on the mock driver", () => {
+  it("one split + combine pair for a ragged batch; device append; host writes land in the page rows", async () => {
+    const { openCuda } = await import("../src/backends/cuda/executor.ts");
+    const { CudaPagedDecode, CudaPageStorage, loadPagedKernels, PAGED_ARG_LAYOUTS, pagedSplits, decodeRows } = await import("../src/backends/cuda/paged.ts");
+    const { PagedKvPool } = await import("../src/serve/pool.ts");
+    const ctx = openCuda();
+    const geom = { layers: 1, kvHeads: 2, headDim: 64, pageTokens: 16, layout: "per-layer" as const, numPages: 64, elemBytes: 2 };
+    const storage = new CudaPageStorage(ctx.dev, geom, "bf16");
+    const pool = new PagedKvPool(geom, storage);
+    const kernels = loadPagedKernels(ctx.dev, ctx.arch, "bf16", 64);
+    const lens = [5, 40, 17];
+    lens.forEach((n, b) => {
+      pool.addSequence(`s${b}`);
+      const k = Float32Array.from({ length: 2 * n * 64 }, (_, i) => (i % 7) - 3);
+      pool.append(`s${b}`, 0, k, k, n);
+    });
+    // The rows of s1, head 1, token 20 read back from the device buffer: what was written, in bf16.
+    const t = pool.tables(["s0", "s1", "s2"], 0);
+    const page = t.pages[t.indptr[1]! + 1]!;
+    const row = (page * 2 + 1) * 16 + (20 % 16);
+    const got = decodeRows(storage.k.read(new Uint8Array(128), row * 128), "bf16");
+    expect(Array.from(got)).toEqual(Array.from({ length: 64 }, (_, e) => (((1 * 40 + 20) * 64 + e) % 7) - 3));
+    const dec = new CudaPagedDecode(ctx.dev, storage, kernels, 8, 4);
+    const q = ctx.dev.alloc(3 * 8 * 64 * 2);
+    const o = ctx.dev.alloc(3 * 8 * 64 * 2);
+    const before = ctx.dev.mockLastLaunch()?.launches ?? 0;
+    dec.enqueue(t, q, o, 0.125, null, "hbd");
+    const last = ctx.dev.mockLastLaunch()!;
+    expect(last.launches - before).toBe(2);
+    expect(last.grid).toEqual([8, 3, 1]); // combine: (Hq, batch)
+    expect(last.argsBytes).toBe(8 * PAGED_ARG_LAYOUTS.ZvPagedDecodeArgs.length);
+    expect(pagedSplits(ctx.dev.info.smCount, 2, 3, 40)).toBe(1); // 40 tokens: one slice of >= 64
+    const rows = ctx.dev.alloc(4 * 2 * 3);
+    rows.write(Int32Array.from([0, 1, 2, 3, 4, -1]));
+    storage.appendDevice(kernels, { k: q, v: q, t: 3 }, rows);
+    const ap = ctx.dev.mockLastLaunch()!;
+    expect(ap.grid).toEqual([1, 2, 1]);
+    expect(ap.block).toEqual([128, 1, 1]);
+    expect(ap.argsBytes).toBe(8 * PAGED_ARG_LAYOUTS.ZvPagedAppendArgs.length);
+    for (const b of [q, o, rows]) b.free();
+    dec.free();
+    pool.dispose();
+    ctx.dispose();
+  });
+});
