@@ -293,10 +293,16 @@ export class WebgpuOps implements ModelOps {
   sync(): void {
     this.ask((seq) => ({ t: "sync", seq }));
   }
+  /** Waits until the device thread has destroyed the device (the process may exit right after). */
   dispose(): void {
     if (this.disposed) return;
-    this.disposed = true;
-    this.worker.postMessage({ t: "dispose" });
+    try {
+      this.ask((seq) => ({ t: "dispose", seq }));
+    } catch {
+      // a device that is already lost has nothing left to release
+    } finally {
+      this.disposed = true;
+    }
   }
 }
 

@@ -27,7 +27,8 @@ export type ModelRequest =
   | { t: "decode"; out: number; q: number; kc: number; vc: number; Hq: number; Hkv: number; rows: number; len: number; d: number }
   | { t: "sparse"; seq: number; q: number; k: number; v: number; o: number; kc: number; vc: number; spec: SparseSpec }
   | { t: "read"; seq: number; id: number; floats: number }
-  | { t: "sync"; seq: number };
+  | { t: "sync"; seq: number }
+  | { t: "dispose"; seq: number };
 export type ModelReply = { seq: number; data?: Float32Array; count?: number; error?: { code: string; message: string } };
 export interface WorkerInit { control: SharedArrayBuffer; replies: MessagePort; dawnFlags: string[] }
 
@@ -120,7 +121,7 @@ class DeviceThread implements Recorder {
     return o;
   }
 
-  async handle(m: ModelRequest, reply: (r: ModelReply) => void): Promise<void> {
+  async handle(m: Exclude<ModelRequest, { t: "dispose" }>, reply: (r: ModelReply) => void): Promise<void> {
     if (m.t === "read" || m.t === "sync" || m.t === "sparse") {
       try {
         if (this.error) throw this.error;
@@ -147,7 +148,7 @@ class DeviceThread implements Recorder {
     }
   }
 
-  private async answer(m: Extract<ModelRequest, { seq: number }>): Promise<Omit<ModelReply, "seq">> {
+  private async answer(m: Extract<ModelRequest, { t: "read" | "sync" | "sparse" }>): Promise<Omit<ModelReply, "seq">> {
     if (m.t === "sync") {
       await this.flush();
       await this.dev.device.queue.onSubmittedWorkDone();
@@ -289,12 +290,15 @@ async function main(): Promise<void> {
     Atomics.notify(control, 0);
   };
   let queue = Promise.resolve();
-  parentPort!.on("message", (m: ModelRequest | { t: "dispose" }) => {
+  parentPort!.on("message", (m: ModelRequest) => {
     if (m.t === "dispose") {
+      // Answered only once the device is destroyed: the main thread may exit right after, and a Dawn call cut off by
+      // worker termination aborts the process (napi_throw while terminating). Then the thread ends on its own.
       queue = queue.then(async () => {
         await thread.flush().catch(() => {});
         dev.destroy();
-        process.exit(0);
+        reply({ seq: m.seq });
+        parentPort!.close();
       });
       return;
     }
