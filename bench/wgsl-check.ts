@@ -4,7 +4,8 @@
 //     test/support/wgsl-props.ts) with a fresh fast-check seed, a few hundred cases per stage, as a pass/fail table;
 //  2. throughput of the WGSL token-sparse attention and the GPU-resident prefill chain (probe, select, attention)
 //     at the issue's shapes, in TFLOP/s against the f32 ceiling (H100 SXM: ~67 TFLOP/s non-tensor FP32);
-//  3. the CUDA path (CudaPrefill) on the same shapes in f32 and bf16, where a CUDA driver is present.
+//  3. the model ops' f32 GEMM (linear) at LLaVA-13B shapes;
+//  4. the CUDA path (CudaPrefill) on the same attention shapes in f32 and bf16, where a CUDA driver is present.
 // Usage: node wgsl-check.mjs OUT_DIR [--quick] [--bench-only] [--no-bench] [--no-cuda] [--label=NAME]
 //        [--dawn-flags=enable-dawn-features=disable_robustness,...]  [--seed=N]
 // Software adapters (lavapipe) get small shapes: their timings are for plumbing only and are labelled so.
@@ -18,6 +19,8 @@ import type { Program } from "../src/ir/ir.ts";
 import { createWebGpuExecutor } from "../src/backends/wgsl/executor.ts";
 import { benchSparseAttention, createPrefillChain } from "../src/runtime/webgpu-prefill.ts";
 import { createWebGpu, type ZvGpu } from "../src/runtime/webgpu.ts";
+import { packUniform } from "../src/runtime/webgpu-data.ts";
+import { ModelKernels, type Recorder } from "../src/backends/wgsl/model-kernels.ts";
 import { programText } from "../test/support/programs.ts";
 import {
   attentionProperty, checkDecodeCases, checkProgramCase, DECODE_SHAPES, decodeProperty, probeProperty, programShape,
@@ -153,6 +156,64 @@ if (!flag("no-bench")) {
     } catch (e) {
       bench.push({ backend: "wgsl", kind: "prefill-chain", n, error: String(e) });
       log(`wgsl prefill chain n=${n}: ERROR ${String(e).slice(0, 300)}`);
+    }
+  }
+}
+
+// ---- 2b. the model ops' f32 GEMM (linear: x [M, K] w [N, K]^T), LLaVA-13B-sized ---------------------------------
+async function benchLinear(M: number, N: number, K: number, reps: number): Promise<number> {
+  const kernels = new ModelKernels(dev);
+  const bufs = [dev.buffer(4 * M * K, "x"), dev.buffer(4 * N * K, "w"), dev.buffer(4 * N, "bias"), dev.buffer(4 * M * N, "y")];
+  let launch: { p: GPUComputePipeline; bg: GPUBindGroup; x: number; y: number } | null = null;
+  const uniforms: GPUBuffer[] = [];
+  const rec: Recorder = {
+    dev,
+    uniform: (f) => {
+      const u = dev.uniform(packUniform(f), "linear.args");
+      uniforms.push(u);
+      return u;
+    },
+    dispatch: (p, bindings, b, x, y) => void (launch = { p, bg: dev.bindGroup(bindings, b), x, y }),
+  };
+  await kernels.linear(rec, bufs[0]!, bufs[1]!, bufs[2]!, bufs[3]!, M, N, K, true);
+  const timer = dev.timer(1);
+  const times: number[] = [];
+  try {
+    for (let r = 0; r < reps + 2; r++) {
+      const t0 = performance.now();
+      await dev.checked("benchLinear", async () => {
+        const enc = dev.device.createCommandEncoder();
+        const pass = enc.beginComputePass(timer ? { timestampWrites: timer.writes(0) } : {});
+        const l = launch!;
+        pass.setPipeline(l.p);
+        pass.setBindGroup(0, l.bg);
+        pass.dispatchWorkgroups(l.x, l.y);
+        pass.end();
+        if (timer) timer.resolve(enc);
+        dev.device.queue.submit([enc.finish()]);
+        await dev.device.queue.onSubmittedWorkDone();
+      });
+      const wall = performance.now() - t0;
+      if (r >= 2) times.push(timer ? ((await timer.ms())[0] ?? wall) : wall);
+    }
+  } finally {
+    timer?.destroy();
+    for (const b of [...bufs, ...uniforms]) b.destroy();
+  }
+  return median(times);
+}
+if (!flag("no-bench")) {
+  log(`\n== WGSL linear (model ops GEMM, f32${soft ? "; SOFTWARE adapter" : ""})`);
+  const shapes: [number, number, number][] = soft ? [[128, 128, 128]] : [[2880, 5120, 5120], [2880, 13824, 5120], [1, 5120, 5120]];
+  for (const [M, N, K] of shapes) {
+    try {
+      const ms = await benchLinear(M, N, K, soft ? 2 : 10);
+      const tflops = tf(2 * M * N * K, ms);
+      bench.push({ backend: "wgsl", kind: "linear", M, N, K, ms, tflops });
+      log(`wgsl linear M=${String(M).padStart(5)} N=${String(N).padStart(5)} K=${K}  ${ms.toFixed(3)} ms  ${tflops.toFixed(2)} TFLOP/s (${pct(tflops)})`);
+    } catch (e) {
+      bench.push({ backend: "wgsl", kind: "linear", M, N, K, error: String(e) });
+      log(`wgsl linear ${M}x${N}x${K}: ERROR ${String(e).slice(0, 300)}`);
     }
   }
 }

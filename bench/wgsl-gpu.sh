@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The WGSL session on the GPU host (or locally on a software Vulkan driver): unpack Node, Dawn (dawn.node) and the
-# Vulkan loader from .gpu, point the loader at the NVIDIA ICD, then run .gpu/wgsl-check.mjs twice: with Dawn's
+# Vulkan loader from .gpu, point the loader at the NVIDIA ICD, then run the WGSL runner (bench/wgsl-check.ts) twice: with Dawn's
 # default robustness (properties + benchmarks + the CUDA path on the same shapes) and with
 # enable-dawn-features=disable_robustness (benchmarks only). Results: $OUT/wgsl-check-*.json and $OUT/wgsl-*.txt.
-# Needs .gpu/ (carry it): node.xz (shared/gpu/pack-node.sh), then `node bench/bundle.mjs` (wgsl-check.mjs,
+# Needs .gpu/ (carry it): node.xz (shared/gpu/pack-node.sh), then `node bench/bundle.mjs` (wgsl-check.mjs.xz,
 # dawn.node.xz, zipvl_native.node and, after shared/gpu/pack-vulkan.sh, libvulkan1_*.deb).
 # Usage: bash bench/wgsl-gpu.sh [--quick] [--no-cuda]     (env ICD=/path/to/icd.json overrides the ICD search)
 set -uo pipefail
@@ -13,6 +13,7 @@ work=/tmp/zv-wgsl; mkdir -p "$work/vk"
 if command -v node >/dev/null && [ "$(node --version)" = "$(cat .gpu/node.version 2>/dev/null)" ]; then NODE=node
 else xz -dc .gpu/node.xz > "$work/node" && chmod +x "$work/node" && NODE=$work/node; fi
 xz -dc .gpu/dawn.node.xz > "$work/dawn.node" && export ZIPVL_DAWN_NODE=$work/dawn.node
+xz -dc .gpu/wgsl-check.mjs.xz > "$work/wgsl-check.mjs" || exit 1
 export ZIPVL_TEMPLATES=$PWD/templates ZIPVL_NATIVE_ADDON=$PWD/.gpu/zipvl_native.node ZIPVL_CACHE_DIR=/tmp/zvcache
 export PATH=/usr/local/cuda/bin:$PATH XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$work/xdg}; mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 
@@ -41,9 +42,9 @@ echo "node $($NODE --version), Vulkan ICD $ICD" | tee "$OUT/wgsl-env.txt"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee -a "$OUT/wgsl-env.txt"
 
 echo "== WGSL: properties, benchmarks, CUDA on the same shapes (Dawn defaults)"
-timeout 400 "$NODE" .gpu/wgsl-check.mjs "$OUT" --label=robust "${args[@]}" 2>&1 | grep -v '^Warning: maxDynamic' | tee "$OUT/wgsl-robust.txt" | tail -60
+timeout 380 "$NODE" "$work/wgsl-check.mjs" "$OUT" --label=robust "${args[@]}" 2>&1 | grep -v '^Warning: maxDynamic' | tee "$OUT/wgsl-robust.txt" | tail -60
 rc=${PIPESTATUS[0]}
 echo "== WGSL benchmarks with enable-dawn-features=disable_robustness"
-timeout 150 "$NODE" .gpu/wgsl-check.mjs "$OUT" --label=no-robustness --bench-only --no-cuda \
+timeout 140 "$NODE" "$work/wgsl-check.mjs" "$OUT" --label=no-robustness --bench-only --no-cuda \
   --dawn-flags=enable-dawn-features=disable_robustness "${args[@]}" 2>&1 | grep -v '^Warning: maxDynamic' | tee "$OUT/wgsl-no-robustness.txt" | tail -12
 exit "$rc"
