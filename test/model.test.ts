@@ -297,7 +297,9 @@ describe("zipvl demo / run (CLI)", () => {
     const img = join(dir, "demo.png");
     const m = loadModel(ops, dir);
     const prompt = buildPrompt(m.cfg, dir, m.tok, DEMO_PROMPT, img);
-    const g = m.model.generate(prompt.ids, prompt.image, { maxNewTokens: 3, allLogits: true, eos: [] });
+    const hidden: Float32Array[] = [];
+    const g = m.model.generate(prompt.ids, prompt.image, { maxNewTokens: 3, allLogits: true, eos: [], onHidden: (i, h) => void (hidden[i] = ops.toF32(h)) });
+    expect(hidden.length).toBe(m.cfg.text.numLayers + 1);
     const V = m.cfg.text.vocabSize;
     const n = prompt.ids.length;
     const f32 = (shape: number[], data: ArrayLike<number>) => ({ dtype: "f32" as const, shape, data: Float64Array.from(data) });
@@ -308,6 +310,7 @@ describe("zipvl demo / run (CLI)", () => {
         ["pixel_values", f32([1, ...prompt.image!.shape], prompt.image!.pixels)],
         ["image_sizes", { dtype: "i32" as const, shape: [1, 2], data: Int32Array.from(prompt.image!.imageSize) }],
         ["logits", f32([1, n, V], logits)],
+        ...hidden.map((h, i) => [`hidden_states.${i}`, f32([n, m.cfg.text.hiddenSize], h)] as [string, Tensor]),
       ]));
       writeFileSync(join(dir, `${name}.json`), JSON.stringify({ greedy: g.tokens }));
       return file;
@@ -317,6 +320,7 @@ describe("zipvl demo / run (CLI)", () => {
     expect(ok.out).toMatch(/reproduces the reference input_ids/);
     expect(ok.out).toMatch(/dense +last-position logits max abs 0\.000e\+0 .*argmax matches; greedy 3\/3/);
     expect(ok.out).toMatch(/zipvl +last-position logits/);
+    expect(ok.out).toMatch(/text hidden states \(embeddings, layers\.\.\., final norm\) max abs: 0\.00e\+0 0\.00e\+0 0\.00e\+0\n/);
     const bent = Float32Array.from(g.allLogits!, (x, i) => (i === 5 ? x + 0.5 : x));
     const bad = await cli("parity", "--model", dir, "--ref", write(bent, "bent"), "--ref-json", join(dir, "bent.json"), "--backend", "cpu", "--tol", "1e-3");
     expect(bad.code).toBe(1);

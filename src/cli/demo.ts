@@ -88,7 +88,7 @@ export async function demoCommand(argv: readonly string[], out: Out, err: Out): 
     for (const r of [dense, zip]) for (const line of formatReport(r)) out(line);
     const speed = (a: number, b: number): string => (b > 0 ? `${(a / b).toFixed(2)}x` : "n/a");
     const tps = (r: typeof dense): number => (r.result.decodeSteps > 0 ? r.result.decodeSteps / r.result.decodeMs : 0);
-    out(`zipvl vs dense: prefill ${speed(dense.result.prefillMs, zip.result.prefillMs)} faster, decode ${speed(tps(zip), tps(dense))} the rate` +
+    out(`zipvl vs dense: prefill speed-up ${speed(dense.result.prefillMs, zip.result.prefillMs)}, decode rate ${speed(tps(zip), tps(dense))}` +
       (ops.name === "cpu" ? " (cpu: ZipVL layers run on the float64 reference interpreter, so cpu timings are not a speed claim)" : ""));
     return 0;
   } finally {

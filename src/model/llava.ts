@@ -6,7 +6,7 @@ import type { KvCache } from "./kv-cache.ts";
 import type { DTensor, ModelOps, Policy } from "./ops.ts";
 import { checkRope } from "./rope.ts";
 import { createSampler, type SamplingOptions } from "./sampling.ts";
-import { decodeStep, logits, prefill, type PrefillLayerStat } from "./text.ts";
+import { decodeStep, logits, prefill, type HiddenHook, type PrefillLayerStat } from "./text.ts";
 import { imageFeatures, type ImageInput } from "./vision.ts";
 import { loadWeights, TEXT, type WeightSource, type Weights } from "./weights.ts";
 
@@ -21,6 +21,8 @@ export interface GenerateOptions {
   readonly allLogits?: boolean;
   /** Called with the logits each new token is drawn from (step 0: the prompt's last position). */
   readonly onLogits?: (step: number, logits: Float32Array) => void;
+  /** Prefill hidden states in transformers' hidden_states order (see text.ts HiddenHook). */
+  readonly onHidden?: HiddenHook;
 }
 
 export interface GenerateResult {
@@ -86,7 +88,7 @@ export class LlavaModel {
     ops.sync();
     const t0 = performance.now();
     const embeds = this.embed(ids, image);
-    const pre = prefill(ops, cfg, this.w, embeds, opts.policy, { keepAll: opts.allLogits ?? false });
+    const pre = prefill(ops, cfg, this.w, embeds, opts.policy, { keepAll: opts.allLogits ?? false, ...(opts.onHidden ? { onHidden: opts.onHidden } : {}) });
     const promptLogits = logits(ops, this.w, pre.last);
     ops.sync();
     const prefillMs = performance.now() - t0;

@@ -9,7 +9,7 @@ import type { LlavaConfig } from "./config.ts";
 import { LlavaError } from "./errors.ts";
 import { anyresGridShape } from "./hf/index.ts";
 import type { LlavaModel } from "./llava.ts";
-import type { Policy } from "./ops.ts";
+import type { DTensor, Policy } from "./ops.ts";
 import type { ImageInput } from "./vision.ts";
 
 export interface ParityRef {
@@ -21,6 +21,8 @@ export interface ParityRef {
   readonly allLogits?: Float32Array;
   /** Greedy continuation (transformers generate, do_sample False). */
   readonly greedy: readonly number[];
+  /** transformers' text hidden_states.{i} [n, H] when present (embeddings first, the last after the final norm). */
+  readonly hidden: readonly Float32Array[];
   readonly meta: Readonly<Record<string, unknown>>;
 }
 
@@ -75,7 +77,9 @@ export function readParityRef(cfg: LlavaConfig, file: string, jsonFile: string):
   }
   const g = meta.greedy ?? meta.greedy_tokens ?? meta.generated_ids;
   if (!Array.isArray(g) || !g.every((x) => Number.isInteger(x))) throw new LlavaError("ZV6108", [jsonFile, "no integer list 'greedy' (or 'greedy_tokens' / 'generated_ids')"]);
-  return { ids, ...(image ? { image } : {}), lastLogits, ...(allLogits ? { allLogits } : {}), greedy: g as number[], meta };
+  const hidden: Float32Array[] = [];
+  for (let i = 0; t.has(`hidden_states.${i}`); i++) hidden.push(Float32Array.from(t.get(`hidden_states.${i}`)!.data));
+  return { ids, ...(image ? { image } : {}), lastLogits, ...(allLogits ? { allLogits } : {}), greedy: g as number[], hidden, meta };
 }
 
 export interface ParityResult {
@@ -88,9 +92,12 @@ export interface ParityResult {
   readonly greedyMatch: number; // leading generated tokens equal to the reference's
   readonly greedyOurs: number[];
   readonly kept: number[];
+  /** Max abs error of each text hidden state against the reference's (dense only; empty without them). */
+  readonly hiddenMaxAbs: number[];
 }
 
 function errs(a: Float32Array, b: Float32Array): [abs: number, rel: number] {
+  if (a.length !== b.length) return [Infinity, Infinity];
   let abs = 0;
   let scale = 0;
   for (let i = 0; i < a.length; i++) {
@@ -101,12 +108,18 @@ function errs(a: Float32Array, b: Float32Array): [abs: number, rel: number] {
 }
 
 export function compareToRef(model: LlavaModel, ref: ParityRef, mode: string, policy: Policy | undefined): ParityResult {
-  const r = model.generate(ref.ids, ref.image, { ...(policy ? { policy } : {}), maxNewTokens: ref.greedy.length, allLogits: ref.allLogits !== undefined, eos: [] });
+  const hiddenMaxAbs: number[] = [];
+  const onHidden = (i: number, h: DTensor): void => {
+    const want = ref.hidden[i];
+    if (want) hiddenMaxAbs[i] = errs(model.ops.toF32(h), want)[0];
+  };
+  const withHidden = !policy && ref.hidden.length === model.cfg.text.numLayers + 1 ? { onHidden } : {};
+  const r = model.generate(ref.ids, ref.image, { ...(policy ? { policy } : {}), ...withHidden, maxNewTokens: ref.greedy.length, allLogits: ref.allLogits !== undefined, eos: [] });
   const [maxAbsLast, maxRelLast] = errs(r.promptLogits, ref.lastLogits);
   let lead = 0;
   while (lead < ref.greedy.length && r.tokens[lead] === ref.greedy[lead]) lead++;
   const argmax = (x: Float32Array): number => x.reduce((b, v, i) => (v > x[b]! ? i : b), 0);
-  const base = { mode, maxAbsLast, maxRelLast, argmaxMatch: argmax(r.promptLogits) === argmax(ref.lastLogits), greedyMatch: lead, greedyOurs: r.tokens, kept: r.layers.map((s) => s.kept) };
+  const base = { mode, maxAbsLast, maxRelLast, argmaxMatch: argmax(r.promptLogits) === argmax(ref.lastLogits), greedyMatch: lead, greedyOurs: r.tokens, kept: r.layers.map((s) => s.kept), hiddenMaxAbs };
   if (!ref.allLogits || !r.allLogits) return base;
   const [maxAbsAll, maxRelAll] = errs(r.allLogits, ref.allLogits);
   return { ...base, maxAbsAll, maxRelAll };
@@ -114,5 +127,6 @@ export function compareToRef(model: LlavaModel, ref: ParityRef, mode: string, po
 
 export function formatParity(p: ParityResult, refGreedy: number): string {
   const all = p.maxAbsAll !== undefined ? `; every position max abs ${p.maxAbsAll.toExponential(3)} rel ${p.maxRelAll!.toExponential(3)}` : "";
-  return `${p.mode.padEnd(6)} last-position logits max abs ${p.maxAbsLast.toExponential(3)} rel ${p.maxRelLast.toExponential(3)}${all}; argmax ${p.argmaxMatch ? "matches" : "DIFFERS"}; greedy ${p.greedyMatch}/${refGreedy} tokens match`;
+  const hs = p.hiddenMaxAbs.length ? `\n       text hidden states (embeddings, layers..., final norm) max abs: ${p.hiddenMaxAbs.map((x) => x.toExponential(2)).join(" ")}` : "";
+  return `${p.mode.padEnd(6)} last-position logits max abs ${p.maxAbsLast.toExponential(3)} rel ${p.maxRelLast.toExponential(3)}${all}; argmax ${p.argmaxMatch ? "matches" : "DIFFERS"}; greedy ${p.greedyMatch}/${refGreedy} tokens match${hs}`;
 }

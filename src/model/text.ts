@@ -55,17 +55,23 @@ function finishLayer(ops: ModelOps, cfg: TextConfig, w: Weights, l: number, h: D
 }
 
 /** Prefill of n embedded tokens [n, H] at positions 0..n-1. `policy` undefined = dense. Takes ownership of `embeds`. */
-export function prefill(ops: ModelOps, cfg: TextConfig, w: Weights, embeds: DTensor, policy: Policy | undefined, opts: { keepAll?: boolean } = {}): PrefillOut {
+/** `onHidden(i, h)`: transformers' hidden_states order: 0 = embeddings, i = after layer i - 1, the last one (i =
+ *  layers) after the final norm. `h` is freed after the call returns. */
+export type HiddenHook = (index: number, h: DTensor) => void;
+
+export function prefill(ops: ModelOps, cfg: TextConfig, w: Weights, embeds: DTensor, policy: Policy | undefined, opts: { keepAll?: boolean; onHidden?: HiddenHook } = {}): PrefillOut {
   const n = embeds.shape[0]!;
   const positions = Int32Array.from({ length: n }, (_, i) => i);
   let h = embeds;
   const caches: KvCache[] = [];
   const stats: PrefillLayerStat[] = [];
   for (let l = 0; l < cfg.numLayers; l++) {
+    opts.onHidden?.(l, h);
     const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
     const { q, k, v } = projections(ops, cfg, w, l, x, positions, n);
     ops.free(x);
     let o: DTensor;
+    // (With attention_bias, o_proj's bias still reaches unselected tokens: ZipVL zeroes their attention output.)
     if (policy) {
       const r = ops.sparsePrefill(policy, l, q, k, v);
       o = r.o;
@@ -85,6 +91,7 @@ export function prefill(ops: ModelOps, cfg: TextConfig, w: Weights, embeds: DTen
   }
   const normed = ops.rmsNorm(h, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
   ops.free(h);
+  opts.onHidden?.(cfg.numLayers, normed);
   const last = ops.sliceRows(normed, n - 1, n);
   if (opts.keepAll) return { last, all: normed, caches, stats };
   ops.free(normed);
