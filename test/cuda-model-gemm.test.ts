@@ -83,6 +83,17 @@ describe.skipIf(!ready)("cuBLASLt GEMM on the mock", () => {
     // Misuse is caught on the host before the library sees it.
     expect(codeOf(() => blas.gemm("f32", 3, 8, 5, xb, wb, yb))).toBe("ZV3008");
     expect(codeOf(() => blas.gemm("bf16", 0, 7, 5, xb, wb, yb))).toBe("ZV3008");
+    // A failing library call is ZV3010 with the status named.
+    process.env.ZIPVL_MOCK_LT_FAIL = "1";
+    try {
+      blas.gemm("f32", 3, 7, 5, xb, wb, yb);
+      expect.unreachable();
+    } catch (e) {
+      expect((e as RuntimeError).code).toBe("ZV3010");
+      expect((e as Error).message).toContain("CUBLAS_STATUS_EXECUTION_FAILED (13) in cublasLtMatmul");
+    } finally {
+      delete process.env.ZIPVL_MOCK_LT_FAIL;
+    }
     for (const buf of [xb, wb, yb]) buf.free();
     stream.destroy();
   });

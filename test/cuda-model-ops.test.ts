@@ -102,4 +102,37 @@ describe.skipIf(!ready)("cuda ops on the mock driver", () => {
     ops.dispose();
     ctx.dispose();
   });
+
+  it("a device-resident prefill layer reads q/k/v in place and hands o and the caches over", async () => {
+    const { openCuda } = await import("../src/backends/cuda/executor.ts");
+    const { CudaPrefill } = await import("../src/backends/cuda/pipeline.ts");
+    const { ARG_LAYOUTS } = await import("../src/backends/cuda/args.ts");
+    const { compileFile } = await import("../src/driver.ts");
+    const ctx = openCuda();
+    const dev = ctx.dev;
+    const p = compileFile("dsl/zipvl.ts").final;
+    const [Hq, Hkv, n, d] = [8, 2, 300, 64];
+    const q = dev.alloc(Hq * n * d * 2), k = dev.alloc(Hkv * n * d * 2), v = dev.alloc(Hkv * n * d * 2);
+    const used = dev.memInfo().total - dev.memInfo().free;
+    const run = CudaPrefill.onDevice(dev, p, { q, k, v }, { Hq, Hkv, n, d, dtype: "bf16" }, ctx.kernels(p, "bf16", d), {});
+    const before = dev.mockLastLaunch()?.launches ?? 0;
+    run.poison();
+    run.enqueue();
+    const last = dev.mockLastLaunch()!;
+    expect(last.launches - before).toBe(3); // the same three kernels as the host path, nothing uploaded
+    expect(last.grid).toEqual([Math.ceil(n / 128), Hq, 1]);
+    expect(last.argsBytes).toBe(8 * ARG_LAYOUTS.ZvSparseArgs.length);
+    const out = run.takeDevice();
+    expect(Array.from(out.count)).toEqual([-1]); // the poisoned count: the mock runs no kernel, the read-back is real
+    run.free();
+    // o and the caches survive the pipeline's free(); the inputs were never the pipeline's to free.
+    expect([out.o.bytes, out.kFull.bytes, out.vFull.bytes]).toEqual([Hq * n * d * 2, Hkv * n * d * 2, Hkv * n * d * 2]);
+    for (const buf of [out.o, out.kFull, out.vFull, q, k, v]) expect(buf.released).toBe(false);
+    out.o.write(Uint16Array.of(7));
+    expect(out.o.read(new Uint16Array(1))[0]).toBe(7);
+    for (const buf of [out.o, out.kFull, out.vFull]) buf.free();
+    expect(dev.memInfo().total - dev.memInfo().free).toBe(used); // everything else the layer allocated is freed
+    for (const buf of [q, k, v]) buf.free();
+    ctx.dispose();
+  });
 });

@@ -3,7 +3,8 @@
  * the addon uses: D = alpha * op(A) op(B) + beta * C (+ bias[row] with the BIAS epilogue), f32/f16/bf16 storage,
  * f32 accumulation, default (column-major) order. Anything else returns CUBLAS_STATUS_NOT_SUPPORTED, so a layout
  * mistake in the addon fails a test against the JS reference instead of passing silently.
- * zvmock_lt_calls() counts heuristic queries and matmuls (the addon caches plans; tests check the reuse). */
+ * zvmock_lt_calls() counts heuristic queries and matmuls (the addon caches plans; tests check the reuse).
+ * ZIPVL_MOCK_LT_FAIL=1 makes cublasLtMatmul fail with CUBLAS_STATUS_EXECUTION_FAILED (the error-path test). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -11,7 +12,7 @@
 
 #define EXPORT __attribute__((visibility("default")))
 typedef int cublasStatus_t;
-enum { OK = 0, NOT_INITIALIZED = 1, INVALID_VALUE = 7, NOT_SUPPORTED = 15 };
+enum { OK = 0, NOT_INITIALIZED = 1, INVALID_VALUE = 7, EXECUTION_FAILED = 13, NOT_SUPPORTED = 15 };
 enum { R_32F = 0, R_16F = 2, R_16BF = 14 };
 
 typedef struct { int compute, scale, transa, transb, epilogue, biasType; const void* bias; } Desc;
@@ -30,6 +31,7 @@ EXPORT const char* cublasLtGetStatusName(cublasStatus_t s) {
     case OK: return "CUBLAS_STATUS_SUCCESS";
     case NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
     case INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
     case NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
     default: return "CUBLAS_STATUS_UNKNOWN";
   }
@@ -144,6 +146,7 @@ EXPORT cublasStatus_t cublasLtMatmul(void* h, Desc* d, const float* alpha, const
   (void)ws; (void)wsBytes; (void)stream;
   g_matmuls++;
   if (h != &g_handle) return NOT_INITIALIZED;
+  if (getenv("ZIPVL_MOCK_LT_FAIL")) return EXECUTION_FAILED;
   if (!algo || algo->data[0] != 0x2b1a5 || !shapesAgree(d, a, b, c, dd)) return NOT_SUPPORTED;
   if (d->epilogue == 4 && !d->bias) return INVALID_VALUE;
   uint64_t K = opCols(a, d->transa);
