@@ -1,5 +1,5 @@
 // cuBLASLt GEMM bindings: Y[M,N] = X[M,K] W[N,K]^T (+ bias[N]) for row-major tensors, dlopened at run time
-// (libcublasLt.so.13, or $ZIPVL_LIBCUBLASLT; never linked). The few declarations used are written here from the
+// (libcublasLt.so.13, then .so.12, or $ZIPVL_LIBCUBLASLT; never linked). The few declarations used are written here from the
 // documented C API; the enum values are those of cublasLt.h / cublas_api.h / library_types.h (CUDA 12 and 13).
 //
 // Row-major trick: a row-major [R, C] matrix is the column-major [C, R] one with ld = C. So Y^T[N,M] = W X^T in
@@ -128,7 +128,8 @@ std::vector<std::string> candidates(const std::string& arg) {
   if (e && *e) return {e};
   const char* home = std::getenv("CUDA_HOME");
   std::string lib = std::string(home && *home ? home : "/usr/local/cuda") + "/lib64/";
-  return {"libcublasLt.so.13", "libcublasLt.so", lib + "libcublasLt.so.13"};
+  // CUDA 12's library has the same C API and enum values for everything used here.
+  return {"libcublasLt.so.13", "libcublasLt.so", lib + "libcublasLt.so.13", "libcublasLt.so.12", lib + "libcublasLt.so.12"};
 }
 
 void load(Napi::Env env, const std::string& arg) {
