@@ -3,16 +3,16 @@
 // step over any set of live sequences, each at its own original position. Greedy (argmax), so an answer does not
 // depend on its batch: every op is row-wise, and attention reads only the sequence's own pages.
 //
-// Prefill is text.ts's layer loop (each layer's dense Q/K/V are freed as soon as the layer's selection has run; the
-// kept K/V move into the pool). The decode layer below mirrors text.ts's decodeStep with B rows instead of one and
-// the pool's paged attention instead of a per-sequence cache.
+// The layer loops mirror src/model/text.ts (prefill, decodeStep) with the pool in place of per-sequence caches:
+// prefill hands each layer's kept K/V to the pool as soon as the layer ran (never all layers' caches at once),
+// decode runs B rows at once with the pool's paged attention.
 import type { LlavaConfig } from "../model/config.ts";
 import { loadConfig, loadImage, loadProcessorConfig, loadTokenizer, openWeights, preprocess, anyresGridShape, expandImageTokens } from "../model/hf/index.ts";
 import type { ChatMessage, ChatTokenizer, ProcessorConfig } from "../model/hf/index.ts";
 import type { DTensor, ModelOps, Policy } from "../model/ops.ts";
 import { checkRope, ropeFreqs, ropeType } from "../model/rope.ts";
 import { argmax } from "../model/sampling.ts";
-import { logits, prefill } from "../model/text.ts";
+import { logits } from "../model/text.ts";
 import { imageFeatures, type ImageInput } from "../model/vision.ts";
 import { loadWeights, TEXT, type Weights } from "../model/weights.ts";
 import type { PagedAttention } from "./attention.ts";
@@ -142,21 +142,76 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     return out;
   }
 
+  /** q, k (RoPE at `positions`) and v of one layer for the rows of x, head-major. */
+  private projections(l: number, x: DTensor, positions: Int32Array, seqLen: number): { q: DTensor; k: DTensor; v: DTensor } {
+    const ops = this.ops;
+    const cfg = this.cfg.text;
+    const w = this.ckpt.w;
+    const { invFreq, scale } = ropeFreqs(cfg, seqLen);
+    const proj = (name: string, heads: number, rope: boolean): DTensor => {
+      const y = ops.linear(x, w.get(L(l, `self_attn.${name}_proj.weight`)), w.maybe(L(l, `self_attn.${name}_proj.bias`)));
+      const hh = ops.toHeads(y, heads);
+      ops.free(y);
+      if (!rope) return hh;
+      const r = ops.rope(hh, positions, invFreq, scale);
+      ops.free(hh);
+      return r;
+    };
+    return { q: proj("q", cfg.numHeads, true), k: proj("k", cfg.numKvHeads, true), v: proj("v", cfg.numKvHeads, false) };
+  }
+
+  /**
+   * Prefill of one prompt, layer by layer (text.ts's prefill with the pool as the cache): a layer's dense Q/K/V
+   * live only while it runs, its kept K/V go straight into the pool, and only the last row reaches the final norm,
+   * so the peak is one layer's O(n) activations beside the pool (what the planner reserves).
+   */
   prefill(seq: string, p: Prepared): { first: number; layers: LayerStat[] } {
     const ops = this.ops;
-    const embeds = this.embed(p.ids, p.image);
-    const out = prefill(ops, this.cfg.text, this.ckpt.w, embeds, this.opts.policy);
+    const cfg = this.cfg.text;
+    const w = this.ckpt.w;
+    const policy = this.opts.policy;
+    let h = this.embed(p.ids, p.image);
+    const n = h.shape[0]!;
+    const positions = Int32Array.from({ length: n }, (_, i) => i);
+    const layers: LayerStat[] = [];
     try {
-      // Layer by layer into the pool; each layer's cache is freed as soon as it is copied.
-      out.caches.forEach((c, l) => {
-        this.attn.appendCache(seq, l, c.k, c.v);
-        c.free();
-      });
-      const lg = logits(ops, this.ckpt.w, out.last);
-      return { first: argmax(lg), layers: out.stats.map((s) => ({ layer: s.layer, kept: s.kept, n: s.n })) };
+      for (let l = 0; l < cfg.numLayers; l++) {
+        const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
+        const { q, k, v } = this.projections(l, x, positions, n);
+        ops.free(x);
+        let o: DTensor;
+        try {
+          if (policy) {
+            const r = ops.sparsePrefill(policy, l, q, k, v);
+            o = r.o;
+            try {
+              this.attn.appendCache(seq, l, r.kCache, r.vCache);
+            } finally {
+              ops.free(r.kCache);
+              ops.free(r.vCache);
+            }
+            layers.push({ layer: l, kept: r.count, n });
+          } else {
+            o = ops.attention(q, k, v, true);
+            this.attn.appendCache(seq, l, k, v);
+            layers.push({ layer: l, kept: n, n });
+          }
+        } finally {
+          for (const t of [q, k, v]) ops.free(t);
+        }
+        const next = this.finishLayer(l, h, o);
+        ops.free(h);
+        h = next;
+      }
+      // rmsNorm is row-wise: the last row alone gives the same values as slicing after normalizing all n.
+      const lastRow = ops.sliceRows(h, n - 1, n);
+      const normed = ops.rmsNorm(lastRow, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
+      ops.free(lastRow);
+      const lg = logits(ops, w, normed);
+      ops.free(normed);
+      return { first: argmax(lg), layers };
     } finally {
-      for (const c of out.caches) c.free();
-      ops.free(out.last);
+      ops.free(h);
     }
   }
 
@@ -165,26 +220,14 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     const cfg = this.cfg.text;
     const w = this.ckpt.w;
     const B = batch.length;
-    const { numHeads: Hq, numKvHeads: Hkv, headDim: d } = cfg;
+    const d = cfg.headDim;
     const seqs = batch.map((b) => b.seq);
     const positions = Int32Array.from(batch, (b) => b.position);
-    // Without dynamic scaling the frequencies do not depend on the length (checked at load).
-    const { invFreq, scale: ropeScale } = ropeFreqs(cfg, Math.max(...positions) + 1);
     let h = ops.embed(w.get(`${TEXT}embed_tokens.weight`), Int32Array.from(batch, (b) => b.token));
     for (let l = 0; l < cfg.numLayers; l++) {
       const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
-      const proj = (name: string, heads: number, rope: boolean): DTensor => {
-        const y = ops.linear(x, w.get(L(l, `self_attn.${name}_proj.weight`)), w.maybe(L(l, `self_attn.${name}_proj.bias`)));
-        const hh = ops.toHeads(y, heads);
-        ops.free(y);
-        if (!rope) return hh;
-        const r = ops.rope(hh, positions, invFreq, ropeScale);
-        ops.free(hh);
-        return r;
-      };
-      const q = proj("q", Hq, true);
-      const k = proj("k", Hkv, true);
-      const v = proj("v", Hkv, false);
+      // Without dynamic scaling the frequencies do not depend on the length (checked at load).
+      const { q, k, v } = this.projections(l, x, positions, Math.max(...positions) + 1);
       ops.free(x);
       // [H, B, d] head-major: row b of k/v is seqs[b]'s new token; attention reads each sequence's own pages.
       this.attn.appendStep(l, seqs, k, v);
