@@ -106,3 +106,35 @@ for (const name of ["model-gpu-check", "llava-scale"]) {
   });
   console.log(`bundled .gpu/${name}.mjs`);
 }
+
+// The whole zipvl CLI for the GPU host (bench/model-cli.ts -> src/cli/main.ts -> .gpu/zipvl.mjs.xz): demo, run,
+// parity, check, compile, exec, ... with the front end (ts-morph's TypeScript), tokenizers, jinja, pngjs and jpeg-js
+// inside; the optional `webgpu` package stays external (the WebGPU backend then reports that it is missing). The
+// backend ops modules are static import() calls (src/model/session.ts, src/cli/main.ts), so esbuild keeps them.
+// The banner makes the bundle find the addon beside itself and the templates beside .gpu (or under the working
+// directory) when ZIPVL_NATIVE_ADDON / ZIPVL_TEMPLATES are unset. bench/gpu-model.sh unpacks it to .gpu/zipvl.mjs.
+await build({
+  entryPoints: ["bench/model-cli.ts"],
+  bundle: true,
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  outfile: ".gpu/zipvl.mjs",
+  minify: true,
+  banner: {
+    js: "import { createRequire as __cr } from 'node:module'; import { fileURLToPath as __fu } from 'node:url'; " +
+      "import { existsSync as __ex } from 'node:fs'; import { join as __jn, resolve as __rs } from 'node:path'; " +
+      "const require = __cr(import.meta.url); globalThis.__filename ??= __fu(import.meta.url); " +
+      "globalThis.__dirname ??= __fu(new URL('.', import.meta.url)); " +
+      "{ const d = __fu(new URL('.', import.meta.url)), e = process.env; " +
+      "if (!e.ZIPVL_NATIVE_ADDON && __ex(__jn(d, 'zipvl_native.node'))) e.ZIPVL_NATIVE_ADDON = __jn(d, 'zipvl_native.node'); " +
+      "if (!e.ZIPVL_TEMPLATES) for (const t of [__jn(d, '..', 'templates'), __rs('templates')]) " +
+      "if (__ex(__jn(t, 'cuda', 'include'))) { e.ZIPVL_TEMPLATES = t; break; } }",
+  },
+  external: ["webgpu"],
+  logLevel: "warning",
+});
+// Carried xz-compressed (7.4 MiB -> 1.3 MiB); `xz -dk .gpu/zipvl.mjs.xz` for a local `node .gpu/zipvl.mjs ...`.
+const plain = statSync(".gpu/zipvl.mjs").size;
+execFileSync("sh", ["-c", "xz -T2 -9 -f .gpu/zipvl.mjs"]);
+console.log(`bundled .gpu/zipvl.mjs.xz (${(statSync(".gpu/zipvl.mjs.xz").size / 2 ** 20).toFixed(1)} MiB; ${(plain / 2 ** 20).toFixed(1)} MiB unpacked)`);
