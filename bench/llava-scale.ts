@@ -4,6 +4,7 @@
 // ratio (the topk-ratio program), and reports prefill latency and decode tokens/s at ~2.9k and ~32k tokens.
 // bench/llava_scale_hf.py is the transformers baseline of the same shape. Bundled into .gpu/llava-scale.mjs.
 // Usage (repo root, GPU host): node .gpu/llava-scale.mjs OUT_DIR [--quick] [--layers=N] [--lengths=2900,32000] [--steps=N]
+//   [--warmup=TOKENS]
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { openCuda } from "../src/backends/cuda/executor.ts";
@@ -22,6 +23,7 @@ const quick = args.includes("--quick");
 const layers = Number(flag("layers") ?? (quick ? 8 : 40));
 const lengths = (flag("lengths") ?? (quick ? "2900" : "2900,32000")).split(",").map(Number);
 const steps = Number(flag("steps") ?? (quick ? 4 : 16));
+const warmup = Number(flag("warmup") ?? 256);
 const log = (s: string): void => void process.stdout.write(s + "\n");
 mkdirSync(outDir, { recursive: true });
 
@@ -107,7 +109,7 @@ function argmax(x: Float32Array): number {
 }
 
 // Warm-up: compiles (or loads from the cache) every kernel both modes use, and the GEMM plans of a short prompt.
-for (const p of [undefined, zipvl]) runOnce(256, p, 2);
+for (const p of [undefined, zipvl]) runOnce(warmup, p, 2);
 log("warm-up done");
 
 const rows: Row[] = [];

@@ -15,6 +15,7 @@ import type { Program } from "../ir/ir.ts";
 import { Blas, nvrtcCompile, nvrtcVersion, type CudaStream, type DeviceBuffer } from "../runtime/native.ts";
 import { nvccVersion } from "../backends/cuda/compile.ts";
 import { knobs } from "../knobs.ts";
+import { fail } from "../diagnostics/diagnostic.ts";
 import { cudaOpsFail } from "./cuda-errors.ts";
 import { LlavaError } from "./errors.ts";
 import type { DTensor, HostWeight, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
@@ -273,7 +274,8 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
         run.enqueue();
         const r = run.takeDevice();
         const count = r.count[0]!;
-        if (!(count >= 1 && count <= n)) cudaOpsFail("ZV6201", [`device kept count ${count} outside [1, ${n}]`]);
+        // A faulty kernel gets the coded device-output error every backend uses, not a crash further on.
+        if (!(count >= 1 && count <= n)) fail("ZV4003", ["the cuda backend", `kept count ${count} outside [1, ${n}]`]);
         const kCache = compact(r.kFull, Hkv, n, d, count);
         const vCache = compact(r.vFull, Hkv, n, d, count);
         pool.give(r.kFull);
