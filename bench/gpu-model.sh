@@ -99,7 +99,7 @@ if has a; then
     if [ $PY = 0 ]; then status a "transformers reference $dt" SKIPPED "no torch/transformers"; continue; fi
     step a "transformers reference $dt" 240 "$OUT/llava_parity-$dt.txt" python3 bench/llava_parity.py --dir "$D" --out "$D/ref" --dtype $dt --new-tokens 16 --prompt "$PROMPT"
     [ $rc = 0 ] || continue
-    grep -m1 "greedy" "$OUT/llava_parity-$dt.txt"
+    grep -m1 "greedy" "$OUT/llava_parity-$dt.txt"; cp "$D/ref/ref.json" "$OUT/ref-$dt.json"
     for be in $PARITY_BACKENDS; do
       [ $be = cpu ] && [ $dt = bf16 ] && continue  # the cpu ops compute in f32 only
       dflag=(); [ $be = cuda ] && dflag=(--dtype $dt)
