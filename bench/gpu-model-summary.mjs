@@ -93,10 +93,22 @@ if (runs.length) {
   for (const l of runs) say(l);
 }
 
-const scale = read("llava-scale/llava-scale.json");
-const hf = read("llava_scale_hf.json");
+// A run cut by its timeout writes no JSON: its rows are read back from the lines it printed.
+const logRows = (file, re, row) => {
+  const p = join(out, file);
+  if (!existsSync(p)) return undefined;
+  const rows = [...readFileSync(p, "utf8").matchAll(re)].map(row);
+  return rows.length ? { rows, fromLog: true } : undefined;
+};
+const num = Number;
+const scale = read("llava-scale/llava-scale.json") ?? logRows("llava-scale.txt",
+  /^(dense|zipvl[^\n]*?)\s+n\s+(\d+)\s+prefill\s+([\d.]+) ms\s+decode\s+([\d.]+) ms\/token \(([\d.]+) tok\/s\)\s+kept ([\d.]+)%/gm,
+  (m) => ({ mode: m[1].trim(), n: num(m[2]), prefillMs: num(m[3]), decodeMsPerToken: num(m[4]), tokensPerS: num(m[5]), keptMean: num(m[6]) / 100 }));
+const hf = read("llava_scale_hf.json") ?? logRows("llava_scale_hf.txt",
+  /^\[(\w+)\] n\s+(\d+)\s+(?:(OOM)|prefill\s+([\d.]+) ms\s+decode\s+([\d.]+) ms\/token \(([\d.]+) tok\/s\))/gm,
+  (m) => (m[3] ? { attn: m[1], n: num(m[2]), error: "OOM" } : { attn: m[1], n: num(m[2]), prefill_ms: num(m[4]), decode_ms_per_token: num(m[5]), tokens_per_s: num(m[6]) }));
 if (scale || hf) {
-  say(`\n## (d) 13B-shaped decoder (${scale?.layers ?? hf?.layers ?? "?"} layers, bf16)`);
+  say(`\n## (d) 13B-shaped decoder (${scale?.layers ?? hf?.layers ?? "?"} layers, bf16)${scale?.fromLog || hf?.fromLog ? "; rows read from a log (the run was cut short)" : ""}`);
   say("| runtime | mode | tokens | prefill ms | decode ms/token | tokens/s | kept |");
   say("|---|---|---:|---:|---:|---:|---:|");
   for (const r of scale?.rows ?? []) say(`| zipvl cuda | ${r.mode} | ${r.n} | ${f(r.prefillMs, 0)} | ${f(r.decodeMsPerToken)} | ${f(r.tokensPerS)} | ${f(100 * r.keptMean)}% |`);

@@ -41,6 +41,20 @@ describe("bench/gpu-model.sh", () => {
     expect(text).toContain("| transformers | eager | 32000 | OOM | - | - | 100% |");
   });
 
+  it("reads the scale rows from the logs when a timeout left no JSON", () => {
+    const out = mkdtempSync(join(tmpdir(), "zv-gm-"));
+    put(out, "llava-scale.txt", "device: H100\nwarm-up done\n" +
+      "dense        n   2900  prefill     812 ms  decode   21.3 ms/token (46.9 tok/s)  kept 100.0%  mem 30.1 GiB\n" +
+      "zipvl 36.7%  n  32000  prefill    4410 ms  decode   30.5 ms/token (32.8 tok/s)  kept 36.7%  mem 50.2 GiB\n");
+    put(out, "llava_scale_hf.txt", "[eager] n   2900  prefill      990 ms  decode    25.0 ms/token (40.0 tok/s)  peak 40.1 GiB\n[eager] n  32000  OOM\n");
+    const text = execFileSync(process.execPath, ["bench/gpu-model-summary.mjs", out], { encoding: "utf8" });
+    expect(text).toContain("rows read from a log");
+    expect(text).toContain("| zipvl cuda | dense | 2900 | 812 | 21.3 | 46.9 | 100.0% |");
+    expect(text).toContain("| zipvl cuda | zipvl 36.7% | 32000 | 4410 | 30.5 | 32.8 | 36.7% |");
+    expect(text).toContain("| transformers | eager | 2900 | 990 | 25.0 | 40.0 | 100% |");
+    expect(text).toContain("| transformers | eager | 32000 | OOM | - | - | 100% |");
+  });
+
   it("refuses unknown arguments and records steps past the budget as skipped", () => {
     const bad = spawnSync("bash", ["bench/gpu-model.sh", "--bogus"], { encoding: "utf8" });
     expect(bad.status).toBe(2);
