@@ -28,6 +28,7 @@ export function markdownReport(res: BenchResults): string {
   const f = res.floors;
   o.push(`# zipvl bench: ${res.card.name} (cc ${res.card.cc}, driver ${res.card.driver})`, "");
   o.push(`Source: ${res.source}; ${res.created}${res.quick ? "; quick run" : ""}.${res.peers ? ` Peers: torch ${res.peers.torch}, CUDA ${res.peers.cuda}, cuDNN ${res.peers.cudnn ?? "-"}.` : ""}`);
+  if (res.tuning) o.push(`zipvl configs: tuning records ${res.tuning}.`);
   if (f) o.push(`Floors measured in the same run: copy ${f.copyTbps.toFixed(2)} TB/s, bf16 matmul ${f.matmulTflops.toFixed(0)} TFLOP/s.`);
   o.push("", "All times are medians in milliseconds (CUDA events); ratios are peer time / zipvl time (> 1: zipvl is faster).", "");
   for (const g of uniq(rows.map(group))) {

@@ -33,6 +33,8 @@ export interface BenchResults {
   readonly floors: Floors | null;
   readonly rows: readonly Row[];
   readonly peers: { readonly torch: string; readonly cuda: string; readonly cudnn: number | null } | null;
+  /** Which tuning record zipvl's configs came from ("off", "none" = fallback configs, or the record's path). */
+  readonly tuning?: string;
 }
 
 const bad = (path: string, why: string): never => {

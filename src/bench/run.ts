@@ -12,6 +12,10 @@ import type { Program } from "../ir/ir.ts";
 import { makeTensor, type Tensor } from "../io/tensor.ts";
 import { patternTensor } from "../tune/cuda.ts";
 import { TuneError } from "../tune/errors.ts";
+import { cudaKey, cudaToolchain } from "../tune/keys.ts";
+import { loadRecord, recordFile } from "../tune/records.ts";
+import { knobs } from "../knobs.ts";
+import { nvrtcVersion } from "../runtime/native.ts";
 import { peerFloors, peerRows, RESULTS_VERSION, type BenchResults, type Floors, type PeersDoc, type Row } from "./results.ts";
 
 export interface BenchGroup {
@@ -60,6 +64,9 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
     throw new TuneError("ZV8002", ["zipvl bench", (e as Error).message.split("\n")[0]!]);
   }
   const info = ctx.dev.info;
+  const key = cudaKey(info, cudaToolchain(nvrtcVersion));
+  const tuning = knobs.tuning === "off" ? "off" : loadRecord(key) ? recordFile(key) : "none (fallback configs)";
+  o.log(`tuning records: ${tuning}`);
   o.log(`zipvl bench on ${info.name} (cc ${info.computeCapability.join(".")}, ${info.smCount} SMs), ${o.groups.length} shape group(s)`);
   const rows: Row[] = [];
   const time = (body: () => void, stream: Parameters<typeof ctx.dev.time>[1]): number => {
@@ -134,7 +141,7 @@ export async function runBench(o: BenchOptions): Promise<BenchResults> {
   return {
     version: RESULTS_VERSION, card: { name: info.name, cc: info.computeCapability.join("."), driver: String(info.driverVersion), smCount: info.smCount },
     created: new Date().toISOString(), quick: o.quick, source: `zipvl bench${o.quick ? " --quick" : ""} (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
-    floors, rows, peers: peersInfo,
+    floors, rows, peers: peersInfo, tuning,
   };
 }
 
