@@ -1,0 +1,45 @@
+// `zipvl serve`'s cuda path on the mock driver and mock cuBLASLt (native/mock): the engine on the cuda ModelOps
+// with the paged pool in device memory, the append kernel fed from the model's device tensors and the paged decode
+// reading q / writing o in the model's head-major layout, concurrent requests batched, both page layouts, every
+// page back in the pool. The mock records launches instead of running kernels, so answers are not checked here
+// (bench/serve-gpu.ts does that on a GPU); dense prefill, since a ZipVL layer reads its kept count back.
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { describe, expect, it } from "vitest";
+import { nvccVersion } from "../src/backends/cuda/compile.ts";
+
+const MOCK = resolve("native/mock/libcuda_mock.so");
+const MOCK_LT = resolve("native/mock/libcublaslt_mock.so");
+const ready = existsSync(MOCK) && existsSync(MOCK_LT) && existsSync(resolve("native/build/Release/zipvl_native.node")) && nvccVersion() !== null;
+if (!ready) console.warn("NOTICE: mock libcuda/cuBLASLt, native addon or nvcc missing; the cuda serving host-path test is skipped");
+process.env.ZIPVL_LIBCUDA = MOCK;
+process.env.ZIPVL_LIBCUBLASLT = MOCK_LT;
+
+describe.skipIf(!ready)("zipvl serve on the cuda ops (mock driver)", () => {
+  it("batched decode over device pages, per-layer and per-head layouts", async () => {
+    const { openCuda } = await import("../src/backends/cuda/executor.ts");
+    const { parseProgram } = await import("../src/ir/parse.ts");
+    const { verifyProgram } = await import("../src/ir/verify.ts");
+    const { createCudaOpsWith } = await import("../src/model/cuda-ops.ts");
+    const { writeRandomLlavaNext } = await import("../src/model/hf/index.ts");
+    const { startServer } = await import("../src/serve/server.ts");
+    const ctx = openCuda();
+    const dir = mkdtempSync(join(tmpdir(), "zipvl-serve-mock-"));
+    writeRandomLlavaNext(dir, { seed: 5, textHidden: 256, textHeads: 4, textKvHeads: 2, textIntermediate: 512 });
+    const ops = createCudaOpsWith(ctx, "bf16", verifyProgram(parseProgram(readFileSync("test/golden/dense.final.ir", "utf8"))));
+    for (const layout of ["per-layer", "per-head"] as const) {
+      const srv = await startServer({ model: dir, ops, maxBatch: 4, maxQueue: 8, timeoutMs: 60_000, memoryBytes: 2 ** 28, layout }, { port: 0 });
+      const ask = (t: string) => fetch(`http://127.0.0.1:${srv.port}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ messages: [{ role: "user", content: t }], max_tokens: 5 }) });
+      const res = await Promise.all(["hello", "a longer prompt here", "x"].map(ask));
+      for (const r of res) {
+        expect(r.status).toBe(200);
+        expect((await r.json()).usage.completion_tokens).toBe(5);
+      }
+      expect(srv.scheduler.stats.maxBatch).toBeGreaterThan(1);
+      expect(srv.engine.pool.usedPages).toBe(0);
+      await srv.close();
+    }
+    ops.dispose();
+  });
+});
