@@ -2,6 +2,7 @@
 // concurrent requests (different prompts, with and without images, data: URLs and file paths, JSON and SSE) are
 // batched, and every answer equals the answer of the same request served alone (greedy decoding), which also
 // equals the model's own generate() (src/model/llava.ts, per-sequence caches, no pool). Then the rejections.
+import { spawn } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -122,5 +123,45 @@ describe("zipvl serve under load (cpu, tiny random LLaVA-Next, ZipVL)", () => {
     expect(huge.status).toBe(413);
     const ok = await ask(server.port, { messages: [{ role: "user", content: "still there?" }], max_tokens: 2 });
     expect(ok.status).toBe(200);
+  });
+});
+
+describe("zipvl serve command", () => {
+  it("coded errors for bad options; starts, answers, and exits 0 on SIGTERM after finishing its request", async () => {
+    const { main } = await import("../src/cli/main.ts");
+    const errs: string[] = [];
+    expect(await main(["serve"], () => {}, (s) => errs.push(s))).toBe(1);
+    expect(errs.join("\n")).toMatch(/error ZV7041: zipvl serve: --model DIR is required/);
+    expect(await main(["serve", "--model", model, "--max-batch", "0"], () => {}, (s) => errs.push(s))).toBe(1);
+    expect(errs.join("\n")).toMatch(/ZV7041.*--max-batch must be an integer >= 1/);
+    expect(await main(["serve", "--model", model, "--memory", "lots"], () => {}, (s) => errs.push(s))).toBe(1);
+    expect(errs.join("\n")).not.toMatch(/internal error/);
+
+    const child = spawn(process.execPath, ["bin/zipvl.js", "serve", "--model", model, "--port", "0", "--memory", "64M", "--max-tokens", "3"], { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stderr.on("data", (c: Buffer) => (err += c.toString()));
+    const port = await new Promise<number>((resolve, reject) => {
+      child.stdout.on("data", (c: Buffer) => {
+        out += c.toString();
+        const m = /http:\/\/127\.0\.0\.1:(\d+)\//.exec(out);
+        if (m) resolve(Number(m[1]));
+      });
+      child.on("exit", (code) => reject(new Error(`exited ${code}: ${err}`)));
+    });
+    const pending = ask(port, { messages: [{ role: "user", content: "hi" }], max_tokens: 200 });
+    // SIGTERM once the request runs: it must still be answered in full.
+    for (;;) {
+      const h = await (await fetch(`http://127.0.0.1:${port}/health`)).json();
+      if (h.running > 0) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    child.kill("SIGTERM");
+    const a = await pending;
+    expect(a.status).toBe(200);
+    expect(a.finish === "stop" || a.tokens === 200).toBe(true); // answered in full, not cut off
+    const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+    expect(code).toBe(0);
+    expect(err).toMatch(/SIGTERM: finishing running requests/);
   });
 });
