@@ -133,7 +133,9 @@ describe("LLaVA-Next forward on the cpu ops", () => {
         expect(s.kept / s.n).toBeGreaterThan(0);
         expect(s.kept / s.n).toBeLessThanOrEqual(1);
         expect(out.caches[l]!.len).toBe(s.kept);
-        expect(out.caches[l]!.k.shape).toEqual([TINY.text.numKvHeads, s.kept, TINY.text.headDim]);
+        const rows = out.caches[l]!.rows();
+        expect(rows.k.shape).toEqual([TINY.text.numKvHeads, s.kept, TINY.text.headDim]);
+        expect(out.caches[l]!.capacity).toBeGreaterThanOrEqual(s.kept);
       });
       for (const c of out.caches) c.free();
     }
@@ -159,7 +161,8 @@ describe("LLaVA-Next forward on the cpu ops", () => {
       const E = W.get(`${TEXT}embed_tokens.weight`)!.data;
       let h: Float64Array[] = [E.slice(first * H, (first + 1) * H)];
       pre.caches.forEach((c, l) => {
-        const { k, v } = { k: ops.toF32(ops.fromHeads(c.k)), v: ops.toF32(ops.fromHeads(c.v)) };
+        const rows = c.rows();
+        const { k, v } = { k: ops.toF32(ops.fromHeads(rows.k)), v: ops.toF32(ops.fromHeads(rows.v)) };
         const rowsK = Array.from({ length: c.len }, (_, i) => Float64Array.from(k.subarray(i * 8, (i + 1) * 8)));
         const rowsV = Array.from({ length: c.len }, (_, i) => Float64Array.from(v.subarray(i * 8, (i + 1) * 8)));
         h = refDecoderLayer(TINY, W, l, h, [p], { k: rowsK, v: rowsV, pos: Array<number>(c.len).fill(0) }).h;

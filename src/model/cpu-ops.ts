@@ -6,10 +6,18 @@ import { decodeTable } from "../io/dtype.ts";
 import type { Tensor } from "../io/tensor.ts";
 import { interpret } from "../interp/run.ts";
 import { LlavaError } from "./errors.ts";
-import type { DTensor, HostWeight, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
+import type { DKvCache, DTensor, HostWeight, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
 
 interface CpuTensor extends DTensor {
   readonly data: Float32Array;
+}
+
+/** A capacity KV cache: k/v [heads, capacity, d], rows [0, len) live. */
+interface CpuKv extends DKvCache {
+  len: number;
+  capacity: number;
+  k: Float32Array;
+  v: Float32Array;
 }
 
 const make = (shape: readonly number[], data: Float32Array): CpuTensor => ({ shape: Object.freeze([...shape]), data });
@@ -114,6 +122,26 @@ function attendRow(q: Float32Array, qo: number, k: Float32Array, v: Float32Array
     for (let x = 0; x < d; x++) acc[x]! += p * v[vb + x]!;
   }
   for (let x = 0; x < d; x++) out[oo + x] = acc[x]!;
+}
+
+const KV = (c: DKvCache): CpuKv => {
+  const k = (c as CpuKv).k;
+  if (!(k instanceof Float32Array)) throw new Error("internal: a KV cache of another backend reached the cpu ops");
+  return c as CpuKv;
+};
+
+/** Decode attention of q [Hq, t, d] over `len` rows of k/v [Hkv, stride, d] (no mask). */
+function decodeOver(q: DTensor, k: Float32Array, v: Float32Array, Hkv: number, len: number, stride: number, d: number): CpuTensor {
+  const [Hq, t, dq] = dims3(T(q));
+  if (dq !== d || Hq % Hkv !== 0) throw new Error(`internal: decode q [${q.shape}] over ${Hkv} KV heads, head dim ${d}`);
+  const g = Hq / Hkv;
+  const out = new Float32Array(Hq * t * d);
+  const s = new Float64Array(len);
+  for (let h = 0; h < Hq; h++) {
+    const kvBase = Math.floor(h / g) * stride * d;
+    for (let i = 0; i < t; i++) attendRow(T(q).data, (h * t + i) * d, k, v, kvBase, len, d, 1 / Math.sqrt(d), out, (h * t + i) * d, s);
+  }
+  return make([Hq, t, d], out);
 }
 
 const toHost = (shape: readonly number[], data: Float32Array): Tensor => ({ dtype: "f32", shape, data: Float64Array.from(data) });
@@ -271,18 +299,53 @@ export function createCpuOpsSync(): ModelOps {
       return { o: f32(get("o")), kCache: f32(get("k_cache")), vCache: f32(get("v_cache")), count: count.data[0]! };
     },
     decodeAttention(q, kCache, vCache) {
-      const [Hq, t, d] = dims3(T(q));
+      const [, , d] = dims3(T(q));
       const [Hkv, len, dk] = dims3(T(kCache));
-      if (dk !== d || Hq % Hkv !== 0 || vCache.shape.join() !== kCache.shape.join()) throw new Error(`internal: decode q [${q.shape}] cache [${kCache.shape}]`);
-      const g = Hq / Hkv;
-      const out = new Float32Array(Hq * t * d);
-      const s = new Float64Array(len);
-      for (let h = 0; h < Hq; h++) {
-        const kvBase = Math.floor(h / g) * len * d;
-        for (let i = 0; i < t; i++) attendRow(T(q).data, (h * t + i) * d, T(kCache).data, T(vCache).data, kvBase, len, d, 1 / Math.sqrt(d), out, (h * t + i) * d, s);
-      }
-      return make([Hq, t, d], out);
+      if (dk !== d || vCache.shape.join() !== kCache.shape.join()) throw new Error(`internal: decode q [${q.shape}] cache [${kCache.shape}]`);
+      return decodeOver(q, T(kCache).data, T(vCache).data, Hkv, len, len, d);
     },
+    createKvCache(heads, d, capacity) {
+      if (!(Number.isInteger(heads) && heads >= 1 && Number.isInteger(d) && d >= 1 && Number.isInteger(capacity) && capacity >= 1)) throw new Error(`internal: a KV cache of ${heads} heads, head dim ${d}, capacity ${capacity}`);
+      const c: CpuKv = { heads, d, len: 0, capacity, k: new Float32Array(heads * capacity * d), v: new Float32Array(heads * capacity * d) };
+      return c;
+    },
+    appendKv(cache, k, v) {
+      const c = KV(cache);
+      const [H, t, d] = dims3(T(k));
+      if (H !== c.heads || d !== c.d || v.shape.join() !== k.shape.join()) throw new Error(`internal: append of k [${k.shape}] v [${v.shape}] to a cache of ${c.heads} heads, head dim ${c.d}`);
+      if (c.len + t > c.capacity) {
+        // Regrow: the only copy of the cached rows.
+        const cap = Math.max(2 * c.capacity, c.len + t);
+        const move = (old: Float32Array): Float32Array => {
+          const out = new Float32Array(H * cap * d);
+          for (let h = 0; h < H; h++) out.set(old.subarray(h * c.capacity * d, (h * c.capacity + c.len) * d), h * cap * d);
+          return out;
+        };
+        c.k = move(c.k);
+        c.v = move(c.v);
+        c.capacity = cap;
+      }
+      for (let h = 0; h < H; h++) {
+        c.k.set(T(k).data.subarray(h * t * d, (h + 1) * t * d), (h * c.capacity + c.len) * d);
+        c.v.set(T(v).data.subarray(h * t * d, (h + 1) * t * d), (h * c.capacity + c.len) * d);
+      }
+      c.len += t;
+    },
+    decodeAttentionKv(q, cache) {
+      const c = KV(cache);
+      if (dims3(T(q))[2] !== c.d || c.len < 1) throw new Error(`internal: decode q [${q.shape}] over a cache of ${c.len} rows, head dim ${c.d}`);
+      return decodeOver(q, c.k, c.v, c.heads, c.len, c.capacity, c.d);
+    },
+    readKv(cache) {
+      const c = KV(cache);
+      const rows = (x: Float32Array): CpuTensor => {
+        const out = new Float32Array(c.heads * c.len * c.d);
+        for (let h = 0; h < c.heads; h++) out.set(x.subarray(h * c.capacity * c.d, (h * c.capacity + c.len) * c.d), h * c.len * c.d);
+        return make([c.heads, c.len, c.d], out);
+      };
+      return { k: rows(c.k), v: rows(c.v) };
+    },
+    freeKv: () => {},
     sync: () => {},
     dispose: () => {},
   };

@@ -7,7 +7,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { openCuda, type CudaContext } from "../backends/cuda/executor.ts";
-import { CudaDecode, CudaPrefill } from "../backends/cuda/pipeline.ts";
+import { CudaPrefill, DecodeWorkspace } from "../backends/cuda/pipeline.ts";
 import { ModelKernels } from "../backends/cuda/model-kernels.ts";
 import { BufferPool, decodeToF32, encodeF32, ESIZE } from "../backends/cuda/model-pool.ts";
 import { CUDA_HEAD_DIMS, type CudaDType } from "../backends/cuda/render.ts";
@@ -18,11 +18,19 @@ import { knobs } from "../knobs.ts";
 import { fail } from "../diagnostics/diagnostic.ts";
 import { cudaOpsFail } from "./cuda-errors.ts";
 import { LlavaError } from "./errors.ts";
-import type { DTensor, HostWeight, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
+import type { DKvCache, DTensor, HostWeight, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
 
 interface CudaTensor extends DTensor {
   readonly buf: DeviceBuffer;
   readonly dtype: CudaDType;
+}
+
+/** A capacity KV cache: storage [heads, capacity, d] for k and v (pool buffers), rows [0, len) live. */
+interface CudaKv extends DKvCache {
+  len: number;
+  capacity: number;
+  k: DeviceBuffer;
+  v: DeviceBuffer;
 }
 
 const numel = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
@@ -88,6 +96,47 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     return b;
   };
   const fused = (d: number, what: string): boolean => (CUDA_HEAD_DIMS as readonly number[]).includes(d) || cudaOpsFail("ZV6202", [what, `head dim ${d} (the fused kernels take ${CUDA_HEAD_DIMS.join(", ")})`]);
+
+  // Decode attention workspaces (split partials, parameter slots), one per (Hq, Hkv, d): allocated on the first
+  // step and reused by every layer and step (all run in order on this stream).
+  const decoders = new Map<string, DecodeWorkspace>();
+  const decoderFor = (Hq: number, Hkv: number, d: number): DecodeWorkspace => {
+    const key = `${Hq}/${Hkv}/${d}`;
+    let ws = decoders.get(key);
+    if (!ws) decoders.set(key, (ws = DecodeWorkspace.forShape(dev, dense, { Hq, Hkv, d, dtype }, kernelsFor(dense, d), {}, stream)));
+    return ws;
+  };
+  // A device int32 ramp 0, 1, 2, ...: the decode kernels read a cache's live length through &ramp[len], so a step
+  // writes nothing to the device for it. Sized when a cache is created or regrows, never inside a step.
+  let ramp: DeviceBuffer | null = null;
+  let rampLen = 0;
+  const lengthAt = (len: number): bigint => {
+    if (len >= rampLen) {
+      const n = Math.max(len + 1, 2 * rampLen, 4096);
+      if (ramp) {
+        stream.synchronize(); // queued decode steps may still read the old one
+        ramp.free();
+      }
+      ramp = dev.alloc(4 * n);
+      ramp.write(Int32Array.from({ length: n }, (_, i) => i), 0, stream);
+      rampLen = n;
+    }
+    return ramp!.at(4 * len);
+  };
+  const kvs = new Set<CudaKv>();
+  const KV = (c: DKvCache): CudaKv => (kvs.has(c as CudaKv) ? (c as CudaKv) : cudaOpsFail("ZV6201", [`a KV cache [${c.heads}, ${c.len}, ${c.d}] of another backend or used after freeKv()`]));
+  /** Rows [0, rows) of every head of [H, from, d] storage into [H, to, d] storage (one copy launch per head). */
+  const copyHeads = (src: DeviceBuffer, from: number, dst: DeviceBuffer, to: number, H: number, rows: number, d: number): void => {
+    if (rows > 0) for (let h = 0; h < H; h++) k.elt("copy", src.at(h * from * d * esz), null, dst.at(h * to * d * esz), rows * d);
+  };
+  /** Decode of q [Hq, 1, d] over `len` rows of caches with row stride `capacity`, through the shared workspace. */
+  const decodeOne = (q: CudaTensor, kc: DeviceBuffer, vc: DeviceBuffer, Hkv: number, len: number, capacity: number): CudaTensor => {
+    const [Hq, , d] = q.shape as [number, number, number];
+    const length = lengthAt(len);
+    const o = alloc([Hq, 1, d]);
+    decoderFor(Hq, Hkv, d).enqueue({ q: q.buf, kCache: kc, vCache: vc, o: o.buf, length, len, capacity });
+    return o;
+  };
 
   /** Per-KV-head compaction: rows [0, count) of each head of full [Hkv, n, d] into a new [Hkv, count, d]. */
   const compact = (full: DeviceBuffer, Hkv: number, n: number, d: number, count: number): CudaTensor => {
@@ -290,25 +339,81 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       const [Hkv, len, dk] = d3(kCache, "decodeAttention");
       same(kCache, vCache, "decodeAttention caches");
       if (dk !== d || Hq % Hkv !== 0 || len < 1) cudaOpsFail("ZV6201", [`decodeAttention q ${shp(q)} cache ${shp(kCache)}`]);
-      if (t === 1 && (CUDA_HEAD_DIMS as readonly number[]).includes(d)) {
-        const run = CudaDecode.onDevice(dev, dense, { q: T(q).buf, kCache: T(kCache).buf, vCache: T(vCache).buf }, { Hq, Hkv, c: len, d, dtype }, kernelsFor(dense, d), {}, stream);
-        try {
-          run.enqueue();
-          return wrap(run.takeO(), [Hq, 1, d]);
-        } finally {
-          run.free();
-        }
-      }
+      if (t === 1 && (CUDA_HEAD_DIMS as readonly number[]).includes(d)) return decodeOne(T(q), T(kCache).buf, T(vCache).buf, Hkv, len, len);
       if (d > 256) cudaOpsFail("ZV6202", ["decodeAttention", `head dim ${d} (at most 256)`]);
       const o = alloc([Hq, t, d]);
       if (t > 0) k.attn(T(q).buf, T(kCache).buf, T(vCache).buf, o.buf, { Hq, Hkv, nq: t, nk: len, d }, false, 1 / Math.sqrt(d));
       return o;
+    },
+    createKvCache(heads, d, capacity) {
+      if (!(Number.isInteger(heads) && heads >= 1 && Number.isInteger(d) && d >= 1 && Number.isInteger(capacity) && capacity >= 1)) cudaOpsFail("ZV6201", [`a KV cache of ${heads} heads, head dim ${d}, capacity ${capacity}`]);
+      const bytes = heads * capacity * d * esz;
+      const c: CudaKv = { heads, d, len: 0, capacity, k: pool.take(bytes), v: pool.take(bytes) };
+      kvs.add(c);
+      lengthAt(capacity);
+      return c;
+    },
+    appendKv(cache, kk, v) {
+      const c = KV(cache);
+      const [H, t, d] = d3(kk, "appendKv");
+      same(kk, v, "appendKv k/v");
+      if (H !== c.heads || d !== c.d) cudaOpsFail("ZV6201", [`append of ${shp(kk)} to a KV cache of ${c.heads} heads, head dim ${c.d}`]);
+      if (t === 0) return;
+      if (c.len + t > c.capacity) {
+        // Regrow (the only copy of the cached rows): double, or more if one append needs it.
+        const cap = Math.max(2 * c.capacity, c.len + t);
+        const bytes = H * cap * d * esz;
+        const nk = pool.take(bytes), nv = pool.take(bytes);
+        copyHeads(c.k, c.capacity, nk, cap, H, c.len, d);
+        copyHeads(c.v, c.capacity, nv, cap, H, c.len, d);
+        pool.give(c.k);
+        pool.give(c.v);
+        Object.assign(c, { k: nk, v: nv, capacity: cap });
+        lengthAt(cap);
+      }
+      // k/v [H, t, d] into rows [len, len + t) of every head: one strided copy launch each.
+      k.elt("copy_strided", T(kk).buf, null, c.k.at(c.len * d * esz), H * t * d, t * d, c.capacity * d);
+      k.elt("copy_strided", T(v).buf, null, c.v.at(c.len * d * esz), H * t * d, t * d, c.capacity * d);
+      c.len += t;
+    },
+    decodeAttentionKv(q, cache) {
+      const c = KV(cache);
+      const [Hq, t, d] = d3(q, "decodeAttentionKv");
+      if (d !== c.d || Hq % c.heads !== 0 || c.len < 1) cudaOpsFail("ZV6201", [`decodeAttentionKv q ${shp(q)} over a KV cache of ${c.heads} heads, ${c.len} rows, head dim ${d}`]);
+      if (t === 1 && (CUDA_HEAD_DIMS as readonly number[]).includes(d)) return decodeOne(T(q), c.k, c.v, c.heads, c.len, c.capacity);
+      // Several query rows (not the model's decode): the dense kernel, which reads contiguous rows.
+      const { k: kc, v: vc } = ops.readKv(c);
+      try {
+        return ops.decodeAttention(q, kc, vc);
+      } finally {
+        ops.free(kc);
+        ops.free(vc);
+      }
+    },
+    readKv(cache) {
+      const c = KV(cache);
+      const kc = alloc([c.heads, c.len, c.d]), vc = alloc([c.heads, c.len, c.d]);
+      copyHeads(c.k, c.capacity, kc.buf, c.len, c.heads, c.len, c.d);
+      copyHeads(c.v, c.capacity, vc.buf, c.len, c.heads, c.len, c.d);
+      return { k: kc, v: vc };
+    },
+    freeKv(cache) {
+      const c = cache as CudaKv;
+      if (!kvs.delete(c)) return;
+      pool.give(c.k);
+      pool.give(c.v);
     },
     sync() {
       stream.synchronize();
     },
     dispose() {
       stream.synchronize();
+      for (const c of kvs) for (const b of [c.k, c.v]) b.free();
+      kvs.clear();
+      for (const ws of decoders.values()) ws.free();
+      decoders.clear();
+      ramp?.free();
+      ramp = null;
       for (const t of live) t.buf.free();
       live.clear();
       pool.release();

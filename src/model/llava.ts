@@ -88,7 +88,8 @@ export class LlavaModel {
     ops.sync();
     const t0 = performance.now();
     const embeds = this.embed(ids, image);
-    const pre = prefill(ops, cfg, this.w, embeds, opts.policy, { keepAll: opts.allLogits ?? false, ...(opts.onHidden ? { onHidden: opts.onHidden } : {}) });
+    // Each layer's cache reserves a row per new token: decode writes in place and never regrows it.
+    const pre = prefill(ops, cfg, this.w, embeds, opts.policy, { keepAll: opts.allLogits ?? false, reserve: maxNew, ...(opts.onHidden ? { onHidden: opts.onHidden } : {}) });
     const promptLogits = logits(ops, this.w, pre.last);
     ops.sync();
     const prefillMs = performance.now() - t0;

@@ -34,6 +34,17 @@ export interface SparseLayerResult {
   readonly count: number; // tokens kept (host value; backends may sync once per layer to read it)
 }
 
+/** One layer's K/V cache, owned by the backend: k and v storage [Hkv, capacity, d] (rows [0, len) live, head h's
+ *  rows `capacity` rows apart), so appending a token writes its rows in place and decode reads the cache once. */
+export interface DKvCache {
+  readonly heads: number;
+  readonly d: number;
+  /** Live rows (pruned prompt tokens plus generated ones). */
+  readonly len: number;
+  /** Rows each head can hold before the next append regrows the storage. */
+  readonly capacity: number;
+}
+
 export interface ModelOps {
   readonly name: "cpu" | "cuda" | "webgpu";
   /** Compute/storage dtype of activations and weights on this backend (cpu: f32). */
@@ -75,6 +86,18 @@ export interface ModelOps {
   sparsePrefill(policy: Policy, layer: number, q: DTensor, k: DTensor, v: DTensor): SparseLayerResult;
   /** Decode attention of q [Hq, t, d] over caches [Hkv, len, d], no mask (all cached tokens are earlier). */
   decodeAttention(q: DTensor, kCache: DTensor, vCache: DTensor): DTensor;
+
+  /** An empty cache with room for `capacity` rows per KV head (capacity >= 1). */
+  createKvCache(heads: number, d: number, capacity: number): DKvCache;
+  /** Writes k/v [Hkv, t, d] at rows [len, len + t) in place; a full cache first regrows to max(2 capacity, len + t)
+   *  (the only copy of the cached rows). The caller keeps (and frees) k and v. */
+  appendKv(cache: DKvCache, k: DTensor, v: DTensor): void;
+  /** decodeAttention of q [Hq, t, d] over the live rows of `cache`, read in place with the capacity as row stride. */
+  decodeAttentionKv(q: DTensor, cache: DKvCache): DTensor;
+  /** The live rows as new tensors [Hkv, len, d] (tests, hand-off to other caches). */
+  readKv(cache: DKvCache): { k: DTensor; v: DTensor };
+  /** Releases the cache's storage (idempotent). */
+  freeKv(cache: DKvCache): void;
 
   /** Synchronize (timings); no-op on cpu. */
   sync(): void;

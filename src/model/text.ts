@@ -1,9 +1,10 @@
 // The LLaMA decoder of LLaVA: embeddings, per-layer attention with RoPE on ORIGINAL positions (GQA), SiLU MLP,
 // final RMSNorm and lm_head. Prefill runs each layer dense (ops.attention, full cache) or through a policy program
 // (ops.sparsePrefill: the o rows of unselected tokens are zero, so those tokens only keep their residual, and the
-// cache holds only the selected tokens). Decode appends to each layer's cache and attends to all of it.
+// cache holds only the selected tokens). Decode appends to each layer's cache and attends to all of it. Caches are
+// the backend's capacity caches with `reserve` rows past the prompt (the new tokens), so decode appends in place.
 import type { TextConfig } from "./config.ts";
-import { concatKvCache, type KvCache } from "./kv-cache.ts";
+import { reservedKvCache, type KvCache, type KvCacheFactory } from "./kv-cache.ts";
 import type { DTensor, ModelOps, Policy } from "./ops.ts";
 import { ropeFreqs } from "./rope.ts";
 import { TEXT, type Weights } from "./weights.ts";
@@ -59,8 +60,19 @@ function finishLayer(ops: ModelOps, cfg: TextConfig, w: Weights, l: number, h: D
  *  layers) after the final norm. `h` is freed after the call returns. */
 export type HiddenHook = (index: number, h: DTensor) => void;
 
-export function prefill(ops: ModelOps, cfg: TextConfig, w: Weights, embeds: DTensor, policy: Policy | undefined, opts: { keepAll?: boolean; onHidden?: HiddenHook } = {}): PrefillOut {
+export interface PrefillOptions {
+  keepAll?: boolean;
+  onHidden?: HiddenHook;
+  /** Cache rows reserved past each layer's kept prompt rows (the tokens decode will append; default 0: the first
+   *  append regrows the cache). */
+  reserve?: number;
+  /** Builds each layer's cache from its prefill k/v (taking ownership); default the reserved capacity cache. */
+  kvCache?: KvCacheFactory;
+}
+
+export function prefill(ops: ModelOps, cfg: TextConfig, w: Weights, embeds: DTensor, policy: Policy | undefined, opts: PrefillOptions = {}): PrefillOut {
   const n = embeds.shape[0]!;
+  const makeCache = opts.kvCache ?? ((k: DTensor, v: DTensor) => reservedKvCache(ops, k, v, opts.reserve ?? 0));
   const positions = Int32Array.from({ length: n }, (_, i) => i);
   let h = embeds;
   const caches: KvCache[] = [];
@@ -75,13 +87,13 @@ export function prefill(ops: ModelOps, cfg: TextConfig, w: Weights, embeds: DTen
     if (policy) {
       const r = ops.sparsePrefill(policy, l, q, k, v);
       o = r.o;
-      caches.push(concatKvCache(ops, r.kCache, r.vCache));
+      caches.push(makeCache(r.kCache, r.vCache));
       stats.push({ layer: l, kept: r.count, n });
       ops.free(k);
       ops.free(v);
     } else {
       o = ops.attention(q, k, v, true);
-      caches.push(concatKvCache(ops, k, v));
+      caches.push(makeCache(k, v));
       stats.push({ layer: l, kept: n, n });
     }
     ops.free(q);
@@ -107,7 +119,7 @@ export function decodeStep(ops: ModelOps, cfg: TextConfig, w: Weights, embed: DT
     const { q, k, v } = projections(ops, cfg, w, l, x, positions, pos + 1);
     const cache = caches[l]!;
     cache.append(k, v);
-    const o = ops.decodeAttention(q, cache.k, cache.v);
+    const o = cache.attend(q);
     for (const t of [x, q, k, v]) ops.free(t);
     const next = finishLayer(ops, cfg, w, l, h, o);
     if (h !== embed) ops.free(h);

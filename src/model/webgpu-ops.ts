@@ -17,7 +17,8 @@ import type { Tensor } from "../io/tensor.ts";
 import { WebGpuError } from "../runtime/webgpu-errors.ts";
 import { hostToF32 } from "./cpu-ops.ts";
 import { LlavaError } from "./errors.ts";
-import type { DTensor, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
+import { concatKvOps } from "./kv-cache.ts";
+import type { DKvCache, DTensor, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
 
 interface GpuTensor extends DTensor {
   readonly id: number;
@@ -288,6 +289,25 @@ export class WebgpuOps implements ModelOps {
     const r = this.ask((seq) => ({ t: "sparse", seq, q: this.id(q), k: this.id(k), v: this.id(v), ...ids, spec }));
     const count = r.count ?? internal("sparse prefill answered without a count");
     return { o, kCache: { shape: Object.freeze([Hkv, count, d]), id: ids.kc } as GpuTensor, vCache: { shape: Object.freeze([Hkv, count, d]), id: ids.vc } as GpuTensor, count };
+  }
+
+  // KV caches: regrown by concatenation here (the WGSL decode kernel takes a capacity stride; the worker does not
+  // pass one yet).
+  private readonly kv = concatKvOps(this, internal);
+  createKvCache(heads: number, d: number, capacity: number): DKvCache {
+    return this.kv.createKvCache(heads, d, capacity);
+  }
+  appendKv(cache: DKvCache, k: DTensor, v: DTensor): void {
+    this.kv.appendKv(cache, k, v);
+  }
+  decodeAttentionKv(q: DTensor, cache: DKvCache): DTensor {
+    return this.kv.decodeAttentionKv(q, cache);
+  }
+  readKv(cache: DKvCache): { k: DTensor; v: DTensor } {
+    return this.kv.readKv(cache);
+  }
+  freeKv(cache: DKvCache): void {
+    if (!this.disposed) this.kv.freeKv(cache);
   }
 
   sync(): void {

@@ -20,5 +20,5 @@ export function packModelArgs<S extends ModelArgStruct>(struct: S, values: Model
 }
 
 /** Elementwise kinds of zv_model.cuh's elt kernel. */
-export const ELT_KIND = { add: 0, silu_mul: 1, gelu: 2, quick_gelu: 3, gelu_tanh: 4, silu: 5, copy: 6, add_rows: 7 } as const;
+export const ELT_KIND = { add: 0, silu_mul: 1, gelu: 2, quick_gelu: 3, gelu_tanh: 4, silu: 5, copy: 6, add_rows: 7, copy_strided: 8 } as const;
 export type EltKind = keyof typeof ELT_KIND;

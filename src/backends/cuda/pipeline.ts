@@ -209,10 +209,94 @@ export class CudaPrefill {
   }
 }
 
+/** What one decode step reads and writes (device buffers or raw device addresses). */
+export interface DecodeStepIO {
+  readonly q: DeviceBuffer | bigint; // [Hq, 1, d]
+  readonly kCache: DeviceBuffer | bigint; // [Hkv, capacity, d]: head h's rows start capacity * h rows in
+  readonly vCache: DeviceBuffer | bigint;
+  readonly o: DeviceBuffer | bigint; // [Hq, 1, d]
+  /** A device int32 that holds `len` (the kernels read the live length on the device). */
+  readonly length: DeviceBuffer | bigint;
+  /** Live rows (host copy of *length; sets the split count). */
+  readonly len: number;
+  /** Rows per head of the cache storage (the row stride). */
+  readonly capacity: number;
+}
+
+/**
+ * The reusable part of decode attention: split partials (sized for the most splits any length gets), parameter
+ * slots and the kernels, allocated once (per model: layers run one after another on one stream, so they can share
+ * it). A step packs its argument block on the host (passed by value at launch) and enqueues the split and combine
+ * kernels: no device allocation and no host synchronization.
+ */
+export class DecodeWorkspace {
+  private readonly arena: Arena;
+  private readonly P: DeviceBuffer;
+  private readonly partO: DeviceBuffer;
+  private readonly partMl: DeviceBuffer;
+  private readonly scaleOf: (len: number) => number;
+  private readonly split: CudaFunction;
+  private readonly combine: CudaFunction;
+  private readonly geometry: (splits: number) => ReturnType<typeof decodeGeometry>;
+  private readonly splitScale: number;
+  readonly maxSplits: number;
+
+  /** A workspace for q [Hq, 1, d] over caches of Hkv heads, any length (shapes are all the binding reads). */
+  static forShape(dev: CudaDevice, p: Program, dims: { Hq: number; Hkv: number; d: number; dtype: CudaDType }, kernels: KernelSet, opts: ExecOptions, stream: CudaStream | null = null): DecodeWorkspace {
+    const { Hq, Hkv, d, dtype } = dims;
+    const shapes = new Map([["q", shapeOnly(dtype, [Hq, 1, d])], ["k_cache", shapeOnly(dtype, [Hkv, 1, d])], ["v_cache", shapeOnly(dtype, [Hkv, 1, d])]]);
+    return new DecodeWorkspace(dev, p, bindDecode(p, shapes, opts.params ?? {}, opts.layer ?? 0), kernels, stream);
+  }
+
+  /** `b` is the bound decode (its env gives parameters and the scale; its c is not used). */
+  constructor(private readonly dev: CudaDevice, p: Program, readonly b: Binding, kernels: KernelSet, private readonly stream: CudaStream | null = null) {
+    this.arena = new Arena(dev);
+    const { Hq, Hkv, d } = b;
+    this.splitScale = kernels.config("decode").splitScale ?? 1;
+    this.maxSplits = decodeSplits(dev.info.smCount, Hkv, Number.MAX_SAFE_INTEGER, this.splitScale);
+    this.partO = this.arena.alloc(4 * Hq * this.maxSplits * d);
+    this.partMl = this.arena.alloc(4 * Hq * this.maxSplits * 2);
+    this.P = this.arena.alloc(8 * Math.max(1, paramSlots(p).names.length));
+    this.P.write(slotValues(paramSlots(p), b.env), 0, stream);
+    const nd = fusedNode(p, "decode", "decode_attn", "the cuda backend");
+    const scaleExpr = nd.attrs.scale as Expr;
+    this.scaleOf = (len) => knobValue(scaleExpr, { ...b.env, n: len }, "scale", "scale");
+    this.split = kernels.fn("decode", "_split");
+    this.combine = kernels.fn("decode", "_combine");
+    this.geometry = (splits) => decodeGeometry(kernels.config("decode"), { Hq, Hkv, splits });
+  }
+
+  /** Splits a cache of `len` live rows gets (the same count a cache of exactly len rows gets). */
+  splitsFor(len: number): number {
+    return decodeSplits(this.dev.info.smCount, this.b.Hkv, len, this.splitScale);
+  }
+
+  /** Enqueues one decode step (two launches). */
+  enqueue(io: DecodeStepIO): void {
+    const { Hq, Hkv, d } = this.b;
+    if (!(io.len >= 1 && io.len <= io.capacity)) throw new RangeError(`decode over ${io.len} live rows of a ${io.capacity}-row cache`);
+    const splits = this.splitsFor(io.len);
+    const args = packStruct("ZvDecodeArgs", {
+      q: io.q, k_cache: io.kCache, v_cache: io.vCache, o: io.o, part_o: this.partO, part_ml: this.partMl, length: io.length, params: this.P,
+      capacity: i64(io.capacity), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), splits: i64(splits), scale: f64(this.scaleOf(io.len)),
+    });
+    const g = this.geometry(splits);
+    this.dev.launch(this.split, { grid: g.split.grid, block: g.split.block, sharedBytes: 0, stream: this.stream }, args);
+    this.dev.launch(this.combine, { grid: g.combine.grid, block: g.combine.block, sharedBytes: 0, stream: this.stream }, args);
+  }
+
+  free(): void {
+    this.arena.free();
+  }
+}
+
+/** One decode step over a cache of exactly c rows (executor, tuner, benchmarks): its own o and length buffers plus
+ *  a workspace. For step after step over a growing cache, use one DecodeWorkspace (the model ops do). */
 export class CudaDecode {
   readonly b: Binding & { c: number };
   private readonly arena: Arena;
-  private readonly launch: () => void;
+  private readonly ws: DecodeWorkspace;
+  private readonly io: DecodeStepIO;
   private readonly o: DeviceBuffer;
   readonly dtype: CudaDType;
 
@@ -227,33 +311,17 @@ export class CudaDecode {
     this.arena = new Arena(dev);
     const b = (this.b = bindDecode(p, inputs, opts.params ?? {}, opts.layer ?? 0));
     this.dtype = inputs.get("q")!.dtype as CudaDType;
-    const { Hq, Hkv, d, c } = b;
+    const { Hq, d, c } = b;
     const esz = this.dtype === "f32" ? 4 : 2;
-    const alloc = (bytes: number): DeviceBuffer => this.arena.alloc(bytes);
     const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
     const q = device ? device.q : upload(inputs.get("q")!);
     const kc = device ? device.k : upload(inputs.get("k_cache")!);
     const vc = device ? device.v : upload(inputs.get("v_cache")!);
-    this.o = alloc(Hq * d * esz);
-    const splits = decodeSplits(dev.info.smCount, Hkv, c, kernels.config("decode").splitScale);
-    const partO = alloc(4 * Hq * splits * d);
-    const partMl = alloc(4 * Hq * splits * 2);
-    const length = alloc(4);
-    length.write(Int32Array.of(c));
-    const P = alloc(8 * Math.max(1, paramSlots(p).names.length));
-    P.write(slotValues(paramSlots(p), b.env));
-    const nd = fusedNode(p, "decode", "decode_attn", "the cuda backend");
-    const scale = knobValue(nd.attrs.scale as Expr, b.env, "scale", "scale");
-    const args = packStruct("ZvDecodeArgs", {
-      q, k_cache: kc, v_cache: vc, o: this.o, part_o: partO, part_ml: partMl, length, params: P, capacity: i64(c), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), splits: i64(splits), scale: f64(scale),
-    });
-    const g = decodeGeometry(kernels.config("decode"), { Hq, Hkv, splits });
-    const split = kernels.fn("decode", "_split");
-    const combine = kernels.fn("decode", "_combine");
-    this.launch = () => {
-      dev.launch(split, { grid: g.split.grid, block: g.split.block, sharedBytes: 0, stream }, args);
-      dev.launch(combine, { grid: g.combine.grid, block: g.combine.block, sharedBytes: 0, stream }, args);
-    };
+    this.o = this.arena.alloc(Hq * d * esz);
+    const length = this.arena.alloc(4);
+    length.write(Int32Array.of(c), 0, stream);
+    this.ws = new DecodeWorkspace(dev, p, b, kernels, stream);
+    this.io = { q, kCache: kc, vCache: vc, o: this.o, length, len: c, capacity: c };
   }
   poison(): void {
     this.o.fill32(0xffffffff);
@@ -263,7 +331,7 @@ export class CudaDecode {
     return this.o;
   }
   enqueue(): void {
-    this.launch();
+    this.ws.enqueue(this.io);
   }
   /** After enqueue(): hands the output o [Hq, 1, d] over to the caller. */
   takeO(): DeviceBuffer {
@@ -276,6 +344,7 @@ export class CudaDecode {
     return new Map([["o", tensorFromBytes(this.dtype, [Hq, 1, d], this.o.read(new Uint8Array(Hq * d * esz)))]]);
   }
   free(): void {
+    this.ws.free();
     this.arena.free();
   }
 }

@@ -74,6 +74,11 @@ template <typename T> __device__ void elt_kernel(const ZvEltArgs& a) {
       case 4: y = gelu_tanh(x); break;
       case 5: y = silu(x); break;
       case 6: y = x; break;
+      case 8: {  // copy_strided: a [count / cols, cols] into rows of y that lie brows elements apart (KV append)
+        const long long r = i / a.cols, c = i - r * a.cols;
+        st<T>(a.y, r * a.brows + c, x);
+        continue;
+      }
       default: {  // 7: add_rows
         const long long r = i / a.cols, c = i - r * a.cols;
         y = x + ld<T>(a.b, (r % a.brows) * a.cols + c);

@@ -16,7 +16,8 @@ struct ZvNormArgs {
 
 // Elementwise ops over `count` elements (f32 math, one rounding to T):
 // 0 add a+b, 1 silu(a)*b, 2 gelu(a) (erf), 3 quick_gelu(a), 4 gelu_tanh(a), 5 silu(a), 6 copy a,
-// 7 add_rows a[r, c] + b[r % brows, c] (cols columns).
+// 7 add_rows a[r, c] + b[r % brows, c] (cols columns), 8 copy_strided: row r of a [count / cols, cols] to
+// y + r * brows (rows of a capacity KV cache).
 struct ZvEltArgs {
   const void* a;
   const void* b;
