@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openCuda } from "../src/backends/cuda/executor.ts";
-import { benchPaged, checkPagedCase } from "../src/backends/cuda/paged-check.ts";
+import { benchPaged, checkPagedCase, checkServeAttention } from "../src/backends/cuda/paged-check.ts";
 import { parseProgram } from "../src/ir/parse.ts";
 import { verifyProgram } from "../src/ir/verify.ts";
 import { createCudaOpsWith } from "../src/model/cuda-ops.ts";
@@ -46,6 +46,21 @@ for (let i = 0; i < runs; i++) {
   }
 }
 console.log(`paged decode vs reference: ${runs - failures}/${runs} cases pass`);
+let attnFails = 0;
+const attnRuns = quick ? 6 : 24;
+for (let i = 0; i < attnRuns; i++) {
+  const c = {
+    dtype: pick(["bf16", "f16", "f32"] as const), d: pick([64, 128]), Hkv: pick([1, 2, 8]), g: pick([1, 4, 5]), pageTokens: pick([1, 16]),
+    layout: pick<PageLayout>(["per-layer", "per-head"]), layers: pick([1, 3]), lengths: Array.from({ length: pick([1, 3, 7]) }, () => pick([1, 15, 16, 17, 700])), seed: pick([1, 2, 3]),
+  };
+  const r = checkServeAttention(dev, arch, c);
+  if (r.bad.length) {
+    attnFails++;
+    console.log(`FAIL serving attention ${JSON.stringify(c)} maxErr ${r.maxErr.toExponential(2)}: ${r.bad.join("; ")}`);
+  }
+}
+failures += attnFails;
+console.log(`serving attention (beginStep / appendStep / attend on device tensors) vs interpreter: ${attnRuns - attnFails}/${attnRuns} cases pass`);
 
 console.log("one batched decode step, one layer, bf16, 40 heads (MHA) d 128, page 16 tokens:");
 for (const len of [2900, 16000, 32000]) {

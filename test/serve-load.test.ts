@@ -152,7 +152,7 @@ describe("zipvl serve command", () => {
     const pending = ask(port, { messages: [{ role: "user", content: "hi" }], max_tokens: 200 });
     // SIGTERM once the request runs: it must still be answered in full.
     for (;;) {
-      const h = await (await fetch(`http://127.0.0.1:${port}/health`)).json();
+      const h = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { running: number };
       if (h.running > 0) break;
       await new Promise((r) => setTimeout(r, 5));
     }

@@ -34,7 +34,7 @@ describe.skipIf(!ready)("zipvl serve on the cuda ops (mock driver)", () => {
       const res = await Promise.all(["hello", "a longer prompt here", "x"].map(ask));
       for (const r of res) {
         expect(r.status).toBe(200);
-        expect((await r.json()).usage.completion_tokens).toBe(5);
+        expect(((await r.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(5);
       }
       expect(srv.scheduler.stats.maxBatch).toBeGreaterThan(1);
       expect(srv.engine.pool.usedPages).toBe(0);

@@ -8,6 +8,9 @@ import { createHostPool, groupsPerLayer, type PagedKvPool, type PageLayout } fro
 
 export interface PagedAttention {
   readonly pool: PagedKvPool;
+  /** Optional: called once before a decode step's layers (the CUDA version reserves every layer's rows and uploads
+   *  all page tables in one copy). appendStep/attend of that step follow for every layer in order. */
+  beginStep?(seqs: readonly string[]): void;
   /** Prefill: one layer's kept K/V [Hkv, t, d] (RoPE applied) of one sequence. */
   appendCache(seq: string, layer: number, k: DTensor, v: DTensor): void;
   /** Decode: row b of k/v [Hkv, B, d] is the new token of seqs[b]. */

@@ -223,6 +223,7 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     const d = cfg.headDim;
     const seqs = batch.map((b) => b.seq);
     const positions = Int32Array.from(batch, (b) => b.position);
+    this.attn.beginStep?.(seqs);
     let h = ops.embed(w.get(`${TEXT}embed_tokens.weight`), Int32Array.from(batch, (b) => b.token));
     for (let l = 0; l < cfg.numLayers; l++) {
       const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);

@@ -26,4 +26,22 @@ describe.skipIf(!knobs.realGpu)("paged decode kernel vs host reference", () => {
       { numRuns: knobs.fcRuns ?? 40 },
     );
   });
+
+  it("the serving engine's cuda attention (step upload, append kernel, head-major q/o) over several layers", async () => {
+    const { CudaDevice } = await import("../../src/runtime/native.ts");
+    const { checkServeAttention } = await import("../../src/backends/cuda/paged-check.ts");
+    const dev = CudaDevice.open();
+    const arch = dev.info.computeCapability[0]! >= 9 ? 90 : 80;
+    fc.assert(
+      fc.property(
+        fc.constantFrom("bf16", "f32" as const), fc.constantFrom(64, 128), fc.constantFrom(1, 2, 8), fc.constantFrom(1, 4, 5), fc.constantFrom(1, 16),
+        fc.constantFrom<PageLayout>("per-layer", "per-head"), fc.integer({ min: 1, max: 3 }), fc.array(fc.integer({ min: 1, max: 700 }), { minLength: 1, maxLength: 7 }), fc.nat(),
+        (dtype, d, Hkv, g, pageTokens, layout, layers, lengths, seed) => {
+          const r = checkServeAttention(dev, arch, { dtype: dtype as "bf16", d, Hkv, g, pageTokens, layout, layers, lengths, seed });
+          expect(r.bad).toEqual([]);
+        },
+      ),
+      { numRuns: knobs.fcRuns ?? 20 },
+    );
+  });
 });

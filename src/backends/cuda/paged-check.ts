@@ -2,12 +2,15 @@
 // both page layouts, page sizes and GQA groups; K/V reach the pages both by host writes (prefill's kept rows) and by
 // the device append kernel (decode tokens). Shared by test/gpu/paged.test.ts and the bundled bench/serve-gpu.ts.
 // Also times one batched decode step (bandwidth-bound: bytes of the caches read over time).
+import { decodeAttention } from "../../interp/kernels.ts";
 import { roundTo } from "../../io/dtype.ts";
-import type { CudaDevice } from "../../runtime/native.ts";
+import type { DTensor, ModelOps } from "../../model/ops.ts";
+import type { CudaDevice, DeviceBuffer } from "../../runtime/native.ts";
 import { pagedDecodeReference } from "../../serve/paged-ref.ts";
 import { HostPageStorage, PagedKvPool, type PageLayout, type PageStorage, type PoolGeometry } from "../../serve/pool.ts";
 import type { Arch } from "./compile.ts";
 import { CudaPagedDecode, CudaPageStorage, decodeRows, encodeRows, loadPagedKernels } from "./paged.ts";
+import { createCudaAttention } from "./paged-serve.ts";
 import type { CudaDType } from "./render.ts";
 
 export interface PagedCase {
@@ -162,5 +165,88 @@ export function benchPaged(dev: CudaDevice, arch: Arch, o: { dtype: CudaDType; d
     q.free();
     out.free();
     pool.dispose();
+  }
+}
+
+/**
+ * The serving engine's CUDA attention (src/backends/cuda/paged-serve.ts) end to end on the device: prefill caches
+ * appended from device tensors, one decode step through beginStep (all layers' rows and tables in one upload),
+ * appendStep (the append kernel) and attend (q/o head-major [Hq, B, d]), checked layer by layer against the
+ * interpreter's decode over dense copies the check keeps itself.
+ */
+export function checkServeAttention(dev: CudaDevice, arch: Arch, c: { dtype: CudaDType; d: number; Hkv: number; g: number; pageTokens: number; layout: PageLayout; layers: number; lengths: readonly number[]; seed: number }): PagedCheckResult {
+  const r = rng(c.seed);
+  const Hq = c.Hkv * c.g;
+  const B = c.lengths.length;
+  const esz = c.dtype === "f32" ? 4 : 2;
+  const stream = dev.createStream();
+  const bufs: DeviceBuffer[] = [];
+  const tensor = (shape: number[], data: Float32Array): DTensor & { buf: DeviceBuffer } => {
+    const buf = dev.alloc(Math.max(16, data.length * esz));
+    buf.write(encodeRows(data, c.dtype));
+    bufs.push(buf);
+    return { shape, buf };
+  };
+  // The slice of CudaOpsHandle the attention uses.
+  const ops = {
+    name: "cuda", dtype: c.dtype, ctx: { dev, arch }, stream,
+    bufferOf: (x: DTensor) => (x as DTensor & { buf: DeviceBuffer }).buf,
+    adopt: (buf: DeviceBuffer, shape: readonly number[]) => (bufs.push(buf), { shape, buf }),
+  } as unknown as ModelOps;
+  const need = c.lengths.reduce((a, n) => a + c.layers * (c.layout === "per-layer" ? 1 : c.Hkv) * (Math.ceil((n + 1) / c.pageTokens) + 1), 0);
+  const attn = createCudaAttention(ops, { layers: c.layers, heads: Hq, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: need + 2 });
+  const rand = (n: number): Float32Array => Float32Array.from({ length: n }, () => roundTo(c.dtype, 2 * r()));
+  const ids = c.lengths.map((_, b) => `s${b}`);
+  // dense[l][b] = { k, v } as [Hkv, len, d] rows, what the caches must hold.
+  const dense: { k: number[][][]; v: number[][][] }[][] = [];
+  try {
+    for (const id of ids) attn.pool.addSequence(id);
+    for (let l = 0; l < c.layers; l++) {
+      dense.push([]);
+      c.lengths.forEach((n, b) => {
+        const k = rand(c.Hkv * n * c.d);
+        const v = rand(c.Hkv * n * c.d);
+        attn.appendCache(ids[b]!, l, tensor([c.Hkv, n, c.d], k), tensor([c.Hkv, n, c.d], v));
+        const rows = (x: Float32Array, kv: number): number[][] => Array.from({ length: n }, (_, i) => Array.from(x.subarray((kv * n + i) * c.d, (kv * n + i + 1) * c.d)));
+        dense[l]!.push({ k: Array.from({ length: c.Hkv }, (_, kv) => rows(k, kv)), v: Array.from({ length: c.Hkv }, (_, kv) => rows(v, kv)) });
+      });
+    }
+    attn.beginStep!(ids);
+    const scale = 1 / Math.sqrt(c.d);
+    let maxErr = 0;
+    const bad: string[] = [];
+    const tol = c.dtype === "bf16" ? 1.6e-2 : c.dtype === "f16" ? 2e-3 : 2e-4;
+    for (let l = 0; l < c.layers; l++) {
+      const k = rand(c.Hkv * B * c.d);
+      const v = rand(c.Hkv * B * c.d);
+      const q = rand(Hq * B * c.d); // head-major [Hq, B, d]
+      attn.appendStep(l, ids, tensor([c.Hkv, B, c.d], k), tensor([c.Hkv, B, c.d], v));
+      const o = attn.attend(l, ids, tensor([Hq, B, c.d], q), scale) as DTensor & { buf: DeviceBuffer };
+      stream.synchronize();
+      const got = decodeRows(o.buf.read(new Uint8Array(Hq * B * c.d * esz)), c.dtype);
+      for (let b = 0; b < B; b++)
+        for (let kv = 0; kv < c.Hkv; kv++) {
+          const dk = dense[l]![b]!.k[kv]!;
+          const dv = dense[l]![b]!.v[kv]!;
+          dk.push(Array.from(k.subarray((kv * B + b) * c.d, (kv * B + b + 1) * c.d)));
+          dv.push(Array.from(v.subarray((kv * B + b) * c.d, (kv * B + b + 1) * c.d)));
+          const qs = new Float64Array(c.g * c.d);
+          for (let j = 0; j < c.g; j++) qs.set(q.subarray(((kv * c.g + j) * B + b) * c.d, ((kv * c.g + j) * B + b + 1) * c.d), j * c.d);
+          const want = decodeAttention(qs, Float64Array.from(dk.flat()), Float64Array.from(dv.flat()), c.g, 1, dk.length, c.d, scale, (s) => s);
+          for (let j = 0; j < c.g; j++)
+            for (let e = 0; e < c.d; e++) {
+              const a = got[((kv * c.g + j) * B + b) * c.d + e]!;
+              const w = want[j * c.d + e]!;
+              const err = Math.abs(a - w) / Math.max(1, Math.abs(w));
+              if (!(err <= tol) && bad.length < 5) bad.push(`layer ${l} seq ${b} head ${kv * c.g + j} [${e}] = ${a} want ${w}`);
+              maxErr = Math.max(maxErr, Number.isNaN(err) ? Infinity : err);
+            }
+        }
+    }
+    return { maxErr, tol, bad };
+  } finally {
+    attn.dispose();
+    for (const b of bufs) b.free();
+    stream.destroy();
   }
 }

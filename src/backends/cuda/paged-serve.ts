@@ -8,7 +8,7 @@ import type { DeviceBuffer } from "../../runtime/native.ts";
 import { checkStep, type PagedAttention, type PagedAttentionOptions } from "../../serve/attention.ts";
 import { serveFail } from "../../serve/errors.ts";
 import { groupsPerLayer, PagedKvPool } from "../../serve/pool.ts";
-import { CudaPagedDecode, CudaPageStorage, loadPagedKernels } from "./paged.ts";
+import { CudaPagedDecode, CudaPageStorage, loadPagedKernels, packStepTables, type StepOffsets } from "./paged.ts";
 import type { CudaDType } from "./render.ts";
 
 function handle(ops: ModelOps): CudaOpsHandle {
@@ -44,8 +44,37 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Pa
     return rows;
   };
   const G = groupsPerLayer(geom);
+  // The current decode step (beginStep): every layer's rows reserved and all tables uploaded in one copy.
+  let step: { seqs: readonly string[]; offsets: StepOffsets[]; maxLen: number[] } | null = null;
+  let stepBuf: DeviceBuffer | null = null;
+  const at = (words: number): bigint => stepBuf!.at(4 * words);
+  const inStep = (layer: number, seqs: readonly string[]): boolean =>
+    step !== null && step.seqs.length === seqs.length && step.seqs.every((s, i) => s === seqs[i]) && layer < step.offsets.length;
   return {
     pool,
+    beginStep(seqs) {
+      const B = seqs.length;
+      const need = seqs.reduce((a, s) => { let n = 0; for (let l = 0; l < o.layers; l++) n += pool.growthPages(s, l, new Array<number>(G).fill(1)); return a + n; }, 0);
+      if (need > pool.freePages) serveFail("ZV7002", [`a decode step of ${B} sequences needs ${need} page(s), ${pool.freePages} free`]);
+      const rows: Int32Array[] = [];
+      for (let l = 0; l < o.layers; l++) {
+        const r = new Int32Array(o.kvHeads * B);
+        seqs.forEach((s, b) => {
+          const rr = pool.reserveRows(s, l, new Array<number>(G).fill(1), 1);
+          for (let kv = 0; kv < o.kvHeads; kv++) r[kv * B + b] = rr[kv]!;
+        });
+        rows.push(r);
+      }
+      const tables = Array.from({ length: o.layers }, (_, l) => pool.tables(seqs, l));
+      const { blob, offsets } = packStepTables(tables, rows);
+      if (!stepBuf || stepBuf.bytes < blob.byteLength) {
+        h.stream.synchronize(); // the previous step's kernels may still read the old buffer
+        stepBuf?.free();
+        stepBuf = dev.alloc(Math.max(4096, 2 * blob.byteLength));
+      }
+      stepBuf.write(blob, 0, h.stream);
+      step = { seqs: [...seqs], offsets, maxLen: tables.map((t) => Math.max(0, ...t.lengths)) };
+    },
     appendCache(seq, layer, k, v) {
       const t = k.shape[1]!;
       const r = pool.reserveRows(seq, layer, new Array<number>(G).fill(t), t);
@@ -57,6 +86,10 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Pa
     appendStep(layer, seqs, k, v) {
       const B = seqs.length;
       checkStep(k, o.kvHeads, B, o.headDim);
+      if (inStep(layer, seqs)) {
+        storage.appendDevice(kernels, { k: h.bufferOf(k), v: h.bufferOf(v), t: B }, at(step!.offsets[layer]!.rows), h.stream);
+        return;
+      }
       const need = seqs.reduce((a, s) => a + pool.growthPages(s, layer, new Array<number>(G).fill(1)), 0);
       if (need > pool.freePages) serveFail("ZV7002", [`a decode step of ${B} sequences needs ${need} page(s), ${pool.freePages} free`]);
       const all = new Int32Array(o.kvHeads * B);
@@ -72,11 +105,16 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Pa
       const B = seqs.length;
       if (B > MAX_BATCH) serveFail("ZV7005", [`batch ${B} exceeds ${MAX_BATCH}`]);
       const out = dev.alloc(o.heads * B * o.headDim * esz);
-      decode.enqueue(pool.tables(seqs, layer), h.bufferOf(q), out, scale, h.stream, "hbd");
+      if (inStep(layer, seqs)) {
+        const off = step!.offsets[layer]!;
+        decode.launch({ indptr: at(off.indptr), pages: at(off.pages), lengths: at(off.lengths), batch: B, groups: G, maxLen: step!.maxLen[layer]! }, h.bufferOf(q), out, scale, h.stream, "hbd");
+        if (layer === o.layers - 1) step = null;
+      } else decode.enqueue(pool.tables(seqs, layer), h.bufferOf(q), out, scale, h.stream, "hbd");
       return h.adopt(out, [o.heads, B, o.headDim]);
     },
     dispose() {
       h.stream.synchronize();
+      stepBuf?.free();
       decode.free();
       rows.free();
       pool.dispose();

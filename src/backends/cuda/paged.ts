@@ -115,7 +115,7 @@ export class CudaPageStorage implements PageStorage {
     }
   }
   /** Device-side append: source rows [Hkv, t, d] (head stride srcStride rows) in the pool's dtype. */
-  appendDevice(kernels: PagedKernels, src: { k: DeviceBuffer | bigint; v: DeviceBuffer | bigint; t: number; srcStride?: number }, rows: DeviceBuffer, stream?: CudaStream | null): void {
+  appendDevice(kernels: PagedKernels, src: { k: DeviceBuffer | bigint; v: DeviceBuffer | bigint; t: number; srcStride?: number }, rows: DeviceBuffer | bigint, stream?: CudaStream | null): void {
     const g = this.geometry;
     if (src.t === 0) return;
     const args = packPaged("ZvPagedAppendArgs", { k: src.k, v: src.v, k_pages: this.k, v_pages: this.v, rows, Hkv: i64(g.kvHeads), t: i64(src.t), d: i64(g.headDim), src_stride: i64(src.srcStride ?? src.t) });
@@ -125,6 +125,41 @@ export class CudaPageStorage implements PageStorage {
     this.k.free();
     this.v.free();
   }
+}
+
+/** Page tables on the device: addresses of the CSR arrays plus what the launch needs on the host. */
+export interface DeviceTables {
+  readonly indptr: DeviceBuffer | bigint;
+  readonly pages: DeviceBuffer | bigint;
+  readonly lengths: DeviceBuffer | bigint;
+  readonly batch: number;
+  readonly groups: number;
+  /** Longest cache of the batch (picks the split count). */
+  readonly maxLen: number;
+}
+
+/** Offsets (in i32 words) of one layer's arrays inside a packed step blob. */
+export interface StepOffsets {
+  readonly indptr: number;
+  readonly pages: number;
+  readonly lengths: number;
+  readonly rows: number;
+}
+
+/** Every layer's page tables and append rows of one decode step in one i32 array (one host-to-device copy). */
+export function packStepTables(tables: readonly PageTables[], rows: readonly Int32Array[]): { blob: Int32Array; offsets: StepOffsets[] } {
+  let n = 0;
+  for (let l = 0; l < tables.length; l++) n += tables[l]!.indptr.length + tables[l]!.pages.length + tables[l]!.lengths.length + rows[l]!.length;
+  const blob = new Int32Array(n);
+  const offsets: StepOffsets[] = [];
+  let at = 0;
+  const put = (x: Int32Array): number => {
+    blob.set(x, at);
+    at += x.length;
+    return at - x.length;
+  };
+  tables.forEach((t, l) => offsets.push({ indptr: put(t.indptr), pages: put(t.pages), lengths: put(t.lengths), rows: put(rows[l]!) }));
+  return { blob, offsets };
 }
 
 /** A batched paged decode: buffers sized for `maxBatch` sequences and `maxPages` table entries, reused per step. */
@@ -155,18 +190,22 @@ export class CudaPagedDecode {
     this.partMl = dev.alloc(8 * maxBatch * Hq * this.maxSplits);
   }
 
-  /** Uploads the tables of this step (queued on `stream`), then enqueues split and combine. q and o are
-   *  [batch, Hq, d] ("bhd") or head-major [Hq, batch, d] ("hbd", the model's layout). */
+  /** Uploads the tables (queued on `stream`), then enqueues split and combine. q and o are [batch, Hq, d] ("bhd")
+   *  or head-major [Hq, batch, d] ("hbd", the model's layout). */
   enqueue(t: PageTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
-    const g = this.storage.geometry;
-    if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
-    const maxLen = Math.max(0, ...t.lengths);
-    const splits = Math.min(this.maxSplits, pagedSplits(this.dev.info.smCount, g.kvHeads, t.batch, maxLen));
     this.indptr.write(t.indptr, 0, stream);
     if (t.pages.length) this.ids.write(t.pages, 0, stream);
     this.lengths.write(t.lengths, 0, stream);
+    this.launch({ indptr: this.indptr, pages: this.ids, lengths: this.lengths, batch: t.batch, groups: t.groups, maxLen: Math.max(0, ...t.lengths) }, q, o, scale, stream, layout);
+  }
+
+  /** Split and combine over tables already on the device (e.g. one upload of every layer's tables per step). */
+  launch(t: DeviceTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
+    const g = this.storage.geometry;
+    if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
+    const splits = Math.min(this.maxSplits, pagedSplits(this.dev.info.smCount, g.kvHeads, t.batch, t.maxLen));
     const args = packPaged("ZvPagedDecodeArgs", {
-      q, k_pages: this.storage.k, v_pages: this.storage.v, o, part_o: this.partO, part_ml: this.partMl, page_indptr: this.indptr, page_ids: this.ids, lengths: this.lengths,
+      q, k_pages: this.storage.k, v_pages: this.storage.v, o, part_o: this.partO, part_ml: this.partMl, page_indptr: t.indptr, page_ids: t.pages, lengths: t.lengths,
       batch: i64(t.batch), Hq: i64(this.Hq), Hkv: i64(g.kvHeads), d: i64(g.headDim), page_tokens: i64(g.pageTokens), heads_per_page: i64(headsPerPage(g)), groups: i64(t.groups), splits: i64(splits),
       ...(layout === "bhd"
         ? { q_stride_b: i64(this.Hq), q_stride_h: i64(1), o_stride_b: i64(this.Hq), o_stride_h: i64(1) }
