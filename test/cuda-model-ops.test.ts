@@ -135,4 +135,95 @@ describe.skipIf(!ready)("cuda ops on the mock driver", () => {
     for (const buf of [q, k, v]) buf.free();
     ctx.dispose();
   });
+
+  it("decode over capacity caches: no device allocation, host sync or synchronous copy in a step; regrowth doubles", async () => {
+    const { openCuda } = await import("../src/backends/cuda/executor.ts");
+    const { createCudaOpsWith } = await import("../src/model/cuda-ops.ts");
+    const { compileFile } = await import("../src/driver.ts");
+    const { DeviceBuffer, CudaStream } = await import("../src/runtime/native.ts");
+    const { LlavaModel } = await import("../src/model/llava.ts");
+    const { concatKvCache } = await import("../src/model/kv-cache.ts");
+    const { decodeStep, prefill } = await import("../src/model/text.ts");
+    const { TEXT } = await import("../src/model/weights.ts");
+    const { sourceOf, TINY, tinyWeights } = await import("./support/tiny-llava.ts");
+    const ctx = openCuda();
+    const dev = ctx.dev;
+    const ops = createCudaOpsWith(ctx, "bf16", compileFile("dsl/variants/dense.ts").final);
+    // Head dim 64: the fused decode kernels' path (the tiny test model's 4 would take the dense fallback).
+    const cfg = { ...TINY, text: { ...TINY.text, hiddenSize: 128, numHeads: 4, numKvHeads: 2, headDim: 64, intermediateSize: 64 } };
+    const model = LlavaModel.load(ops, cfg, sourceOf(tinyWeights(cfg)), "<memory>");
+    const ids = Int32Array.from([1, 5, 6, 7, 8, 9, 10, 11, 12, 13]);
+    // Counters over every path to the driver that allocates or waits.
+    const count = { alloc: 0, read: 0, sync: 0, syncWrite: 0 };
+    const alloc = dev.alloc.bind(dev);
+    dev.alloc = (b: number) => (count.alloc++, alloc(b));
+    const devSync = dev.synchronize.bind(dev);
+    dev.synchronize = () => (count.sync++, devSync());
+    const { read, write } = DeviceBuffer.prototype;
+    const { synchronize } = CudaStream.prototype;
+    DeviceBuffer.prototype.read = function (this: InstanceType<typeof DeviceBuffer>, ...a: Parameters<typeof read>) {
+      count.read++;
+      return read.apply(this, a);
+    } as typeof read;
+    DeviceBuffer.prototype.write = function (this: InstanceType<typeof DeviceBuffer>, ...a: Parameters<typeof write>) {
+      if (!a[2]) count.syncWrite++;
+      return write.apply(this, a);
+    };
+    CudaStream.prototype.synchronize = function (this: InstanceType<typeof CudaStream>) {
+      count.sync++;
+      return synchronize.apply(this);
+    };
+    const launches = () => dev.mockLastLaunch()!.launches;
+    try {
+      const steps = (kv: "reserved" | "concat", reserve: number, n: number) => {
+        const pre = prefill(ops, cfg.text, model.weights, model.embed(ids), undefined, { reserve, ...(kv === "concat" ? { kvCache: (k, v) => concatKvCache(ops, k, v) } : {}) });
+        ops.free(pre.last);
+        const per: { alloc: number; read: number; sync: number; syncWrite: number; launches: number; capacity: number }[] = [];
+        for (let s = 0; s < n; s++) {
+          const before = { ...count, launches: launches() };
+          const e = ops.embed(model.weights.get(`${TEXT}embed_tokens.weight`), Int32Array.of(3 + s));
+          const h = decodeStep(ops, cfg.text, model.weights, e, ids.length + s, pre.caches);
+          ops.free(e);
+          ops.free(h);
+          per.push({
+            alloc: count.alloc - before.alloc, read: count.read - before.read, sync: count.sync - before.sync, syncWrite: count.syncWrite - before.syncWrite,
+            launches: launches() - before.launches, capacity: pre.caches[0]!.capacity,
+          });
+        }
+        expect(pre.caches.map((c) => c.len)).toEqual([ids.length + n, ids.length + n]);
+        for (const c of pre.caches) c.free();
+        return per;
+      };
+      // Reserved for 4 new tokens: the first step may create the decode workspace and fill the pool; every later
+      // step allocates nothing, reads nothing back and never waits for the device.
+      const reserved = steps("reserved", 4, 4);
+      expect(reserved.map((r) => r.capacity)).toEqual([14, 14, 14, 14]);
+      for (const r of reserved.slice(1)) expect(r).toMatchObject({ alloc: 0, read: 0, sync: 0, syncWrite: 0 });
+      // Per layer: 2 strided appends + split + combine; the rest of the layer is the same on both paths.
+      const concat = steps("concat", 0, 4);
+      for (const r of concat.slice(1)) expect(r).toMatchObject({ read: 0, sync: 0, syncWrite: 0 });
+      // The concatenating cache copies each layer's k and v three times per step: 5 launches (fromHeads of the cache
+      // and of the new row, 2 concat copies, toHeads) where the capacity cache has one strided copy.
+      expect(concat[1]!.launches - reserved[1]!.launches).toBe(cfg.text.numLayers * 2 * (5 - 1));
+      // No reserve: the first append regrows 10 -> 20 rows (doubling); the steps after it allocate nothing.
+      const grown = steps("reserved", 0, 3);
+      expect(grown.map((r) => r.capacity)).toEqual([20, 20, 20]);
+      for (const r of grown.slice(1)) expect(r).toMatchObject({ alloc: 0, read: 0, sync: 0, syncWrite: 0 });
+      // Coded errors: a cache of the wrong shape, use after freeKv.
+      const c = ops.createKvCache(2, 64, 4);
+      const x = ops.fromF32([3, 1, 64], new Float32Array(192));
+      expect(codeOf(() => ops.appendKv(c, x, x))).toBe("ZV6201");
+      ops.freeKv(c);
+      const y = ops.fromF32([2, 1, 64], new Float32Array(128));
+      expect(codeOf(() => ops.appendKv(c, y, y))).toBe("ZV6201");
+      ops.free(x);
+      ops.free(y);
+    } finally {
+      Object.assign(DeviceBuffer.prototype, { read, write });
+      CudaStream.prototype.synchronize = synchronize;
+      model.dispose();
+      ops.dispose();
+      ctx.dispose();
+    }
+  });
 });

@@ -12,7 +12,8 @@ import type { LlavaConfig } from "../src/model/config.ts";
 import { createCpuOpsSync, erf, hostToF32, matmulNT } from "../src/model/cpu-ops.ts";
 import { anyresGridShape, numImageTokens } from "../src/model/hf/index.ts";
 import { LlavaModel } from "../src/model/llava.ts";
-import type { ModelOps } from "../src/model/ops.ts";
+import { concatKvCache, type KvCacheFactory } from "../src/model/kv-cache.ts";
+import type { ModelOps, Policy } from "../src/model/ops.ts";
 import { ropeFreqs } from "../src/model/rope.ts";
 import { argmax, createSampler } from "../src/model/sampling.ts";
 import { buildPrompt, loadModel, loadPolicy } from "../src/model/session.ts";
@@ -185,6 +186,70 @@ describe("LLaVA-Next forward on the cpu ops", () => {
   });
 });
 
+
+describe("KV caches with capacity", () => {
+  /** Greedy decode of `steps` tokens through text.ts with caches built by `kv`: tokens and each step's logits. */
+  const decodeWith = (o: ModelOps, kv: KvCacheFactory | undefined, reserve: number, policy: Policy | undefined, steps: number) => {
+    const m = o === ops ? model : LlavaModel.load(o, TINY, sourceOf(W), "<memory>");
+    const pre = prefill(o, TINY.text, m.weights, m.embed(ids, image), policy, { reserve, ...(kv ? { kvCache: kv } : {}) });
+    const all: Float32Array[] = [logits(o, m.weights, pre.last)];
+    const tokens = [argmax(all[0]!)];
+    const caps: number[] = [];
+    for (let s = 0; s < steps; s++) {
+      const e = o.embed(m.weights.get(`${TEXT}embed_tokens.weight`), Int32Array.of(tokens.at(-1)!));
+      const h = decodeStep(o, TINY.text, m.weights, e, ids.length + s, pre.caches);
+      all.push(logits(o, m.weights, h));
+      tokens.push(argmax(all.at(-1)!));
+      caps.push(pre.caches[0]!.capacity);
+      for (const t of [e, h]) o.free(t);
+    }
+    const lens = pre.caches.map((c) => c.len);
+    for (const c of pre.caches) c.free();
+    return { tokens, logits: all, caps, lens, kept: pre.stats.map((x) => x.kept) };
+  };
+
+  it("decode over the in-place caches equals the concatenating caches (tokens and logits), across regrowth", () => {
+    for (const policy of [undefined, ratioPolicy]) {
+      const old = decodeWith(ops, (k, v) => concatKvCache(ops, k, v), 0, policy, 5);
+      for (const reserve of [0, 1, 5]) {
+        const got = decodeWith(ops, undefined, reserve, policy, 5);
+        expect(got.tokens).toEqual(old.tokens);
+        got.logits.forEach((l, i) => expect(maxAbs(l, old.logits[i]!), `step ${i}, reserve ${reserve}`).toBe(0));
+        expect(got.lens).toEqual(old.kept.map((k) => k + 5));
+        // Capacity: kept + reserve, doubled when an append finds it full (reserve 0: at step 1; 5: never).
+        const k0 = old.kept[0]!;
+        let cap = k0 + reserve;
+        const want = [1, 2, 3, 4, 5].map((s) => (cap = k0 + s > cap ? 2 * cap : cap));
+        expect(got.caps).toEqual(want);
+      }
+    }
+  });
+
+  it("appendKv / readKv / decodeAttentionKv on the cpu ops: rows land at [len, len + t), regrowth keeps them", () => {
+    const [H, d, Hq] = [2, 4, 4];
+    const rows = (t: number, seed: number) => Float32Array.from({ length: H * t * d }, (_, i) => Math.sin(seed + i));
+    const c = ops.createKvCache(H, d, 3);
+    const parts = [[2, 1], [1, 2], [4, 3]] as const; // t, seed: the third append regrows 3 -> 7
+    for (const [t, seed] of parts) ops.appendKv(c, ops.fromF32([H, t, d], rows(t, seed)), ops.fromF32([H, t, d], rows(t, seed + 10)));
+    expect([c.len, c.capacity]).toEqual([7, 7]);
+    const cat = (off: number) => Float32Array.from({ length: H * 7 * d }, (_, i) => {
+      const h = Math.floor(i / (7 * d)), r = Math.floor(i / d) % 7, e = i % d;
+      let at = 0;
+      for (const [t, seed] of parts) {
+        if (r < at + t) return Math.fround(Math.sin(seed + off + (h * t + r - at) * d + e));
+        at += t;
+      }
+      return NaN;
+    });
+    const { k, v } = ops.readKv(c);
+    expect(Array.from(ops.toF32(k))).toEqual(Array.from(cat(0)));
+    expect(Array.from(ops.toF32(v))).toEqual(Array.from(cat(10)));
+    const q = ops.fromF32([Hq, 1, d], Float32Array.from({ length: Hq * d }, (_, i) => Math.cos(i)));
+    expect(Array.from(ops.toF32(ops.decodeAttentionKv(q, c)))).toEqual(Array.from(ops.toF32(ops.decodeAttention(q, k, v))));
+    expect(() => ops.appendKv(c, ops.fromF32([3, 1, d], new Float32Array(3 * d)), ops.fromF32([3, 1, d], new Float32Array(3 * d)))).toThrow(/append/);
+    ops.freeKv(c);
+  });
+});
 
 describe("generation", () => {
   it("greedy is deterministic; top-p with p -> 0 equals greedy; a seed fixes sampling", () => {
