@@ -211,6 +211,16 @@ describe("HTTP server (fake engine)", () => {
     expect([big.status, big.json.error.code]).toEqual([413, "ZV7023"]);
     const nf = await fetch(`http://127.0.0.1:${port}/v2/x`);
     expect(nf.status).toBe(404);
+    // A client that disconnects cancels its request (its pages come back).
+    const ac = new AbortController();
+    const gone = fetch(`http://127.0.0.1:${port}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ ...msg, max_tokens: 500, stream: true }), signal: ac.signal }).then((r) => r.text()).catch(() => "aborted");
+    while (s.running === 0) await new Promise((r) => setTimeout(r, 2));
+    ac.abort();
+    expect(await gone).toBe("aborted");
+    const t0 = performance.now();
+    while (s.running > 0) await new Promise((r) => setTimeout(r, 2));
+    expect(performance.now() - t0).toBeLessThan(1000); // cancelled, not run to its 500 tokens (>= 2 s of steps)
+    expect(eng.pool.usedPages).toBe(0);
     // 429: one running (long), one queued, the third is turned away.
     const long = post(port, { ...msg, max_tokens: 200 });
     while (s.running === 0) await new Promise((r) => setTimeout(r, 2));
