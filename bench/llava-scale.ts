@@ -74,6 +74,10 @@ interface Row {
   tokensPerS: number;
   keptMean: number;
   memGiB: number;
+  /** Bytes one decode step must read at least: the weights it multiplies (all but the embedding table) plus the live
+   *  K/V of every layer at the middle step; over decode ms = the achieved rate to compare with the copy bandwidth. */
+  stepGB: number;
+  achievedGBs: number;
 }
 
 function runOnce(n: number, policy: Policy | undefined, decodeSteps: number): Row {
@@ -81,7 +85,7 @@ function runOnce(n: number, policy: Policy | undefined, decodeSteps: number): Ro
   ops.sync();
   const a = performance.now();
   const embeds = ops.embed(w.get(`${TEXT}embed_tokens.weight`), ids);
-  const pre = prefill(ops, CFG.text, w, embeds, policy);
+  const pre = prefill(ops, CFG.text, w, embeds, policy, { reserve: decodeSteps }); // caches hold the new tokens: in-place appends
   const lg = logits(ops, w, pre.last); // reads the logits back: the prefill is complete
   const prefillMs = performance.now() - a;
   ops.free(pre.last);
@@ -99,7 +103,10 @@ function runOnce(n: number, policy: Policy | undefined, decodeSteps: number): Ro
   for (const c of pre.caches) c.free();
   const kept = pre.stats.reduce((x, l) => x + l.kept / l.n, 0) / pre.stats.length;
   const per = decodeSteps ? decodeMs / decodeSteps : 0;
-  return { mode: policy ? "zipvl 36.7%" : "dense", n, prefillMs, decodeMsPerToken: per, tokensPerS: per ? 1000 / per : 0, keptMean: kept, memGiB: (m.total - m.free) / 2 ** 30 };
+  const t = CFG.text;
+  const kvRows = pre.stats.reduce((x, l) => x + l.kept, 0) + (t.numLayers * decodeSteps) / 2;
+  const stepGB = (2 * (params - t.vocabSize * t.hiddenSize) + kvRows * t.numKvHeads * t.headDim * 2 * 2) / 1e9;
+  return { stepGB, achievedGBs: per ? stepGB / (per / 1000) : 0, mode: policy ? "zipvl 36.7%" : "dense", n, prefillMs, decodeMsPerToken: per, tokensPerS: per ? 1000 / per : 0, keptMean: kept, memGiB: (m.total - m.free) / 2 ** 30 };
 }
 
 function argmax(x: Float32Array): number {
@@ -118,16 +125,16 @@ for (const n of lengths) {
     try {
       const r = runOnce(n, p, steps);
       rows.push(r);
-      log(`${r.mode.padEnd(12)} n ${String(n).padStart(6)}  prefill ${r.prefillMs.toFixed(0).padStart(7)} ms  decode ${r.decodeMsPerToken.toFixed(1).padStart(6)} ms/token (${r.tokensPerS.toFixed(1)} tok/s)  kept ${(100 * r.keptMean).toFixed(1)}%  mem ${r.memGiB.toFixed(1)} GiB`);
+      log(`${r.mode.padEnd(12)} n ${String(n).padStart(6)}  prefill ${r.prefillMs.toFixed(0).padStart(7)} ms  decode ${r.decodeMsPerToken.toFixed(1).padStart(6)} ms/token (${r.tokensPerS.toFixed(1)} tok/s)  kept ${(100 * r.keptMean).toFixed(1)}%  mem ${r.memGiB.toFixed(1)} GiB  decode reads ${r.stepGB.toFixed(1)} GB/step = ${r.achievedGBs.toFixed(0)} GB/s`);
     } catch (e) {
       log(`${p ? "zipvl" : "dense"} n ${n}: ${String((e as Error).message ?? e).slice(0, 300)}`);
-      rows.push({ mode: p ? "zipvl 36.7%" : "dense", n, prefillMs: NaN, decodeMsPerToken: NaN, tokensPerS: NaN, keptMean: NaN, memGiB: NaN });
+      rows.push({ mode: p ? "zipvl 36.7%" : "dense", n, prefillMs: NaN, decodeMsPerToken: NaN, tokensPerS: NaN, keptMean: NaN, memGiB: NaN, stepGB: NaN, achievedGBs: NaN });
     }
   }
 }
-log("\n| mode | tokens | prefill ms | decode ms/token | tokens/s | kept |");
-log("|---|---:|---:|---:|---:|---:|");
-for (const r of rows) log(`| ${r.mode} | ${r.n} | ${r.prefillMs.toFixed(0)} | ${r.decodeMsPerToken.toFixed(1)} | ${r.tokensPerS.toFixed(1)} | ${(100 * r.keptMean).toFixed(1)}% |`);
+log("\n| mode | tokens | prefill ms | decode ms/token | tokens/s | kept | GB/step | GB/s |");
+log("|---|---:|---:|---:|---:|---:|---:|---:|");
+for (const r of rows) log(`| ${r.mode} | ${r.n} | ${r.prefillMs.toFixed(0)} | ${r.decodeMsPerToken.toFixed(1)} | ${r.tokensPerS.toFixed(1)} | ${(100 * r.keptMean).toFixed(1)}% | ${r.stepGB.toFixed(1)} | ${r.achievedGBs.toFixed(0)} |`);
 for (const n of lengths) {
   const d = rows.find((r) => r.n === n && r.mode === "dense"), z = rows.find((r) => r.n === n && r.mode !== "dense");
   if (d && z) log(`n ${n}: ZipVL prefill speedup ${(d.prefillMs / z.prefillMs).toFixed(2)}x, decode speedup ${(d.decodeMsPerToken / z.decodeMsPerToken).toFixed(2)}x`);
