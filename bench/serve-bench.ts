@@ -75,7 +75,7 @@ function engineFor(policy: Policy | undefined, maxPrompt: number): LlavaEngine {
     freeBytes: ctx.dev.memInfo().free, elemBytes: 2, pageTokens: 16, layout: "per-layer", keptRatio: policy ? 0.367 : 1, sparse: policy !== undefined,
     maxBatch: maxBatchCap, maxPromptTokens: maxPrompt,
   });
-  const attn = createCudaAttention(ops, { layers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: 16, layout: "per-layer", numPages: plan.numPages });
+  const attn = createCudaAttention(ops, { layers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: 16, layout: "per-layer", numPages: plan.numPages, maxBatch: maxBatchCap });
   return new LlavaEngine(ops, ckpt, attn, plan, { modelId: "13b-shaped", ...(policy ? { policy } : {}) });
 }
 

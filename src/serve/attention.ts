@@ -28,6 +28,8 @@ export interface PagedAttentionOptions {
   readonly pageTokens: number;
   readonly layout: PageLayout;
   readonly numPages: number;
+  /** Largest decode batch (sizes the device workspaces); default 256. */
+  readonly maxBatch?: number;
 }
 
 /** [A, B, d] -> [B, A, d]. */

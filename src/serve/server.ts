@@ -66,7 +66,7 @@ export async function startServer(o: ServerOptions, listen?: { port: number; hos
     keptRatio: o.policy ? (o.keptRatio ?? 0.4) : 1, sparse: o.policy !== undefined, maxBatch: o.maxBatch,
     ...(o.maxPromptTokens !== undefined ? { maxPromptTokens: o.maxPromptTokens } : {}),
   });
-  const attn = a.create(ops, { layers: t.numLayers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: plan.options.pageTokens, layout, numPages: plan.numPages });
+  const attn = a.create(ops, { layers: t.numLayers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: plan.options.pageTokens, layout, numPages: plan.numPages, maxBatch: o.maxBatch });
   const modelId = basename(resolve(o.model));
   const engine = new LlavaEngine(ops, ckpt, attn, plan, { modelId, ...(o.policy ? { policy: o.policy } : {}) });
   const scheduler = new Scheduler(engine, { maxBatch: o.maxBatch, maxQueue: o.maxQueue });

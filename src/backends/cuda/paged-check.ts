@@ -194,7 +194,7 @@ export function checkServeAttention(dev: CudaDevice, arch: Arch, c: { dtype: Cud
     adopt: (buf: DeviceBuffer, shape: readonly number[]) => (bufs.push(buf), { shape, buf }),
   } as unknown as ModelOps;
   const need = c.lengths.reduce((a, n) => a + c.layers * (c.layout === "per-layer" ? 1 : c.Hkv) * (Math.ceil((n + 1) / c.pageTokens) + 1), 0);
-  const attn = createCudaAttention(ops, { layers: c.layers, heads: Hq, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: need + 2 });
+  const attn = createCudaAttention(ops, { layers: c.layers, heads: Hq, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: need + 2, maxBatch: B });
   const rand = (n: number): Float32Array => Float32Array.from({ length: n }, () => roundTo(c.dtype, 2 * r()));
   const ids = c.lengths.map((_, b) => `s${b}`);
   // dense[l][b] = { k, v } as [Hkv, len, d] rows, what the caches must hold.

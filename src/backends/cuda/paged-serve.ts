@@ -21,9 +21,6 @@ export function deviceFreeBytes(ops: ModelOps): number {
   return handle(ops).ctx.dev.memInfo().free;
 }
 
-/** Largest batch the decode workspaces are sized for (the scheduler's max batch is checked against it). */
-const MAX_BATCH = 256;
-
 export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): PagedAttention {
   const h = handle(ops);
   const dev = h.ctx.dev;
@@ -33,8 +30,9 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Pa
   const storage = new CudaPageStorage(dev, geom, dtype);
   const pool = new PagedKvPool(geom, storage);
   const kernels = loadPagedKernels(dev, h.ctx.arch, dtype, o.headDim);
-  const decode = new CudaPagedDecode(dev, storage, kernels, o.heads, MAX_BATCH);
-  let rows: DeviceBuffer = dev.alloc(4 * Math.max(64, o.kvHeads * MAX_BATCH));
+  const maxBatch = o.maxBatch ?? 256;
+  const decode = new CudaPagedDecode(dev, storage, kernels, o.heads, maxBatch);
+  let rows: DeviceBuffer = dev.alloc(4 * Math.max(64, o.kvHeads * maxBatch));
   const rowsFor = (n: number): DeviceBuffer => {
     if (rows.bytes < 4 * n) {
       h.stream.synchronize(); // the old buffer may still be read by a queued append
@@ -103,7 +101,6 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Pa
     },
     attend(layer, seqs, q: DTensor, scale) {
       const B = seqs.length;
-      if (B > MAX_BATCH) serveFail("ZV7005", [`batch ${B} exceeds ${MAX_BATCH}`]);
       const out = dev.alloc(o.heads * B * o.headDim * esz);
       if (inStep(layer, seqs)) {
         const off = step!.offsets[layer]!;
