@@ -170,6 +170,31 @@ describe.skipIf(!ops)("webgpu model ops vs float64 references", () => {
     }), { numRuns: RUNS });
   });
 
+  it("KV caches: appends across regrowth keep the rows; decodeAttentionKv equals decodeAttention over them", () => {
+    const r = rng(11), [Hkv, Hq, d] = [2, 4, 16];
+    const parts = [3, 1, 4].map((t) => ({ t, k: uniform(r, Hkv * t * d), v: uniform(r, Hkv * t * d) }));
+    const c = g().createKvCache(Hkv, d, 3);
+    for (const p of parts) g().appendKv(c, g().fromF32([Hkv, p.t, d], p.k), g().fromF32([Hkv, p.t, d], p.v));
+    expect([c.len, c.capacity]).toEqual([8, 12]); // 3 -> 6 (doubling) -> 12
+    const cat = (key: "k" | "v") => Float32Array.from({ length: Hkv * 8 * d }, (_, i) => {
+      const h = Math.floor(i / (8 * d)), row = Math.floor(i / d) % 8, e = i % d;
+      let at = 0;
+      for (const p of parts) {
+        if (row < at + p.t) return p[key][(h * p.t + row - at) * d + e]!;
+        at += p.t;
+      }
+      return NaN;
+    });
+    const { k, v } = g().readKv(c);
+    close(g().toF32(k), cat("k"), 0, "readKv k");
+    close(g().toF32(v), cat("v"), 0, "readKv v");
+    const q = uniform(r, Hq * d);
+    const cpu = createCpuOpsSync();
+    const want = cpu.toF32(cpu.decodeAttention(cpu.fromF32([Hq, 1, d], q), cpu.fromF32([Hkv, 8, d], cat("k")), cpu.fromF32([Hkv, 8, d], cat("v"))));
+    close(run1((up) => g().decodeAttentionKv(up([Hq, 1, d], q), c)), want, 2e-5, "decodeAttentionKv");
+    g().freeKv(c);
+  });
+
   it("sparsePrefill equals the interpreter (top-k ratio and ZipVL tau): count, o, compacted caches", () => {
     fc.assert(fc.property(fc.constantFrom("dsl/variants/topk-ratio.ts", "dsl/zipvl.ts"), fc.constantFrom(1, 2), fc.constantFrom(1, 2), fc.integer({ min: 1, max: 90 }), fc.constantFrom(8, 64), fc.double({ min: 0.05, max: 1, noNaN: true }), seedArb, (file, Hkv, gq, n, d, amount, seed) => {
       const params = file.includes("ratio") ? { ratio: amount, recent: Math.min(8, n), random: 4 } : { tau: amount, recent: Math.min(8, n), random: 4 };
