@@ -17,6 +17,7 @@ import {
   unpaddedFeatureShape, writeRandomLlavaNext, type RgbImage,
 } from "../src/model/hf/index.ts";
 import { resizeRgb } from "../src/model/hf/resize.ts";
+import { normalizeWeightName } from "../src/model/hf/weights.ts";
 import { WRITER_TOKENS } from "../src/model/hf/writer.ts";
 
 const tmp = mkdtempSync(join(tmpdir(), "zipvl-hf-"));
@@ -165,6 +166,22 @@ describe("weights", () => {
     const index = JSON.parse(readFileSync(join(dir, "model.safetensors.index.json"), "utf8"));
     expect(new Set(Object.values(index.weight_map))).toEqual(new Set(["model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors", "model-00003-of-00003.safetensors"]));
     expect(Object.keys(index.weight_map).sort()).toEqual(ref.names());
+  });
+
+  it("weight names of every layout map to the transformers-5 names", () => {
+    const cases: [string, string][] = [
+      ["vision_tower.vision_model.embeddings.patch_embedding.weight", "model.vision_tower.vision_model.embeddings.patch_embedding.weight"],
+      // transformers 5.17 save_pretrained (seen on the GPU host): legacy prefixes without CLIPVisionModel's level
+      ["vision_tower.embeddings.patch_embedding.weight", "model.vision_tower.vision_model.embeddings.patch_embedding.weight"],
+      ["vision_tower.pre_layrnorm.bias", "model.vision_tower.vision_model.pre_layrnorm.bias"],
+      ["model.vision_tower.encoder.layers.0.mlp.fc1.weight", "model.vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight"],
+      ["model.vision_tower.vision_model.post_layernorm.weight", "model.vision_tower.vision_model.post_layernorm.weight"],
+      ["language_model.model.layers.0.self_attn.q_proj.weight", "model.language_model.layers.0.self_attn.q_proj.weight"],
+      ["language_model.lm_head.weight", "lm_head.weight"],
+      ["image_newline", "model.image_newline"],
+      ["multi_modal_projector.linear_1.bias", "model.multi_modal_projector.linear_1.bias"],
+    ];
+    for (const [from, to] of cases) expect(normalizeWeightName(from), from).toBe(to);
   });
 
   it("bf16 checkpoints and tied embeddings", () => {

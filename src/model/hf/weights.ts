@@ -18,9 +18,20 @@ const RENAMES: readonly [string, string][] = [
   ["image_newline", "model.image_newline"],
 ];
 
+/** transformers 5.17's save_pretrained of LlavaNextForConditionalGeneration (seen on the GPU host) writes the legacy
+ *  prefixes but drops CLIPVisionModel's `vision_model.` level: `vision_tower.embeddings.patch_embedding.weight`.
+ *  Both spellings (and the in-memory `model.vision_tower.embeddings...`) map to `model.vision_tower.vision_model.*`. */
+const VISION = "model.vision_tower.";
 export function normalizeWeightName(name: string): string {
-  for (const [from, to] of RENAMES) if (name.startsWith(from)) return to + name.slice(from.length);
-  return name;
+  let out = name;
+  for (const [from, to] of RENAMES) {
+    if (name.startsWith(from)) {
+      out = to + name.slice(from.length);
+      break;
+    }
+  }
+  if (out.startsWith(VISION) && !out.startsWith(VISION + "vision_model.")) out = VISION + "vision_model." + out.slice(VISION.length);
+  return out;
 }
 
 const LM_HEAD = "lm_head.weight";
