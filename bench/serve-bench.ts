@@ -8,6 +8,7 @@
 //   bundle here:  npx esbuild bench/serve-bench.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu \
 //                   --outfile=.gpu/serve-bench.mjs "--banner:js=import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 //   GPU host:     node .gpu/serve-bench.mjs [--quick] [--layers=N] [--lengths=2900,16000,32000] [--steps=N] [--no-128k]
+//                 [--max-batch=64] [--memory-gib=G]
 import { readFileSync } from "node:fs";
 import { createCudaAttention } from "../src/backends/cuda/paged-serve.ts";
 import { openCuda } from "../src/backends/cuda/executor.ts";
@@ -28,6 +29,8 @@ const layers = Number(flag("layers") ?? (quick ? 8 : 40));
 const lengths = (flag("lengths") ?? (quick ? "2900" : "2900,16000,32000")).split(",").map(Number);
 const steps = Number(flag("steps") ?? (quick ? 4 : 12));
 const maxBatchCap = Number(flag("max-batch") ?? 64);
+// Caps the memory the planner may use (default: all the device has free after the weights).
+const memCap = Number(flag("memory-gib") ?? Infinity) * 2 ** 30;
 const log = (s: string): void => void process.stdout.write(s + "\n");
 
 const CFG: LlavaConfig = {
@@ -72,7 +75,7 @@ const ids = (n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => 
 /** One engine (pool sized by the planner) for a mode and a longest prompt. */
 function engineFor(policy: Policy | undefined, maxPrompt: number): LlavaEngine {
   const plan = planMemory(SHAPE, {
-    freeBytes: ctx.dev.memInfo().free, elemBytes: 2, pageTokens: 16, layout: "per-layer", keptRatio: policy ? 0.367 : 1, sparse: policy !== undefined,
+    freeBytes: Math.min(memCap, ctx.dev.memInfo().free), elemBytes: 2, pageTokens: 16, layout: "per-layer", keptRatio: policy ? 0.367 : 1, sparse: policy !== undefined,
     maxBatch: maxBatchCap, maxPromptTokens: maxPrompt,
   });
   const attn = createCudaAttention(ops, { layers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: 16, layout: "per-layer", numPages: plan.numPages, maxBatch: maxBatchCap });
