@@ -38,9 +38,13 @@ export interface Dims {
   readonly S: number; // selection sets
 }
 
+/** Probe CTAs per thread-block cluster (config `cluster`, absent = 1): they split the keys of the same rows. */
+export const probeCluster = (c: Config): number => c.cluster ?? 1;
+
+/** grid.x = row blocks x cluster size (CTA x of row block b, cluster rank r is b * cluster + r). */
 export function probeGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {
   const BM = dtype === "f32" ? c.rowsF32! : 16 * c.mTiles!;
-  return { grid: [cdiv((x.Hq / x.Hkv) * x.m, BM), x.Hkv, 1], block: [32 * c.warps!, 1, 1], smem: 0 };
+  return { grid: [cdiv((x.Hq / x.Hkv) * x.m, BM) * probeCluster(c), x.Hkv, 1], block: [32 * c.warps!, 1, 1], smem: 0 };
 }
 
 /** Keys cached in shared memory when 4n bytes fit beside the kernel's ~26 KB of static shared memory. */
