@@ -21,7 +21,7 @@ export const ZIPVL_PROGRAM = ((): string => {
   return existsSync(here) ? here : resolve("dsl/zipvl.ts");
 })();
 
-// Static import() calls so bundlers (bench/model-bundle.mjs) keep them.
+// Static import() calls so bundlers (bench/bundle.mjs) keep them.
 const FACTORIES: Partial<Record<BackendName, () => Promise<OpsFactory>>> = {
   cpu: async () => (await import("./cpu-ops.ts")).createCpuOps,
   cuda: async () => (await import("./cuda-ops.ts")).createCudaOps,
