@@ -13,6 +13,7 @@ import type { Tensor } from "../io/tensor.ts";
 import { isDType } from "../io/dtype.ts";
 import { checkPassName, PASSES } from "../passes/index.ts";
 import type { Program } from "../ir/ir.ts";
+import { parseParamList } from "./params.ts";
 
 const USAGE = `zipvl: a compiler and runtime for fused sparse-attention kernels
 
@@ -156,17 +157,6 @@ async function compile(file: string, p: Program, o: ReturnType<typeof parse>["va
   return 0;
 }
 
-function parseParams(list: readonly string[]): Record<string, number> {
-  const params: Record<string, number> = {};
-  for (const kv of list) {
-    const m = /^([A-Za-z_]\w*)=(.*)$/.exec(kv);
-    if (!m) fail("ZV5001", [`--param takes NAME=VALUE, got '${kv}'`]);
-    const v = Number(m![2]);
-    if (m![2]!.trim() === "" || !Number.isFinite(v)) fail("ZV1208", [m![1]!, m![2]!]);
-    params[m![1]!] = v;
-  }
-  return params;
-}
 
 function parseShape(s: string): Record<"Hq" | "Hkv" | "n" | "d", number> {
   const dims: Record<string, number> = { Hq: 8, Hkv: 2, n: 512, d: 64 };
@@ -183,7 +173,7 @@ async function exec(file: string, p: Program, o: ReturnType<typeof parse>["value
   if (entry !== "prefill" && entry !== "decode") fail("ZV5001", [`--entry must be prefill or decode, got '${entry}'`]);
   const layer = Number(o.layer);
   if (!Number.isInteger(layer) || layer < 0) fail("ZV5001", [`--layer must be a non-negative integer, got '${o.layer}'`]);
-  const params = parseParams(o.param ?? []);
+  const params = parseParamList(o.param ?? []);
   let inputs: Map<string, Tensor>;
   let generated = false;
   if (o.in) inputs = readSafetensors(o.in).tensors;

@@ -4,6 +4,8 @@ import { fail } from "../diagnostics/diagnostic.ts";
 import { LlavaError } from "../model/errors.ts";
 import type { ModelDType, ModelOps, Policy } from "../model/ops.ts";
 import { bestOps, buildPrompt, createOps, formatReport, loadModel, loadPolicy, reportJson, runPrompt, ZIPVL_PROGRAM } from "../model/session.ts";
+import { parseParamList } from "./params.ts";
+export { parseParamList };
 
 export type Out = (s: string) => void;
 
@@ -18,17 +20,6 @@ export function parseNumber(name: string, v: string | undefined, check: (x: numb
   return x;
 }
 
-export function parseParamList(list: readonly string[]): Record<string, number> {
-  const params: Record<string, number> = {};
-  for (const kv of list) {
-    const m = /^([A-Za-z_]\w*)=(.*)$/.exec(kv);
-    if (!m) fail("ZV5001", [`--param takes NAME=VALUE, got '${kv}'`]);
-    const v = Number(m![2]);
-    if (m![2]!.trim() === "" || !Number.isFinite(v)) fail("ZV1208", [m![1]!, m![2]!]);
-    params[m![1]!] = v;
-  }
-  return params;
-}
 
 /** The policy of --dense / --policy / --tau / --param (undefined = dense). */
 export function policyFromFlags(o: { dense?: boolean; policy?: string; tau?: string; param?: string[] }): Policy | undefined {
