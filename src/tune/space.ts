@@ -59,15 +59,23 @@ export function cudaSpace(stage: Stage, s: TuneShape, L: CudaLimits): Space<Conf
     threads > L.maxThreadsPerBlock ? "threads per block" : threads * minBlocks > L.maxThreadsPerSM ? "threads per SM" : null;
   switch (stage) {
     case "probe": {
-      const axes = tc ? { warps: [4, 8, 16], mTiles: [1, 2], nTiles: [1, 2, 4], rowsF32: [16], minBlocks: [1, 2] } : { warps: [4, 8], mTiles: [1], nTiles: [1], rowsF32: [8, 16, 32], minBlocks: [1, 2] };
-      return build(fallback, product(axes), (c) => {
+      // cluster: CTAs of a thread-block cluster splitting the keys (sm_90 only; 1 is written as no key, as in the
+      // fallback). With the key split, parallelism no longer needs small row blocks: mTiles 4 joins the space.
+      const cluster = L.arch === 90 ? [1, 2, 4, 8] : [1];
+      const axes = tc
+        ? { warps: [4, 8, 16], mTiles: L.arch === 90 ? [1, 2, 4] : [1, 2], nTiles: [1, 2, 4], rowsF32: [16], minBlocks: [1, 2], cluster }
+        : { warps: [4, 8], mTiles: [1], nTiles: [1], rowsF32: [8, 16, 32], minBlocks: [1, 2], cluster };
+      const configs = product(axes).map(({ cluster: cl, ...c }) => (cl === 1 ? c : { ...c, cluster: cl! }));
+      return build(fallback, configs, (c) => {
         const threads = 32 * c.warps!;
         const BM = tc ? 16 * c.mTiles! : c.rowsF32!;
         // Q fragments of mTiles m16 tiles plus the nTiles n8 score tiles per warp live in registers.
         const need = tc ? 40 + (c.mTiles! * s.d) / 8 + 4 * c.mTiles! * c.nTiles! * 2 : 48 + s.d / 4;
         if (common(threads, c.minBlocks!)) return common(threads, c.minBlocks!);
         if (8 * c.warps! * BM + 1024 > L.maxSharedPerBlock) return "static shared memory";
-        return regCap(L, threads, c.minBlocks!) < need ? "registers" : null;
+        if (regCap(L, threads, c.minBlocks!) < need) return "registers";
+        // mTiles 4 trades parallelism for fewer K re-reads: only worth it when a cluster restores the CTA count.
+        return tc && c.mTiles === 4 && (c.cluster ?? 1) < 4 ? "mTiles 4 without a cluster of 4+" : null;
       });
     }
     case "select":

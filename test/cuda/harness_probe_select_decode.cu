@@ -71,6 +71,27 @@ void probe_launch(const ZvProbeArgs& a) {
   dim3 grid((unsigned)((a.Hq / a.Hkv * a.m + C::kBM - 1) / C::kBM), (unsigned)a.Hkv);
   k_probe<V, T, D><<<grid, C::kThreads>>>(a);
 }
+// Probe with a thread-block cluster of CL CTAs splitting the keys (sm_90 only; probe.cu.hbs config `cluster`).
+// The kernel carries __cluster_dims__ as the generated one does: a plain launch, grid.x = row blocks * CL.
+#if !defined(__CUDA_ARCH_LIST__) || __CUDA_ARCH_LIST__ >= 900
+#define ZV_HARNESS_CLUSTER 1
+#else
+#define ZV_HARNESS_CLUSTER 0
+#endif
+#if ZV_HARNESS_CLUSTER
+template <typename T, int D, int CL> using ProbeClCfg = zv::ProbeConfig<T, D, 0, 0, 0, 0, 0, CL>;
+template <class V, typename T, int D, int CL>
+__global__ void __launch_bounds__(ProbeClCfg<T, D, CL>::kThreads, ProbeClCfg<T, D, CL>::kMinBlocks) __cluster_dims__(CL, 1, 1)
+    k_probe_cl(const ZvProbeArgs a) {
+  zv::probe_kernel<V, T, D, ProbeClCfg<T, D, CL>>(a);
+}
+template <class V, typename T, int D, int CL>
+void probe_launch_cl(const ZvProbeArgs& a) {
+  using C = ProbeClCfg<T, D, CL>;
+  dim3 grid((unsigned)((a.Hq / a.Hkv * a.m + C::kBM - 1) / C::kBM * CL), (unsigned)a.Hkv);
+  k_probe_cl<V, T, D, CL><<<grid, C::kThreads>>>(a);
+}
+#endif
 template <typename T, int D>
 void decode_launch(const ZvDecodeArgs& a) {
   k_dsplit<T, D><<<dim3((unsigned)a.Hkv, (unsigned)a.splits), zv::DecodeConfig<T, D, 0>::kThreads>>>(a);
@@ -92,6 +113,26 @@ void decode_launch(const ZvDecodeArgs& a) {
   } while (0)
 template <typename T, int D> void probe_causal(const ZvProbeArgs& a) { probe_launch<Causal, T, D>(a); }
 template <typename T, int D> void probe_sigwin(const ZvProbeArgs& a) { probe_launch<SigWin, T, D>(a); }
+// Cluster cases: a few (dtype, d) instances (f32 SIMT, bf16 d128, f16 d80 with its trailing 16-wide chunk, d256)
+// times clusters 2/4/8 and both variants; returns false for a combination that has no instance.
+static bool probe_cluster_dispatch(int var, int dt, int d, int cl, const ZvProbeArgs& a) {
+#if ZV_HARNESS_CLUSTER
+#define ZV_CL(T, D)                                                                                 \
+  if (cl == 2) { if (var == 0) probe_launch_cl<Causal, T, D, 2>(a); else probe_launch_cl<SigWin, T, D, 2>(a); return true; } \
+  if (cl == 4) { if (var == 0) probe_launch_cl<Causal, T, D, 4>(a); else probe_launch_cl<SigWin, T, D, 4>(a); return true; } \
+  if (cl == 8) { if (var == 0) probe_launch_cl<Causal, T, D, 8>(a); else probe_launch_cl<SigWin, T, D, 8>(a); return true; } \
+  return false;
+  switch (dt * 1000 + d) {
+    case 64: { ZV_CL(float, 64) }
+    case 1080: { ZV_CL(__half, 80) }
+    case 2128: { ZV_CL(__nv_bfloat16, 128) }
+    case 2256: { ZV_CL(__nv_bfloat16, 256) }
+  }
+#undef ZV_CL
+#endif
+  (void)var; (void)dt; (void)d; (void)cl; (void)a;
+  return false;
+}
 
 static int g_sel_smem_max = 0;  // opt-in dynamic shared memory for k_select
 static void select_launch(const ZvSelectArgs& a, bool allow_smem) {
@@ -262,7 +303,7 @@ static int check_select(const SelCfg& c, int n, const float* cm, const float* vi
 }
 
 // ---- test cases ----
-struct PCase { int var; DT dt; int d, n, recent, random, Hq, Hkv, per_kv; SelCfg sel; };
+struct PCase { int var; DT dt; int d, n, recent, random, Hq, Hkv, per_kv; SelCfg sel; int cluster = 1; };
 static int g_fail = 0;
 
 static void run_probe_select(const PCase& c) {
@@ -281,7 +322,16 @@ static void run_probe_select(const PCase& c) {
   pa.n = n; pa.m = (long long)P.size(); pa.Hq = c.Hq; pa.Hkv = c.Hkv; pa.d = d; pa.per_kv_head = c.per_kv;
   pa.scale = 1.0 / sqrt((double)d);
   CK(cudaMemset(pa.colmass, 0, (size_t)S * n * 4));
-  if (c.var == 0) ZV_DISPATCH(probe_causal, c.dt, d, pa); else ZV_DISPATCH(probe_sigwin, c.dt, d, pa);
+  if (c.cluster > 1) {
+    if (!probe_cluster_dispatch(c.var, c.dt, d, c.cluster, pa)) {
+      printf("no cluster instance for dtype %d d %d cluster %d\n", (int)c.dt, d, c.cluster);
+      exit(1);
+    }
+  } else if (c.var == 0) {
+    ZV_DISPATCH(probe_causal, c.dt, d, pa);
+  } else {
+    ZV_DISPATCH(probe_sigwin, c.dt, d, pa);
+  }
   CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
   const auto gcm = get(pa.colmass, (size_t)S * n), gvis = get(pa.visible, n);
   std::vector<double> rcm, rvis;
@@ -319,6 +369,7 @@ static void run_probe_select(const PCase& c) {
   }
   const bool ok = bad == 0 && sel_fail == 0 && !fb_diff;
   g_fail += !ok;
+  if (c.cluster > 1) printf("cluster=%d ", c.cluster);
   printf("%-4s %s %-4s d=%-3d n=%-5d m=%-3d Hq=%-2d Hkv=%-2d S=%d mode=%d amt=%-5g norm=%d pool=%d/%lld keep=%d/%d | "
          "colmass maxerr %.2e bad %d | count %d mism %d%s %s\n",
          ok ? "ok" : "FAIL", c.var ? "sigwin" : "causal", dt_name[c.dt], d, n, (int)P.size(), c.Hq, c.Hkv, S,
@@ -440,6 +491,32 @@ static void bench(int Hkv, int n, int sms) {
     CK(cudaFree((void*)x));
 }
 
+// Probe alone (with its colmass memset) at cluster sizes 1/2/4/8: bf16, d=128, Hq=40, m=128, causal, us.
+static void bench_probe_cluster(int Hkv, int n) {
+#if ZV_HARNESS_CLUSTER
+  const int Hq = 40, d = 128;
+  std::vector<unsigned char> qb((size_t)Hq * n * d * 2), kb((size_t)Hkv * n * d * 2);
+  for (size_t i = 0; i < qb.size(); i += 2) { __nv_bfloat16 h = __float2bfloat16(nrand()); memcpy(&qb[i], &h, 2); }
+  for (size_t i = 0; i < kb.size(); i += 2) { __nv_bfloat16 h = __float2bfloat16(nrand()); memcpy(&kb[i], &h, 2); }
+  const std::vector<int> P = make_probes(n, 64, 64);
+  ZvProbeArgs pa{};
+  pa.q = dev<void>(qb.data(), qb.size()); pa.k = dev<void>(kb.data(), kb.size());
+  pa.probes = dev<int>(P.data(), P.size() * 4); pa.colmass = dev<float>(nullptr, n * 4);
+  pa.visible = dev<float>(nullptr, n * 4); pa.params = dev<double>(nullptr, 8);
+  pa.n = n; pa.m = (long long)P.size(); pa.Hq = Hq; pa.Hkv = Hkv; pa.d = d; pa.scale = 1.0 / sqrt((double)d);
+  using B = __nv_bfloat16;
+  auto ms = [&](auto launch) { return median_us([&] { CK(cudaMemsetAsync(pa.colmass, 0, n * 4)); launch(); }); };
+  const float t1 = ms([&] { probe_launch<Causal, B, 128>(pa); }), t2 = ms([&] { probe_launch_cl<Causal, B, 128, 2>(pa); });
+  const float t4 = ms([&] { probe_launch_cl<Causal, B, 128, 4>(pa); }), t8 = ms([&] { probe_launch_cl<Causal, B, 128, 8>(pa); });
+  const double floor_us = (double)Hkv * n * d * 2 / 4.19e12 * 1e6;  // K read once at the H200's 4.19 TB/s
+  printf("| %5d | %3d | %8.1f | %8.1f | %8.1f | %8.1f | %6.1f |\n", n, Hkv, t1, t2, t4, t8, floor_us);
+  for (const void* x : {pa.q, pa.k, (const void*)pa.probes, (const void*)pa.colmass, (const void*)pa.visible, (const void*)pa.params})
+    CK(cudaFree((void*)x));
+#else
+  (void)Hkv; (void)n;
+#endif
+}
+
 int main(int argc, char** argv) {
   const bool no_bench = argc > 1 && !strcmp(argv[1], "--no-bench");
   cudaDeviceProp prop;
@@ -472,6 +549,27 @@ int main(int argc, char** argv) {
       {1, F32, 128, 700, 8, 8, 2, 1, 0, {0, 0.5, 2, 0, 1, 0, 0}},
   };
   for (const auto& c : pcs) run_probe_select(c);
+  // Key split over a thread-block cluster (sm_90): n = 1, n below one cluster's tile span (8 warps * 16 keys * C),
+  // n not a multiple of it, long n; softmax (the cross-CTA stats exchange) and sigmoid (no exchange); per KV head.
+  if (prop.major >= 9 && ZV_HARNESS_CLUSTER) {
+    const SelCfg tau{0, 0.975, 0, 0, 1, 0, 0};
+    const PCase ccs[] = {
+        {0, BF16, 128, 1, 1, 0, 1, 1, 0, tau, 2},     {0, BF16, 128, 1, 1, 0, 4, 4, 0, tau, 8},
+        {0, BF16, 128, 7, 4, 3, 8, 8, 0, tau, 4},     {0, BF16, 128, 129, 16, 16, 8, 2, 0, tau, 2},
+        {0, BF16, 128, 129, 16, 16, 8, 2, 0, tau, 8}, {0, BF16, 128, 1000, 32, 32, 8, 8, 0, tau, 4},
+        {0, BF16, 128, 2880, 64, 64, 8, 8, 0, tau, 2}, {0, BF16, 128, 2880, 64, 64, 8, 8, 0, tau, 4},
+        {0, BF16, 128, 2880, 64, 64, 8, 8, 0, tau, 8}, {0, BF16, 128, 2881, 16, 16, 8, 2, 1, {2, 100, 2, 0, 1, 0, 0}, 4},
+        {0, BF16, 128, 33000, 8, 8, 4, 1, 0, tau, 8},  {0, F16, 80, 2879, 16, 16, 4, 2, 0, tau, 4},
+        {0, F16, 80, 200, 8, 8, 2, 1, 1, tau, 8},      {0, BF16, 256, 600, 16, 16, 2, 1, 0, tau, 2},
+        {0, BF16, 256, 1025, 16, 16, 2, 2, 0, tau, 8}, {0, F32, 64, 1, 1, 0, 1, 1, 0, tau, 4},
+        {0, F32, 64, 257, 8, 8, 4, 2, 0, tau, 2},      {0, F32, 64, 3001, 16, 16, 2, 1, 1, tau, 8},
+        {1, BF16, 128, 129, 8, 8, 2, 1, 0, tau, 4},    {1, F16, 80, 2880, 16, 16, 4, 2, 0, {1, 0.25, 0, 0, 1, 0, 0}, 8},
+        {1, F32, 64, 700, 8, 8, 2, 1, 0, {0, 0.5, 2, 0, 1, 0, 0}, 2},
+    };
+    for (const auto& c : ccs) run_probe_select(c);
+  } else {
+    printf("cluster probe cases skipped (need sm_90 and an sm_90 build)\n");
+  }
   const DCase dcs[] = {
       {F32, 64, 1, 1, 1, 4, 4},        {F16, 80, 4, 1, 129, 140, 3},    {BF16, 96, 8, 1, 2880, 2900, 16},
       {BF16, 128, 40, 8, 9830, 9900, 33}, {F32, 128, 4, 4, 9900, 9901, 8}, {BF16, 64, 6, 2, 777, 800, 7},
@@ -483,6 +581,12 @@ int main(int argc, char** argv) {
     printf("|     n | Hkv |    probe |   select | prb+sel  | count         |   len |  sp |   decode |   GB/s | sp2 |  decode2 |\n");
     for (int hkv : {40, 8})
       for (int n : {2880, 8192, 32768}) bench(hkv, n, prop.multiProcessorCount);
+    if (prop.major >= 9 && ZV_HARNESS_CLUSTER) {
+      printf("\nprobe by cluster size (bf16, d=128, Hq=40, m=128, causal; colmass memset included), us; floor = K once at 4.19 TB/s:\n");
+      printf("|     n | Hkv |     cl=1 |     cl=2 |     cl=4 |     cl=8 |  floor |\n");
+      for (int hkv : {40, 8})
+        for (int n : {2880, 8192, 32768, 65536}) bench_probe_cluster(hkv, n);
+    }
   }
   if (g_fail) printf("HARNESS FAIL (%d failures)\n", g_fail);
   else printf("HARNESS PASS\n");

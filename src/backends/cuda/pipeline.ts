@@ -14,7 +14,8 @@ import { paramSlots, slotValues } from "../cstyle.ts";
 import { packStruct } from "./args.ts";
 import type { CudaDType, Stage } from "./render.ts";
 import { decodeGeometry, type Config } from "./schedule.ts";
-import { decodeSplits, probeGeometry, selectGeometry, sparseGeometry } from "./schedule.ts";
+import { decodeSplits, probeCluster, probeGeometry, selectGeometry, sparseGeometry } from "./schedule.ts";
+import { fail } from "../../diagnostics/diagnostic.ts";
 
 /** Compiled kernels of one program at one dtype/head dim, by stage (decode: split and combine). */
 export interface KernelSet {
@@ -131,7 +132,11 @@ export class CudaPrefill {
     const probeArgs = packStruct("ZvProbeArgs", {
       q: qb, k: kb, probes: probesB, colmass, visible, params: P, n: i64(n), m: i64(m), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), per_kv_head: per, scale: f64(plan.probe.scale),
     });
-    const pg = probeGeometry(kernels.config("probe"), this.dtype, dims);
+    const pc = kernels.config("probe");
+    // A key split over a thread-block cluster (__cluster_dims__ in the kernel; the launch itself is plain).
+    if (probeCluster(pc) > 1 && dev.info.computeCapability[0] < 9)
+      fail("ZV4002", ["the cuda backend", `probe config cluster ${probeCluster(pc)} on compute capability ${dev.info.computeCapability.join(".")} (thread-block clusters need 9.0)`]);
+    const pg = probeGeometry(pc, this.dtype, dims);
     const probeFn = kernels.fn("probe");
     this.launches.push(() => {
       colmass.zero(this.stream);

@@ -3,11 +3,16 @@
 // One launch (the launcher zeroes colmass first). A CTA owns BM flattened probe rows of one KV head and streams
 // ALL keys of that head twice: pass 1 builds exact row softmax stats (max, sum), pass 2 turns scores into
 // probabilities and adds column sums into colmass with one f32 atomicAdd per (CTA, key). Sigmoid/none skip pass 1.
-// Why not split keys across CTAs: the column mass of key j needs the FINAL stats of every row, so a key split
-// would need a grid-wide barrier or a stats workspace the fixed args block does not have. Parallelism comes
-// from rows instead: flattened row r = i*g + hg (probe i, head kv*g + hg) so the g heads of a KV head share each
-// K load (GQA-aware), and BM is small (16-32) so Hkv*ceil(g*m/BM) CTAs fill the GPU (Hq=40, m=128: 160 CTAs).
-// CTAs of one KV head are adjacent in launch order (blockIdx.x = row block), so they stream K through L2 together.
+// Parallelism comes from rows: flattened row r = i*g + hg (probe i, head kv*g + hg) so the g heads of a KV head
+// share each K load (GQA-aware), and BM is small (16-32) so Hkv*ceil(g*m/BM) CTAs fill the GPU (Hq=40, m=128:
+// 160-320 CTAs). CTAs of one KV head are adjacent in launch order, so they stream K through L2 together.
+// Key split (sm_90, config `cluster` = C > 1): the column mass of key j needs the FINAL stats of every row, which
+// a plain grid cannot share in one launch; a thread-block cluster can. The C CTAs of a cluster own the same rows
+// (blockIdx.x = row block * C + cluster rank) and interleave the key tiles (warp w of rank c takes tiles
+// c*warps + w, + C*warps, ...). Pass 1 stats of each CTA go to its shared memory, one cluster barrier, every CTA
+// merges the C partial stats in rank order (distributed shared memory reads; all CTAs get identical row stats),
+// then pass 2 adds its own tiles' column sums. Work per CTA drops C-fold while the grid grows C-fold, for the short
+// sequences (n of a few thousand) where 160-320 CTAs streaming every key leave the GPU latency bound.
 //
 // f16/bf16: mma.sync m16n8k16 with fragments loaded straight from global memory (no shared-memory staging). The
 // k index inside each 32-wide chunk is permuted identically for Q and K (a dot product does not care) so that
@@ -31,7 +36,8 @@ __host__ __device__ constexpr int activation_code(const char* s) {
 }
 
 // Config knobs (0 = default). See probe.cu.hbs for their meaning.
-template <typename T, int D, int kWarpsCfg, int kMTCfg, int kNTCfg, int kRowsF32Cfg, int kMinBlocksCfg = 0>
+template <typename T, int D, int kWarpsCfg, int kMTCfg, int kNTCfg, int kRowsF32Cfg, int kMinBlocksCfg = 0,
+          int kClusterCfg = 0>
 struct ProbeConfig {
   static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16, <= 256");
   static constexpr bool kTC = DType<T>::kTensorCore;
@@ -47,9 +53,58 @@ struct ProbeConfig {
   static constexpr int kThreads = 32 * kWarps;
   // Occupancy hint for __launch_bounds__ (without one, ptxas capped some sm_80 builds at 128 registers and spilled).
   static constexpr int kMinBlocks = kMinBlocksCfg > 0 ? kMinBlocksCfg : (kWarps >= 16 ? 1 : 2);
+  // CTAs per thread-block cluster splitting the keys of the same rows (1 = no cluster; > 1 needs sm_90 and the
+  // kernel's __cluster_dims__(kCluster, 1, 1)). 8 is the portable maximum cluster size.
+  static constexpr int kCluster = kClusterCfg > 0 ? kClusterCfg : 1;
+  static_assert(kCluster == 1 || kCluster == 2 || kCluster == 4 || kCluster == 8, "cluster must be 1, 2, 4 or 8");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  static_assert(kCluster == 1, "a probe cluster (config cluster > 1) needs sm_90");
+#endif
 };
 
-// Host-mirrorable geometry: grid = (ceil(g*m / BM), Hkv, 1), block = (32*warps, 1, 1), no dynamic shared memory.
+// Host-mirrorable geometry: grid = (ceil(g*m / BM) * cluster, Hkv, 1), block = (32*warps, 1, 1), no dynamic
+// shared memory.
+
+// Thread-block cluster primitives (sm_90 PTX; with kC == 1 they compile to nothing, so sm_80 builds never see them).
+// With __cluster_dims__(kC, 1, 1) a cluster is kC CTAs adjacent in x, so the rank is blockIdx.x % kC (%cluster_ctarank
+// equals it); computing it from blockIdx lets the compiler rematerialize it instead of holding a register.
+template <int kC>
+__device__ __forceinline__ int cluster_rank() { return kC == 1 ? 0 : (int)(blockIdx.x % kC); }
+// The two halves of a cluster-wide barrier (every thread of every CTA of the cluster arrives). release/acquire
+// order this CTA's shared-memory writes before the other CTAs' reads of them.
+template <int kC>
+__device__ __forceinline__ void cluster_arrive() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (kC > 1) asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+#endif
+}
+template <int kC>
+__device__ __forceinline__ void cluster_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (kC > 1) asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+// The float at `p` (this CTA's shared memory) in the shared memory of cluster rank `rank`.
+__device__ __forceinline__ float ld_cluster_shared(const float* p, int rank) {
+  float v = 0.f;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned local = (unsigned)__cvta_generic_to_shared(p);
+  unsigned remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+#else
+  (void)p; (void)rank;
+#endif
+  return v;
+}
+// Row stats of the whole cluster: merge the C partial (max, sum) states CTA ranks published at cl_m/cl_l[row], in
+// rank order so every CTA of the cluster gets bit-identical stats.
+template <int kC>
+__device__ __forceinline__ void cluster_merge_read(const float* cl_m, const float* cl_l, int row, float& m, float& l) {
+  m = neg_inf(); l = 0.f;
+#pragma unroll
+  for (int c = 0; c < kC; ++c) softmax_merge(m, l, ld_cluster_shared(cl_m + row, c), ld_cluster_shared(cl_l + row, c));
+}
 
 // visible[j] = #{i : probe_mask(P[i], j)}. Independent of heads, so the columns are spread over all CTAs (one plain
 // store per column). Causal masks only let probes at or after j see j: start at the first such probe.
@@ -97,12 +152,15 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
   constexpr int kMT = C::kMT, kNT = C::kNT, kW = C::kWarps, kBM = C::kBM;
   constexpr int kSteps = D / 16, kFull = D / 32, kTile = 8 * kNT;
   constexpr bool kHalf = (D % 32) != 0;
+  constexpr int kCl = C::kCluster;
   __shared__ float sm_m[kW][kBM], sm_l[kW][kBM];
+  __shared__ float cl_m[kCl > 1 ? kBM : 1], cl_l[kCl > 1 ? kBM : 1];  // this CTA's row stats, read by the cluster
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, gid = lane >> 2, tig = lane & 3;
   const long long n = a.n, g = a.Hq / a.Hkv, rows = g * a.m, kv = blockIdx.y;
-  const long long r0 = (long long)blockIdx.x * kBM;
-  if (r0 >= rows) return;
+  const long long r0 = (long long)(blockIdx.x / kCl) * kBM;
+  if (r0 >= rows) return;  // uniform over a cluster (its CTAs share r0)
+  const int vwarp = cluster_rank<kCl>() * kW + warp;  // this warp's index among the cluster's kCl * kW warps
   const double* P = a.params;
   const float scale = (float)a.scale;
 
@@ -184,11 +242,11 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
       }
     }
   };
-  // One pass over this warp's tiles (warp, warp + kW, ...). Register double buffer: the next tile's loads are in
-  // flight while the current one is multiplied and consumed (each warp would otherwise stall on every tile).
+  // One pass over this warp's tiles (vwarp, vwarp + kCl*kW, ...). Register double buffer: the next tile's loads
+  // are in flight while the current one is multiplied and consumed (each warp would otherwise stall on every tile).
   auto for_each_tile = [&](auto&& consume) {
-    const int stride = kW * kTile;
-    int base = warp * kTile;
+    const int stride = kCl * kW * kTile;
+    int base = vwarp * kTile;
     if (base >= kend) return;
     KFrag fa, fb;
     load_tile(base, fa);
@@ -266,8 +324,22 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
 #pragma unroll
         for (int w = 0; w < kW; ++w) softmax_merge(m2, l2, sm_m[w][mt * 16 + hf * 8 + gid], sm_l[w][mt * 16 + hf * 8 + gid]);
         row_m[mt][hf] = m2;
-        row_il[mt][hf] = l2 > 0.f ? 1.f / l2 : 0.f;
+        row_il[mt][hf] = l2;
+        if (kCl > 1 && warp == 0 && tig == 0) { cl_m[mt * 16 + hf * 8 + gid] = m2; cl_l[mt * 16 + hf * 8 + gid] = l2; }
       }
+    if constexpr (kCl > 1) {  // the cluster's stats; the barrier's second half is at the end of the kernel
+      cluster_arrive<kCl>();
+      cluster_wait<kCl>();
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) cluster_merge_read<kCl>(cl_m, cl_l, mt * 16 + hf * 8 + gid, row_m[mt][hf], row_il[mt][hf]);
+      cluster_arrive<kCl>();
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int hf = 0; hf < 2; ++hf) row_il[mt][hf] = row_il[mt][hf] > 0.f ? 1.f / row_il[mt][hf] : 0.f;
   } else {
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
@@ -305,6 +377,7 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
         if (gid == ((nt * 2 + c) & 7) && col < kend && v != 0.f) atomicAdd(cm + col, v);
       }
   });
+  if (V::kActivation == 0) cluster_wait<kCl>();  // no CTA leaves while the cluster may still read its cl_m/cl_l
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -312,15 +385,18 @@ __device__ void probe_tc(const ZvProbeArgs& a) {
 // ------------------------------------------------------------------------------------------------------------
 template <class V, int D, class C>
 __device__ void probe_simt(const ZvProbeArgs& a) {
-  constexpr int R = C::kRowsF32, kT = C::kThreads, kW = C::kWarps;
+  constexpr int R = C::kRowsF32, kT = C::kThreads, kW = C::kWarps, kCl = C::kCluster;
   __shared__ __align__(16) float sq[R][D];
   __shared__ long long sqpos[R];  // -1: row past the end
   __shared__ float sm_m[kW][R], sm_l[kW][R], s_m[R], s_il[R];
+  __shared__ float cl_m[kCl > 1 ? R : 1], cl_l[kCl > 1 ? R : 1];  // this CTA's row stats, read by the cluster
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const long long n = a.n, g = a.Hq / a.Hkv, rows = g * a.m, kv = blockIdx.y;
-  const long long r0 = (long long)blockIdx.x * R;
-  if (r0 >= rows) return;
+  const long long r0 = (long long)(blockIdx.x / kCl) * R;
+  if (r0 >= rows) return;  // uniform over a cluster (its CTAs share r0)
+  // Keys j0, j0 + kStride, ...: the cluster's kCl * kT threads interleave the keys.
+  const long long j0 = (long long)cluster_rank<kCl>() * kT + threadIdx.x, kStride = (long long)kCl * kT;
   const double* P = a.params;
   const float scale = (float)a.scale;
 
@@ -367,7 +443,7 @@ __device__ void probe_simt(const ZvProbeArgs& a) {
     float rm[R], rl[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) { rm[r] = neg_inf(); rl[r] = 0.f; }
-    for (long long j = threadIdx.x; j < kend; j += kT) {
+    for (long long j = j0; j < kend; j += kStride) {
       float s[R];
       scores(j, s);
 #pragma unroll
@@ -383,9 +459,18 @@ __device__ void probe_simt(const ZvProbeArgs& a) {
       if (lane == 0) { sm_m[warp][r] = rm[r]; sm_l[warp][r] = rl[r]; }
     }
     __syncthreads();
+    float m2 = neg_inf(), l2 = 0.f;
     if (threadIdx.x < R) {
-      float m2 = neg_inf(), l2 = 0.f;
       for (int w = 0; w < kW; ++w) softmax_merge(m2, l2, sm_m[w][threadIdx.x], sm_l[w][threadIdx.x]);
+      if (kCl > 1) { cl_m[threadIdx.x] = m2; cl_l[threadIdx.x] = l2; }
+    }
+    if constexpr (kCl > 1) {  // the cluster's stats; the barrier's second half is at the end of the kernel
+      cluster_arrive<kCl>();
+      cluster_wait<kCl>();
+      if (threadIdx.x < R) cluster_merge_read<kCl>(cl_m, cl_l, threadIdx.x, m2, l2);
+      cluster_arrive<kCl>();
+    }
+    if (threadIdx.x < R) {
       s_m[threadIdx.x] = m2;
       s_il[threadIdx.x] = l2 > 0.f ? 1.f / l2 : 0.f;
     }
@@ -393,7 +478,7 @@ __device__ void probe_simt(const ZvProbeArgs& a) {
   }
 
   float* cm = a.colmass + (a.per_kv_head ? kv * n : 0);
-  for (long long j = threadIdx.x; j < kend; j += kT) {
+  for (long long j = j0; j < kend; j += kStride) {
     float s[R];
     scores(j, s);
     float v = 0.f;
@@ -403,6 +488,7 @@ __device__ void probe_simt(const ZvProbeArgs& a) {
         v += V::kActivation == 0 ? probe_activate<V>(s[r], s_m[r], s_il[r]) : probe_activate<V>(s[r], 0.f, 0.f);
     if (v != 0.f) atomicAdd(cm + j, v);
   }
+  if (V::kActivation == 0) cluster_wait<kCl>();  // no CTA leaves while the cluster may still read its cl_m/cl_l
 }
 
 // Entry point body: call from the template's __global__ function (block = C::kThreads threads).
