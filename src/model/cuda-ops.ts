@@ -51,6 +51,16 @@ export interface CudaOpsHandle extends ModelOps {
   adopt(buf: DeviceBuffer, shape: readonly number[]): DTensor;
   /** The device buffer behind a tensor (benchmarks and tests). */
   bufferOf(x: DTensor): DeviceBuffer;
+  /** An uninitialized tensor from the current buffer pool (no device allocation when the pool holds one). */
+  empty(shape: readonly number[]): DTensor;
+  /** Runs `body` with `pool` as the pool every tensor it allocates comes from (and goes back to when freed, even
+   *  later): a captured step's private memory, reused only by replays of that step. */
+  withPool<T>(pool: BufferPool, body: () => T): T;
+  /** embed with the token ids already on the device (n int32 at `ids`): nothing read or written from the host. */
+  embedFrom(table: DTensor, ids: DeviceBuffer, n: number): DTensor;
+  /** rope with the positions already on the device (x.shape[1] int32 at `positions`); the frequencies are cached
+   *  on the device per distinct table (the first call of a table uploads it, so run once before capturing). */
+  ropeFrom(x: DTensor, positions: DeviceBuffer, invFreq: Float32Array, scale: number): DTensor;
 }
 
 export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Program): CudaOpsHandle {
@@ -60,7 +70,11 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
   let nvrtc: ConstructorParameters<typeof ModelKernels>[4];
   if (knobs.jit === "nvrtc" || !nvccVersion()) nvrtc = { version: nvrtcVersion().join("."), compile: (src, o) => nvrtcCompile(src, o) };
   const k = new ModelKernels(dev, dtype, ctx.arch, stream, nvrtc);
-  const pool = new BufferPool(dev);
+  const mainPool = new BufferPool(dev);
+  let pool = mainPool;
+  // Tensors taken from another pool than the main one (withPool) go back to it.
+  const owners = new WeakMap<CudaTensor, BufferPool>();
+  const freqs = new Map<string, DeviceBuffer>();
   const esz = ESIZE[dtype];
   const live = new Set<CudaTensor>();
   // Fused kernel sets per (program, head dim): rendering and the cache lookup happen once, not once per layer.
@@ -78,7 +92,11 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     live.add(t);
     return t;
   };
-  const alloc = (shape: readonly number[]): CudaTensor => wrap(pool.take(numel(shape) * esz), shape);
+  const alloc = (shape: readonly number[]): CudaTensor => {
+    const t = wrap(pool.take(numel(shape) * esz), shape);
+    if (pool !== mainPool) owners.set(t, pool);
+    return t;
+  };
   const T = (x: DTensor): CudaTensor => {
     const t = x as CudaTensor;
     if (!t.buf || t.dtype === undefined) cudaOpsFail("ZV6201", [`a tensor of another backend ${shp(x)} reached the cuda ops`]);
@@ -154,6 +172,32 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       return wrap(buf, shape);
     },
     bufferOf: (x) => T(x).buf,
+    empty: (shape) => alloc(shape),
+    withPool(p, body) {
+      const prev = pool;
+      pool = p;
+      try {
+        return body();
+      } finally {
+        pool = prev;
+      }
+    },
+    embedFrom(table, ids, n) {
+      const [V, H] = d2(table, "embed");
+      const y = alloc([n, H]);
+      if (n > 0) k.embed(T(table).buf, ids, y.buf, n, H, V);
+      return y;
+    },
+    ropeFrom(x, positions, invFreq, scale) {
+      const [H, n, d] = d3(x, "rope");
+      if (d % 2 !== 0 || invFreq.length !== d / 2) cudaOpsFail("ZV6201", [`rope of ${shp(x)} with ${invFreq.length} frequencies`]);
+      const key = invFreq.join(",");
+      let fb = freqs.get(key);
+      if (!fb) freqs.set(key, (fb = dev.upload(invFreq, stream)));
+      const y = alloc([H, n, d]);
+      if (n > 0) k.rope(T(x).buf, y.buf, positions, fb, H, n, d, scale);
+      return y;
+    },
     upload(w: HostWeight) {
       const n = numel(w.shape);
       const width = w.dtype === "f32" ? 4 : 2;
@@ -177,7 +221,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     free(x) {
       const t = x as CudaTensor;
       if (!live.delete(t)) return;
-      pool.give(t.buf);
+      (owners.get(t) ?? mainPool).give(t.buf);
     },
     linear(x, w, bias) {
       const [M, K] = d2(x, "linear");
@@ -348,7 +392,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     createKvCache(heads, d, capacity) {
       if (!(Number.isInteger(heads) && heads >= 1 && Number.isInteger(d) && d >= 1 && Number.isInteger(capacity) && capacity >= 1)) cudaOpsFail("ZV6201", [`a KV cache of ${heads} heads, head dim ${d}, capacity ${capacity}`]);
       const bytes = heads * capacity * d * esz;
-      const c: CudaKv = { heads, d, len: 0, capacity, k: pool.take(bytes), v: pool.take(bytes) };
+      const c: CudaKv = { heads, d, len: 0, capacity, k: mainPool.take(bytes), v: mainPool.take(bytes) };
       kvs.add(c);
       lengthAt(capacity);
       return c;
@@ -363,11 +407,11 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
         // Regrow (the only copy of the cached rows): double, or more if one append needs it.
         const cap = Math.max(2 * c.capacity, c.len + t);
         const bytes = H * cap * d * esz;
-        const nk = pool.take(bytes), nv = pool.take(bytes);
+        const nk = mainPool.take(bytes), nv = mainPool.take(bytes);
         copyHeads(c.k, c.capacity, nk, cap, H, c.len, d);
         copyHeads(c.v, c.capacity, nv, cap, H, c.len, d);
-        pool.give(c.k);
-        pool.give(c.v);
+        mainPool.give(c.k);
+        mainPool.give(c.v);
         Object.assign(c, { k: nk, v: nv, capacity: cap });
         lengthAt(cap);
       }
@@ -400,8 +444,8 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     freeKv(cache) {
       const c = cache as CudaKv;
       if (!kvs.delete(c)) return;
-      pool.give(c.k);
-      pool.give(c.v);
+      mainPool.give(c.k);
+      mainPool.give(c.v);
     },
     sync() {
       stream.synchronize();
@@ -414,9 +458,11 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       decoders.clear();
       ramp?.free();
       ramp = null;
+      for (const b of freqs.values()) b.free();
+      freqs.clear();
       for (const t of live) t.buf.free();
       live.clear();
-      pool.release();
+      mainPool.release();
       k.unload();
       stream.destroy();
     },

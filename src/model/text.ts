@@ -55,6 +55,52 @@ function finishLayer(ops: ModelOps, cfg: TextConfig, w: Weights, l: number, h: D
   return h2;
 }
 
+/** Attention of layer l: gets q, k, v (RoPE applied, head-major) and returns o [Hq, n, d]. It owns k and v (frees
+ *  them or hands them to a cache); the layer frees q. */
+export type LayerAttention = (l: number, q: DTensor, k: DTensor, v: DTensor) => DTensor;
+
+/** One decoder layer on h [n, H] at `positions`: norm, q/k/v with RoPE, `attend`, o_proj and the MLP (both with their
+ *  residual). Returns the new hidden states; h stays the caller's. */
+export function decoderLayer(ops: ModelOps, cfg: TextConfig, w: Weights, l: number, h: DTensor, positions: Int32Array, seqLen: number, attend: LayerAttention): DTensor {
+  const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
+  let qkv: { q: DTensor; k: DTensor; v: DTensor };
+  try {
+    qkv = projections(ops, cfg, w, l, x, positions, seqLen);
+  } finally {
+    ops.free(x);
+  }
+  let o: DTensor;
+  try {
+    o = attend(l, qkv.q, qkv.k, qkv.v);
+  } finally {
+    ops.free(qkv.q);
+  }
+  return finishLayer(ops, cfg, w, l, h, o);
+}
+
+/** Every decoder layer over h (taken over and freed unless `keep`); returns the last layer's output (not normed).
+ *  `onHidden(l, h)` sees the input of layer l. */
+export function decoderLayers(ops: ModelOps, cfg: TextConfig, w: Weights, h0: DTensor, positions: Int32Array, seqLen: number, attend: LayerAttention, opts: { keep?: boolean; onHidden?: HiddenHook } = {}): DTensor {
+  let h = h0;
+  try {
+    for (let l = 0; l < cfg.numLayers; l++) {
+      opts.onHidden?.(l, h);
+      const next = decoderLayer(ops, cfg, w, l, h, positions, seqLen, attend);
+      if (h !== h0 || !opts.keep) ops.free(h);
+      h = next;
+    }
+    return h;
+  } catch (e) {
+    if (h !== h0 || !opts.keep) ops.free(h);
+    throw e;
+  }
+}
+
+/** The final RMSNorm of the text model. */
+export function finalNorm(ops: ModelOps, cfg: TextConfig, w: Weights, h: DTensor): DTensor {
+  return ops.rmsNorm(h, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
+}
+
 /** Prefill of n embedded tokens [n, H] at positions 0..n-1. `policy` undefined = dense. Takes ownership of `embeds`. */
 /** `onHidden(i, h)`: transformers' hidden_states order: 0 = embeddings, i = after layer i - 1, the last one (i =
  *  layers) after the final norm. `h` is freed after the call returns. */
@@ -70,38 +116,45 @@ export interface PrefillOptions {
   kvCache?: KvCacheFactory;
 }
 
+/** Attention of one prefill layer: dense (policy undefined) or the policy's sparse prefill; `keep(l, k, v, count)`
+ *  receives the layer's kept K/V (taking ownership). Shared by text prefill and the serving engine. */
+export function prefillAttention(ops: ModelOps, policy: Policy | undefined, keep: (l: number, k: DTensor, v: DTensor, count: number) => void): LayerAttention {
+  return (l, q, k, v) => {
+    if (!policy) {
+      const o = ops.attention(q, k, v, true);
+      keep(l, k, v, k.shape[1]!);
+      return o;
+    }
+    // (With attention_bias, o_proj's bias still reaches unselected tokens: ZipVL zeroes their attention output.)
+    let r;
+    try {
+      r = ops.sparsePrefill(policy, l, q, k, v);
+    } finally {
+      ops.free(k);
+      ops.free(v);
+    }
+    try {
+      keep(l, r.kCache, r.vCache, r.count);
+    } catch (e) {
+      ops.free(r.o);
+      throw e;
+    }
+    return r.o;
+  };
+}
+
 export function prefill(ops: ModelOps, cfg: TextConfig, w: Weights, embeds: DTensor, policy: Policy | undefined, opts: PrefillOptions = {}): PrefillOut {
   const n = embeds.shape[0]!;
   const makeCache = opts.kvCache ?? ((k: DTensor, v: DTensor) => reservedKvCache(ops, k, v, opts.reserve ?? 0));
   const positions = Int32Array.from({ length: n }, (_, i) => i);
-  let h = embeds;
   const caches: KvCache[] = [];
   const stats: PrefillLayerStat[] = [];
-  for (let l = 0; l < cfg.numLayers; l++) {
-    opts.onHidden?.(l, h);
-    const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
-    const { q, k, v } = projections(ops, cfg, w, l, x, positions, n);
-    ops.free(x);
-    let o: DTensor;
-    // (With attention_bias, o_proj's bias still reaches unselected tokens: ZipVL zeroes their attention output.)
-    if (policy) {
-      const r = ops.sparsePrefill(policy, l, q, k, v);
-      o = r.o;
-      caches.push(makeCache(r.kCache, r.vCache));
-      stats.push({ layer: l, kept: r.count, n });
-      ops.free(k);
-      ops.free(v);
-    } else {
-      o = ops.attention(q, k, v, true);
-      caches.push(makeCache(k, v));
-      stats.push({ layer: l, kept: n, n });
-    }
-    ops.free(q);
-    const next = finishLayer(ops, cfg, w, l, h, o);
-    ops.free(h);
-    h = next;
-  }
-  const normed = ops.rmsNorm(h, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
+  const attend = prefillAttention(ops, policy, (l, k, v, kept) => {
+    caches.push(makeCache(k, v));
+    stats.push({ layer: l, kept, n });
+  });
+  const h = decoderLayers(ops, cfg, w, embeds, positions, n, attend, opts.onHidden ? { onHidden: opts.onHidden } : {});
+  const normed = finalNorm(ops, cfg, w, h);
   ops.free(h);
   opts.onHidden?.(cfg.numLayers, normed);
   const last = ops.sliceRows(normed, n - 1, n);
@@ -112,20 +165,17 @@ export function prefill(ops: ModelOps, cfg: TextConfig, w: Weights, embeds: DTen
 
 /** One decode step of token embeddings [1, H] at ORIGINAL position `pos` (prompt length + step), appending to caches. */
 export function decodeStep(ops: ModelOps, cfg: TextConfig, w: Weights, embed: DTensor, pos: number, caches: readonly KvCache[]): DTensor {
-  const positions = Int32Array.of(pos);
-  let h = embed;
-  for (let l = 0; l < cfg.numLayers; l++) {
-    const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
-    const { q, k, v } = projections(ops, cfg, w, l, x, positions, pos + 1);
+  const h = decoderLayers(ops, cfg, w, embed, Int32Array.of(pos), pos + 1, (l, q, k, v) => {
     const cache = caches[l]!;
-    cache.append(k, v);
-    const o = cache.attend(q);
-    for (const t of [x, q, k, v]) ops.free(t);
-    const next = finishLayer(ops, cfg, w, l, h, o);
-    if (h !== embed) ops.free(h);
-    h = next;
-  }
-  const normed = ops.rmsNorm(h, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
+    try {
+      cache.append(k, v);
+    } finally {
+      ops.free(k);
+      ops.free(v);
+    }
+    return cache.attend(q);
+  }, { keep: true });
+  const normed = finalNorm(ops, cfg, w, h);
   ops.free(h);
   return normed;
 }

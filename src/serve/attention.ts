@@ -3,6 +3,7 @@
 // src/backends/cuda/paged-serve.ts (page memory on the GPU, append and attention kernels on the ops' stream).
 import type { DTensor, ModelOps } from "../model/ops.ts";
 import { serveFail } from "./errors.ts";
+import type { StepModel, StepRunner } from "./step.ts";
 import { pagedDecodeReference } from "./paged-ref.ts";
 import { createHostPool, groupsPerLayer, type PagedKvPool, type PageLayout } from "./pool.ts";
 
@@ -10,7 +11,9 @@ export interface PagedAttention {
   readonly pool: PagedKvPool;
   /** Optional: called once before a decode step's layers (the CUDA version reserves every layer's rows and uploads
    *  all page tables in one copy). appendStep/attend of that step follow for every layer in order. */
-  beginStep?(seqs: readonly string[]): void;
+  beginStep?(seqs: readonly string[]): string | void;
+  /** Optional: decode steps run by the backend (the CUDA version replays one captured graph per batch bucket). */
+  stepRunner?(model: StepModel, embedTable: DTensor, notice?: (line: string) => void): StepRunner;
   /** Prefill: one layer's kept K/V [Hkv, t, d] (RoPE applied) of one sequence. */
   appendCache(seq: string, layer: number, k: DTensor, v: DTensor): void;
   /** Decode: row b of k/v [Hkv, B, d] is the new token of seqs[b]. */

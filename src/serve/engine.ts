@@ -3,16 +3,17 @@
 // step over any set of live sequences, each at its own original position. Greedy (argmax), so an answer does not
 // depend on its batch: every op is row-wise, and attention reads only the sequence's own pages.
 //
-// The layer loops mirror src/model/text.ts (prefill, decodeStep) with the pool in place of per-sequence caches:
-// prefill hands each layer's kept K/V to the pool as soon as the layer ran (never all layers' caches at once),
-// decode runs B rows at once with the pool's paged attention.
+// The decoder layers are src/model/text.ts's (decoderLayers, prefillAttention) with the pool in place of
+// per-sequence caches: prefill hands each layer's kept K/V to the pool as soon as the layer ran (never all layers'
+// caches at once), decode runs B rows at once with the pool's paged attention, through a step runner (src/serve/
+// step.ts: eager, or on cuda one CUDA graph per batch bucket).
 import type { LlavaConfig } from "../model/config.ts";
 import { loadConfig, loadImage, loadProcessorConfig, loadTokenizer, openWeights, preprocess, anyresGridShape, expandImageTokens } from "../model/hf/index.ts";
 import type { ChatMessage, ChatTokenizer, ProcessorConfig } from "../model/hf/index.ts";
 import type { DTensor, ModelOps, Policy } from "../model/ops.ts";
-import { checkRope, ropeFreqs, ropeType } from "../model/rope.ts";
+import { checkRope, ropeType } from "../model/rope.ts";
 import { argmax } from "../model/sampling.ts";
-import { logits } from "../model/text.ts";
+import { decoderLayers, finalNorm, logits, prefillAttention } from "../model/text.ts";
 import { imageFeatures, type ImageInput } from "../model/vision.ts";
 import { loadWeights, TEXT, type Weights } from "../model/weights.ts";
 import type { PagedAttention } from "./attention.ts";
@@ -20,6 +21,7 @@ import { ServeError, serveFail } from "./errors.ts";
 import type { MemoryPlan } from "./planner.ts";
 import type { ChatEngine } from "./http.ts";
 import type { LayerStat } from "./scheduler.ts";
+import { eagerRunner, type StepModel, type StepRunner } from "./step.ts";
 
 /** A chat message whose image parts carry their bytes (or a path), as the HTTP layer parsed them. */
 export interface ServeMessage {
@@ -35,9 +37,11 @@ export interface Prepared {
 export interface EngineOptions {
   readonly policy?: Policy;
   readonly modelId: string;
+  /** Decode steps through the attention's step runner (CUDA graphs on cuda; default true); false: eager. */
+  readonly graphs?: boolean;
+  /** Where one-line notices go (e.g. a failed graph capture); default stderr. */
+  readonly notice?: (line: string) => void;
 }
-
-const L = (l: number, n: string): string => `${TEXT}layers.${l}.${n}`;
 
 export interface LoadedCheckpoint {
   readonly cfg: LlavaConfig;
@@ -63,6 +67,8 @@ export function loadCheckpoint(ops: ModelOps, dir: string): LoadedCheckpoint {
 
 export class LlavaEngine implements ChatEngine<Prepared> {
   readonly pool;
+  /** Runs the batched decode steps (eager, or replayed CUDA graphs). */
+  readonly steps: StepRunner;
   constructor(
     readonly ops: ModelOps,
     readonly ckpt: LoadedCheckpoint,
@@ -71,6 +77,35 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     readonly opts: EngineOptions,
   ) {
     this.pool = attn.pool;
+    const table = ckpt.w.get(`${TEXT}embed_tokens.weight`);
+    const model = this.stepModel();
+    const notice = opts.notice ?? ((line: string) => process.stderr.write(`${line}\n`));
+    this.steps = opts.graphs !== false && attn.stepRunner ? attn.stepRunner(model, table, notice) : eagerRunner(ops, attn, model, table);
+  }
+
+  /** The model part of a decode step: text.ts's decoder layers over the paged attention, final norm, lm_head. */
+  private stepModel(): StepModel {
+    const cfg = this.cfg.text;
+    const w = this.ckpt.w;
+    const scale = 1 / Math.sqrt(cfg.headDim);
+    return (ops, h, positions, seqs) => {
+      // [H, B, d] head-major: row b of k/v is seqs[b]'s new token; attention reads each sequence's own pages.
+      // Without dynamic scaling the frequencies do not depend on the length (checked at load).
+      const last = decoderLayers(ops, cfg, w, h, positions, Math.max(...positions) + 1, (l, q, k, v) => {
+        try {
+          this.attn.appendStep(l, seqs, k, v);
+        } finally {
+          ops.free(k);
+          ops.free(v);
+        }
+        return this.attn.attend(l, seqs, q, scale);
+      });
+      const normed = finalNorm(ops, cfg, w, last);
+      ops.free(last);
+      const y = ops.linear(normed, w.get("lm_head.weight"));
+      ops.free(normed);
+      return y;
+    };
   }
 
   get cfg(): LlavaConfig {
@@ -142,70 +177,33 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     return out;
   }
 
-  /** q, k (RoPE at `positions`) and v of one layer for the rows of x, head-major. */
-  private projections(l: number, x: DTensor, positions: Int32Array, seqLen: number): { q: DTensor; k: DTensor; v: DTensor } {
-    const ops = this.ops;
-    const cfg = this.cfg.text;
-    const w = this.ckpt.w;
-    const { invFreq, scale } = ropeFreqs(cfg, seqLen);
-    const proj = (name: string, heads: number, rope: boolean): DTensor => {
-      const y = ops.linear(x, w.get(L(l, `self_attn.${name}_proj.weight`)), w.maybe(L(l, `self_attn.${name}_proj.bias`)));
-      const hh = ops.toHeads(y, heads);
-      ops.free(y);
-      if (!rope) return hh;
-      const r = ops.rope(hh, positions, invFreq, scale);
-      ops.free(hh);
-      return r;
-    };
-    return { q: proj("q", cfg.numHeads, true), k: proj("k", cfg.numKvHeads, true), v: proj("v", cfg.numKvHeads, false) };
-  }
-
   /**
-   * Prefill of one prompt, layer by layer (text.ts's prefill with the pool as the cache): a layer's dense Q/K/V
-   * live only while it runs, its kept K/V go straight into the pool, and only the last row reaches the final norm,
-   * so the peak is one layer's O(n) activations beside the pool (what the planner reserves).
+   * Prefill of one prompt, layer by layer (text.ts's decoder layers with the pool as the cache): a layer's dense
+   * Q/K/V live only while it runs, its kept K/V go straight into the pool, and only the last row reaches the final
+   * norm, so the peak is one layer's O(n) activations beside the pool (what the planner reserves).
    */
   prefill(seq: string, p: Prepared): { first: number; layers: LayerStat[] } {
     const ops = this.ops;
     const cfg = this.cfg.text;
     const w = this.ckpt.w;
-    const policy = this.opts.policy;
-    let h = this.embed(p.ids, p.image);
-    const n = h.shape[0]!;
+    const embeds = this.embed(p.ids, p.image);
+    const n = embeds.shape[0]!;
     const positions = Int32Array.from({ length: n }, (_, i) => i);
     const layers: LayerStat[] = [];
-    try {
-      for (let l = 0; l < cfg.numLayers; l++) {
-        const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
-        const { q, k, v } = this.projections(l, x, positions, n);
-        ops.free(x);
-        let o: DTensor;
-        try {
-          if (policy) {
-            const r = ops.sparsePrefill(policy, l, q, k, v);
-            o = r.o;
-            try {
-              this.attn.appendCache(seq, l, r.kCache, r.vCache);
-            } finally {
-              ops.free(r.kCache);
-              ops.free(r.vCache);
-            }
-            layers.push({ layer: l, kept: r.count, n });
-          } else {
-            o = ops.attention(q, k, v, true);
-            this.attn.appendCache(seq, l, k, v);
-            layers.push({ layer: l, kept: n, n });
-          }
-        } finally {
-          for (const t of [q, k, v]) ops.free(t);
-        }
-        const next = this.finishLayer(l, h, o);
-        ops.free(h);
-        h = next;
+    const attend = prefillAttention(ops, this.opts.policy, (l, k, v, kept) => {
+      try {
+        this.attn.appendCache(seq, l, k, v);
+      } finally {
+        ops.free(k);
+        ops.free(v);
       }
+      layers.push({ layer: l, kept, n });
+    });
+    const h = decoderLayers(ops, cfg, w, embeds, positions, n, attend);
+    try {
       // rmsNorm is row-wise: the last row alone gives the same values as slicing after normalizing all n.
       const lastRow = ops.sliceRows(h, n - 1, n);
-      const normed = ops.rmsNorm(lastRow, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
+      const normed = finalNorm(ops, cfg, w, lastRow);
       ops.free(lastRow);
       const lg = logits(ops, w, normed);
       ops.free(normed);
@@ -215,55 +213,16 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     }
   }
 
+  /** One batched decode step: row b is batch[b]'s token at its own original position. Through the step runner
+   *  (CUDA graphs per batch bucket on cuda, eager elsewhere). */
   decode(batch: readonly { seq: string; token: number; position: number }[]): number[] {
-    const ops = this.ops;
-    const cfg = this.cfg.text;
-    const w = this.ckpt.w;
-    const B = batch.length;
-    const d = cfg.headDim;
-    const seqs = batch.map((b) => b.seq);
-    const positions = Int32Array.from(batch, (b) => b.position);
-    this.attn.beginStep?.(seqs);
-    let h = ops.embed(w.get(`${TEXT}embed_tokens.weight`), Int32Array.from(batch, (b) => b.token));
-    for (let l = 0; l < cfg.numLayers; l++) {
-      const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
-      // Without dynamic scaling the frequencies do not depend on the length (checked at load).
-      const { q, k, v } = this.projections(l, x, positions, Math.max(...positions) + 1);
-      ops.free(x);
-      // [H, B, d] head-major: row b of k/v is seqs[b]'s new token; attention reads each sequence's own pages.
-      this.attn.appendStep(l, seqs, k, v);
-      const oh = this.attn.attend(l, seqs, q, 1 / Math.sqrt(d));
-      for (const t of [q, k, v]) ops.free(t);
-      const next = this.finishLayer(l, h, oh);
-      ops.free(h);
-      h = next;
-    }
-    const normed = ops.rmsNorm(h, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
-    ops.free(h);
-    const lg = logits(ops, w, normed);
-    ops.free(normed);
-    const V = lg.length / B;
+    const lg = this.steps.run(batch);
+    const V = lg.length / batch.length;
     return batch.map((_, b) => argmax(lg.subarray(b * V, (b + 1) * V)));
   }
 
-  /** h + o_proj(o), then h + mlp(norm(h)) (text.ts finishLayer); frees o. */
-  private finishLayer(l: number, h: DTensor, o: DTensor): DTensor {
-    const ops = this.ops;
-    const w = this.ckpt.w;
-    const oRows = ops.fromHeads(o);
-    const a = ops.linear(oRows, w.get(L(l, "self_attn.o_proj.weight")), w.maybe(L(l, "self_attn.o_proj.bias")));
-    const h1 = ops.add(h, a);
-    const x = ops.rmsNorm(h1, w.get(L(l, "post_attention_layernorm.weight")), this.cfg.text.rmsNormEps);
-    const gate = ops.linear(x, w.get(L(l, "mlp.gate_proj.weight")), w.maybe(L(l, "mlp.gate_proj.bias")));
-    const up = ops.linear(x, w.get(L(l, "mlp.up_proj.weight")), w.maybe(L(l, "mlp.up_proj.bias")));
-    const m = ops.siluMul(gate, up);
-    const down = ops.linear(m, w.get(L(l, "mlp.down_proj.weight")), w.maybe(L(l, "mlp.down_proj.bias")));
-    const h2 = ops.add(h1, down);
-    for (const t of [o, oRows, a, h1, x, gate, up, m, down]) ops.free(t);
-    return h2;
-  }
-
   dispose(): void {
+    this.steps.dispose();
     this.attn.dispose();
     this.ckpt.w.free();
   }

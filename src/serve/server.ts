@@ -30,6 +30,8 @@ export interface ServerOptions {
   /** Expected mean kept ratio under the policy (default 0.4). */
   readonly keptRatio?: number;
   readonly log?: (line: string) => void;
+  /** CUDA graphs for the decode steps on cuda (default true). */
+  readonly graphs?: boolean;
 }
 
 export interface RunningServer {
@@ -68,7 +70,7 @@ export async function startServer(o: ServerOptions, listen?: { port: number; hos
   });
   const attn = a.create(ops, { layers: t.numLayers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: plan.options.pageTokens, layout, numPages: plan.numPages, maxBatch: o.maxBatch });
   const modelId = basename(resolve(o.model));
-  const engine = new LlavaEngine(ops, ckpt, attn, plan, { modelId, ...(o.policy ? { policy: o.policy } : {}) });
+  const engine = new LlavaEngine(ops, ckpt, attn, plan, { modelId, ...(o.policy ? { policy: o.policy } : {}), ...(o.graphs === false ? { graphs: false } : {}), ...(o.log ? { notice: o.log } : {}) });
   const scheduler = new Scheduler(engine, { maxBatch: o.maxBatch, maxQueue: o.maxQueue });
   const app = createServeApp(engine, scheduler, {
     maxBodyBytes: o.maxBodyBytes ?? 32 << 20, timeoutMs: o.timeoutMs, defaultMaxTokens: o.defaultMaxTokens ?? 64, ...(o.log ? { log: o.log } : {}),

@@ -19,9 +19,18 @@ export function sizeClass(bytes: number): number {
   return Math.ceil(b / step) * step;
 }
 
+/** A pool asked for memory it does not hold while frozen (e.g. inside a graph capture, where allocating is not allowed). */
+export class FrozenPoolError extends Error {
+  constructor(readonly bytes: number) {
+    super(`an allocation of ${bytes} bytes while the buffer pool is frozen (inside a captured step)`);
+  }
+}
+
 export class BufferPool {
   private readonly free = new Map<number, DeviceBuffer[]>();
   private held = 0;
+  /** While true, take() only hands out cached buffers (a miss is a FrozenPoolError, never a device allocation). */
+  frozen = false;
   constructor(private readonly dev: CudaDevice) {}
 
   /** A buffer of at least `bytes` (its size class), reused when one of that class was given back. */
@@ -33,6 +42,7 @@ export class BufferPool {
       this.held -= size;
       return hit;
     }
+    if (this.frozen) throw new FrozenPoolError(size);
     try {
       return this.dev.alloc(size);
     } catch (e) {

@@ -8,7 +8,9 @@ import type { DeviceBuffer } from "../../runtime/native.ts";
 import { checkStep, type PagedAttention, type PagedAttentionOptions } from "../../serve/attention.ts";
 import { serveFail } from "../../serve/errors.ts";
 import { groupsPerLayer, PagedKvPool } from "../../serve/pool.ts";
-import { CudaPagedDecode, CudaPageStorage, loadPagedKernels, packStepTables, type StepOffsets } from "./paged.ts";
+import type { StepModel, StepRunner } from "../../serve/step.ts";
+import { CudaPagedDecode, CudaPageStorage, loadPagedKernels, packStepTables, stepHeaderWords, type StepOffsets } from "./paged.ts";
+import { createGraphRunner } from "./paged-graph.ts";
 import type { CudaDType } from "./render.ts";
 
 function handle(ops: ModelOps): CudaOpsHandle {
@@ -21,7 +23,17 @@ export function deviceFreeBytes(ops: ModelOps): number {
   return handle(ops).ctx.dev.memInfo().free;
 }
 
-export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): PagedAttention {
+/** The cuda paged attention: beginStep takes the bucket (rows padded up to it) and returns the key of what the
+ *  step's launches bake in (bucket and split count); stepRunner gives decode steps replayed from CUDA graphs. */
+export interface CudaPagedAttention extends PagedAttention {
+  beginStep(seqs: readonly string[], bucket?: number): string;
+  /** Makes the last finished step current again (same rows and tables, nothing reserved or uploaded): its
+   *  launches are queued once more, e.g. into a graph capture after the eager warm-up. */
+  rearm(): void;
+  stepRunner(model: StepModel, embedTable: DTensor, notice?: (line: string) => void): StepRunner;
+}
+
+export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): CudaPagedAttention {
   const h = handle(ops);
   const dev = h.ctx.dev;
   const dtype = ops.dtype as CudaDType;
@@ -42,16 +54,20 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Pa
     return rows;
   };
   const G = groupsPerLayer(geom);
-  // The current decode step (beginStep): every layer's rows reserved and all tables uploaded in one copy.
-  let step: { seqs: readonly string[]; offsets: StepOffsets[]; maxLen: number[] } | null = null;
-  let stepBuf: DeviceBuffer | null = null;
-  const at = (words: number): bigint => stepBuf!.at(4 * words);
+  // The current decode step (beginStep): every layer's rows reserved and all tables uploaded in one copy into one
+  // buffer sized once for the largest batch, at offsets that depend only on the bucket (what a captured step needs).
+  type Step = { seqs: readonly string[]; offsets: StepOffsets[]; maxLen: number };
+  let step: Step | null = null;
+  let last: Step | null = null;
+  const stepBuf = dev.alloc(4 * (stepHeaderWords(o.layers, maxBatch, G, o.kvHeads) + o.numPages));
+  const at = (words: number): bigint => stepBuf.at(4 * words);
   const inStep = (layer: number, seqs: readonly string[]): boolean =>
     step !== null && step.seqs.length === seqs.length && step.seqs.every((s, i) => s === seqs[i]) && layer < step.offsets.length;
-  return {
+  const attention: CudaPagedAttention = {
     pool,
-    beginStep(seqs) {
+    beginStep(seqs, bucket = seqs.length) {
       const B = seqs.length;
+      if (bucket > maxBatch) serveFail("ZV7005", [`a decode step of ${bucket} rows; the attention was sized for ${maxBatch}`]);
       const need = seqs.reduce((a, s) => { let n = 0; for (let l = 0; l < o.layers; l++) n += pool.growthPages(s, l, new Array<number>(G).fill(1)); return a + n; }, 0);
       if (need > pool.freePages) serveFail("ZV7002", [`a decode step of ${B} sequences needs ${need} page(s), ${pool.freePages} free`]);
       const rows: Int32Array[] = [];
@@ -64,14 +80,20 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Pa
         rows.push(r);
       }
       const tables = Array.from({ length: o.layers }, (_, l) => pool.tables(seqs, l));
-      const { blob, offsets } = packStepTables(tables, rows);
-      if (!stepBuf || stepBuf.bytes < blob.byteLength) {
-        h.stream.synchronize(); // the previous step's kernels may still read the old buffer
-        stepBuf?.free();
-        stepBuf = dev.alloc(Math.max(4096, 2 * blob.byteLength));
-      }
+      const { blob, offsets } = packStepTables(tables, rows, bucket, o.kvHeads);
+      if (blob.byteLength > stepBuf.bytes) serveFail("ZV7005", [`a decode step's tables of ${blob.byteLength} bytes exceed the ${stepBuf.bytes}-byte step buffer`]);
       stepBuf.write(blob, 0, h.stream);
-      step = { seqs: [...seqs], offsets, maxLen: tables.map((t) => Math.max(0, ...t.lengths)) };
+      const maxLen = Math.max(0, ...tables.map((t) => Math.max(0, ...t.lengths)));
+      // Rows past the batch repeat seqs[0]: appendStep/attend of the step are called with the padded list.
+      step = { seqs: [...seqs, ...new Array<string>(bucket - B).fill(seqs[0]!)], offsets, maxLen };
+      return `${bucket}/${decode.splitsFor(bucket, maxLen)}`;
+    },
+    rearm() {
+      if (!last) serveFail("ZV7005", ["rearm() without a finished decode step"]);
+      step = last;
+    },
+    stepRunner(model, embedTable, notice) {
+      return createGraphRunner(h, attention, model, embedTable, { maxBatch, ...(notice ? { notice } : {}) });
     },
     appendCache(seq, layer, k, v) {
       const t = k.shape[1]!;
@@ -101,20 +123,25 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Pa
     },
     attend(layer, seqs, q: DTensor, scale) {
       const B = seqs.length;
-      const out = dev.alloc(o.heads * B * o.headDim * esz);
+      // From the ops' pool (no allocation inside a captured step).
+      const out = h.empty([o.heads, B, o.headDim]);
       if (inStep(layer, seqs)) {
         const off = step!.offsets[layer]!;
-        decode.launch({ indptr: at(off.indptr), pages: at(off.pages), lengths: at(off.lengths), batch: B, groups: G, maxLen: step!.maxLen[layer]! }, h.bufferOf(q), out, scale, h.stream, "hbd");
-        if (layer === o.layers - 1) step = null;
-      } else decode.enqueue(pool.tables(seqs, layer), h.bufferOf(q), out, scale, h.stream, "hbd");
-      return h.adopt(out, [o.heads, B, o.headDim]);
+        decode.launch({ indptr: at(off.indptr), pages: at(off.pages), lengths: at(off.lengths), batch: B, groups: G, maxLen: step!.maxLen }, h.bufferOf(q), h.bufferOf(out), scale, h.stream, "hbd");
+        if (layer === o.layers - 1) {
+          last = step;
+          step = null;
+        }
+      } else decode.enqueue(pool.tables(seqs, layer), h.bufferOf(q), h.bufferOf(out), scale, h.stream, "hbd");
+      return out;
     },
     dispose() {
       h.stream.synchronize();
-      stepBuf?.free();
+      stepBuf.free();
       decode.free();
       rows.free();
       pool.dispose();
     },
   };
+  return attention;
 }

@@ -146,19 +146,41 @@ export interface StepOffsets {
   readonly rows: number;
 }
 
-/** Every layer's page tables and append rows of one decode step in one i32 array (one host-to-device copy). */
-export function packStepTables(tables: readonly PageTables[], rows: readonly Int32Array[]): { blob: Int32Array; offsets: StepOffsets[] } {
-  let n = 0;
-  for (let l = 0; l < tables.length; l++) n += tables[l]!.indptr.length + tables[l]!.pages.length + tables[l]!.lengths.length + rows[l]!.length;
-  const blob = new Int32Array(n);
+/** Words of a step blob's fixed part for `bucket` rows: per layer indptr (bucket * groups + 1), lengths and rows. */
+export function stepHeaderWords(layers: number, bucket: number, groups: number, kvHeads: number): number {
+  return layers * (2 * bucket * groups + 1 + kvHeads * bucket);
+}
+
+/**
+ * Every layer's page tables and append rows of one decode step in one i32 array (one host-to-device copy), at
+ * offsets that depend only on the row count `bucket` (>= the batch): the fixed part first, then all layers' page
+ * ids in one run that every layer's indptr indexes absolutely. Rows past the batch (padding up to the bucket)
+ * read row 0's pages and append nowhere (row -1), so a step captured for a bucket replays for any batch in it.
+ */
+export function packStepTables(tables: readonly PageTables[], rows: readonly Int32Array[], bucket: number, kvHeads: number): { blob: Int32Array; offsets: StepOffsets[] } {
+  const L = tables.length;
+  const G = L ? tables[0]!.groups : 1;
+  const B = L ? tables[0]!.batch : 0;
+  if (B > bucket || B < 1) serveFail("ZV7005", [`a step of ${B} sequences in a bucket of ${bucket}`]);
+  const per = 2 * bucket * G + 1 + kvHeads * bucket;
+  const head = L * per;
+  const blob = new Int32Array(head + tables.reduce((a, t) => a + t.pages.length, 0));
   const offsets: StepOffsets[] = [];
-  let at = 0;
-  const put = (x: Int32Array): number => {
-    blob.set(x, at);
-    at += x.length;
-    return at - x.length;
-  };
-  tables.forEach((t, l) => offsets.push({ indptr: put(t.indptr), pages: put(t.pages), lengths: put(t.lengths), rows: put(rows[l]!) }));
+  let pAt = 0;
+  tables.forEach((t, l) => {
+    const o = { indptr: l * per, lengths: l * per + bucket * G + 1, rows: l * per + 2 * bucket * G + 1, pages: head };
+    for (let e = 0; e < bucket * G; e++) {
+      const src = e < B * G ? e : e % G;
+      blob[o.indptr + e] = t.indptr[src]! + pAt;
+      blob[o.lengths + e] = t.lengths[src]!;
+    }
+    blob[o.indptr + bucket * G] = pAt + t.pages.length;
+    const r = rows[l]!;
+    for (let kv = 0; kv < kvHeads; kv++) for (let b = 0; b < bucket; b++) blob[o.rows + kv * bucket + b] = b < B ? r[kv * B + b]! : -1;
+    blob.set(t.pages, head + pAt);
+    pAt += t.pages.length;
+    offsets.push(o);
+  });
   return { blob, offsets };
 }
 
@@ -199,11 +221,15 @@ export class CudaPagedDecode {
     this.launch({ indptr: this.indptr, pages: this.ids, lengths: this.lengths, batch: t.batch, groups: t.groups, maxLen: Math.max(0, ...t.lengths) }, q, o, scale, stream, layout);
   }
 
+  /** The split count of a launch of `batch` rows whose longest cache holds `maxLen` tokens. */
+  splitsFor(batch: number, maxLen: number): number {
+    return Math.min(this.maxSplits, pagedSplits(this.dev.info.smCount, this.storage.geometry.kvHeads, batch, maxLen));
+  }
   /** Split and combine over tables already on the device (e.g. one upload of every layer's tables per step). */
   launch(t: DeviceTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
     const g = this.storage.geometry;
     if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
-    const splits = Math.min(this.maxSplits, pagedSplits(this.dev.info.smCount, g.kvHeads, t.batch, t.maxLen));
+    const splits = this.splitsFor(t.batch, t.maxLen);
     const args = packPaged("ZvPagedDecodeArgs", {
       q, k_pages: this.storage.k, v_pages: this.storage.v, o, part_o: this.partO, part_ml: this.partMl, page_indptr: t.indptr, page_ids: t.pages, lengths: t.lengths,
       batch: i64(t.batch), Hq: i64(this.Hq), Hkv: i64(g.kvHeads), d: i64(g.headDim), page_tokens: i64(g.pageTokens), heads_per_page: i64(headsPerPage(g)), groups: i64(t.groups), splits: i64(splits),
