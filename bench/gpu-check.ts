@@ -49,11 +49,11 @@ report.compile = { coldMs: cold, warmMs: warm, kernels: coldSet.compiled.map((c)
 const programs = ["zipvl", "dense", "topk-ratio", "h2o", "snapkv", "fastv"].map((n) => [n, load(n)] as const);
 let passed = 0;
 const failures: string[] = [];
-function runCase(name: string, p: Program, c: Case): boolean {
+function runCase(name: string, p: Program, c: Case, configs: Partial<Record<Stage, Record<string, number>>> = {}): boolean {
   const inputs = inputsFor(c);
   let bad: string[];
   try {
-    const run = new CudaPrefill(ctx.dev, p, inputs, ctx.kernels(p, c.dtype, c.d), { params: c.params });
+    const run = new CudaPrefill(ctx.dev, p, inputs, ctx.kernels(p, c.dtype, c.d, configs), { params: c.params });
     try {
       run.poison();
       run.enqueue();
@@ -101,8 +101,22 @@ t0 = performance.now();
 const jobs = [];
 for (const [, p, c] of planned) for (const k of renderKernels(p, c.dtype, c.d, ctx.arch, Object.fromEntries(STAGES.map((s) => [s, defaultConfig(s, c.dtype, c.d, ctx.arch)])))) jobs.push({ k, arch: ctx.arch });
 const cfgs = (dt: Case["dtype"], d: number) => Object.fromEntries(STAGES.map((s) => [s, defaultConfig(s, dt, d, ctx.arch)]));
+// The probe's key split over a thread-block cluster (sm_90, probe config `cluster`), other stages at their defaults:
+// n = 1, n below one cluster's key span, n not a multiple of it, long n; GQA; per-KV-head mass (snapkv); f32 SIMT.
+const clusterCases: [number, Program, Case][] = ctx.arch !== 90 ? [] : [
+  [2, zipvl, { Hq: 8, Hkv: 1, n: 1, d: 128, dtype: "bf16", seed: seed + 11, params: { tau: 0.975 } }],
+  [8, zipvl, { Hq: 4, Hkv: 4, n: 129, d: 128, dtype: "bf16", seed: seed + 12, params: { tau: 0.975 } }],
+  [4, zipvl, { Hq: 8, Hkv: 2, n: 2881, d: 128, dtype: "bf16", seed: seed + 13, params: { tau: 0.975 } }],
+  [8, zipvl, { Hq: 8, Hkv: 8, n: 2880, d: 128, dtype: "bf16", seed: seed + 14, params: { tau: 0.975 } }],
+  [2, zipvl, { Hq: 4, Hkv: 1, n: 9001, d: 80, dtype: "f16", seed: seed + 15, params: { tau: 0.9 } }],
+  [4, zipvl, { Hq: 4, Hkv: 2, n: 1000, d: 64, dtype: "f32", seed: seed + 16, params: { tau: 0.975 } }],
+  [4, load("snapkv"), { Hq: 8, Hkv: 2, n: 777, d: 128, dtype: "bf16", seed: seed + 17, params: {} }],
+  [8, zipvl, { Hq: 4, Hkv: 1, n: 33_000, d: 128, dtype: "bf16", seed: seed + 18, params: { tau: 0.975 } }],
+];
+const clusterConfigs = (cluster: number, c: Case) => ({ ...cfgs(c.dtype, c.d), probe: { ...defaultConfig("probe", c.dtype, c.d, ctx.arch), cluster } });
 for (const dt of ["bf16", "f16", "f32"] as const) for (const d of [64, 80, 96, 128]) for (const k of renderKernels(zipvl, dt, d, ctx.arch, cfgs(dt, d))) jobs.push({ k, arch: ctx.arch });
 for (const name of ["topk-ratio", "dense"]) for (const k of renderKernels(load(name), "bf16", 128, ctx.arch, cfgs("bf16", 128))) jobs.push({ k, arch: ctx.arch });
+for (const [cluster, p, c] of clusterCases) for (const k of renderKernels(p, c.dtype, c.d, ctx.arch, clusterConfigs(cluster, c))) if (k.stage === "probe") jobs.push({ k, arch: ctx.arch });
 const built = knobs.jit === "nvrtc" ? 0 : await precompile(jobs, cpus().length);
 log(`precompiled ${built} kernels in ${(performance.now() - t0).toFixed(0)} ms on ${cpus().length} cores`);
 if (!benchOnly) for (const [name, p, c] of planned.slice(0, maxCases)) runCase(name, p, c);
@@ -112,6 +126,7 @@ for (const d of [64, 80, 96, 128]) runCase("zipvl", zipvl, { Hq: 8, Hkv: 1, n: 1
 runCase("zipvl keep-all", zipvl, { Hq: 4, Hkv: 4, n: 777, d: 128, dtype: "bf16", seed: seed + 1, params: { tau: 1 } });
 runCase("zipvl keep-one", zipvl, { Hq: 4, Hkv: 1, n: 777, d: 64, dtype: "f16", seed: seed + 2, params: { tau: 1e-9 } });
 runCase("zipvl n=33k", zipvl, { Hq: 4, Hkv: 1, n: 33_000, d: 128, dtype: "bf16", seed: seed + 3, params: { tau: 0.975 } });
+for (const [cluster, p, c] of clusterCases) runCase(`${p.name} probe cluster ${cluster}`, p, c, clusterConfigs(cluster, c));
 for (let i = 0; i < (benchOnly ? 0 : Math.min(maxCases, quick ? 6 : 20)); i++) {
   const Hkv = [1, 2, 8][i % 3]!;
   const g = [1, 4, 8][Math.floor(i / 3) % 3]!;
