@@ -85,8 +85,10 @@ const mib = readdirSync(".gpu").reduce((a, f) => a + statSync(`.gpu/${f}`).size,
 console.log(`bundled .gpu/wgsl-check.mjs.xz; .gpu holds ${mib.toFixed(1)} MiB (carry limit 64 MiB)`);
 
 // The CUDA model runners: bench/model-gpu-check.ts (ModelOps and the small LLaVA vs cpu) and bench/llava-scale.ts
-// (13B-shaped decoder timings). They compile DSL programs (ts-morph), hence the CJS globals in the banner.
-for (const name of ["model-gpu-check", "llava-scale"]) {
+// (13B-shaped decoder timings), and the serving runners bench/serve-gpu.ts (the engine over HTTP on cuda, the
+// serving attention vs the interpreter) and bench/serve-bench.ts (13B-shaped serving, CUDA graphs vs eager decode).
+// They compile DSL programs (ts-morph), hence the CJS globals in the banner.
+for (const name of ["model-gpu-check", "llava-scale", "serve-gpu", "serve-bench"]) {
   if (!existsSync(`bench/${name}.ts`)) continue;
   await build({
     entryPoints: [`bench/${name}.ts`],
@@ -138,3 +140,4 @@ await build({
 const plain = statSync(".gpu/zipvl.mjs").size;
 execFileSync("sh", ["-c", "xz -T2 -9 -f .gpu/zipvl.mjs"]);
 console.log(`bundled .gpu/zipvl.mjs.xz (${(statSync(".gpu/zipvl.mjs.xz").size / 2 ** 20).toFixed(1)} MiB; ${(plain / 2 ** 20).toFixed(1)} MiB unpacked)`);
+

@@ -8,7 +8,9 @@
 //   bundle here:  npx esbuild bench/serve-bench.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu \
 //                   --outfile=.gpu/serve-bench.mjs "--banner:js=import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 //   GPU host:     node .gpu/serve-bench.mjs [--quick] [--layers=N] [--lengths=2900,16000,32000] [--steps=N] [--no-128k]
-//                 [--max-batch=64] [--memory-gib=G]
+//                 [--only-128k] [--modes=dense,zipvl] [--no-eager] [--max-batch=64] [--memory-gib=G]
+// Each decode row is timed twice: through the engine's step runner (CUDA graphs, one per batch bucket) and eagerly
+// (op by op), so the line says what graphs save. Split a long run with --lengths / --modes / --no-128k / --only-128k.
 import { readFileSync } from "node:fs";
 import { createCudaAttention } from "../src/backends/cuda/paged-serve.ts";
 import { openCuda } from "../src/backends/cuda/executor.ts";
@@ -31,6 +33,9 @@ const steps = Number(flag("steps") ?? (quick ? 4 : 12));
 const maxBatchCap = Number(flag("max-batch") ?? 64);
 // Caps the memory the planner may use (default: all the device has free after the weights).
 const memCap = Number(flag("memory-gib") ?? Infinity) * 2 ** 30;
+const modes = (flag("modes") ?? "dense,zipvl").split(",");
+const eagerToo = !args.includes("--no-eager");
+const only128k = args.includes("--only-128k");
 const log = (s: string): void => void process.stdout.write(s + "\n");
 
 const CFG: LlavaConfig = {
@@ -105,26 +110,35 @@ function bench(n: number, policy: Policy | undefined): void {
         }
       }
       const batch = seqs.map((seq) => ({ seq, token: first, position: n }));
-      eng.decode(batch); // warm (GEMM plans for this batch)
-      ops.sync();
-      const b = performance.now();
-      for (let i = 0; i < steps; i++) eng.decode(batch.map((x) => ({ ...x, position: n + 1 + i })));
-      ops.sync();
-      const ms = (performance.now() - b) / steps;
-      log(`${mode.padEnd(12)} n ${String(n).padStart(6)} prefill ${prefillMs.toFixed(0).padStart(7)} ms  batch ${String(B).padStart(3)}${B === fit && B > 1 ? " (max fit)" : "          "}: ${ms.toFixed(1).padStart(7)} ms/step  ${((B * 1000) / ms).toFixed(1).padStart(8)} tokens/s`);
+      let pos = n;
+      const time = (run: (b: typeof batch) => unknown): number => {
+        run(batch.map((x) => ({ ...x, position: pos++ }))); // warm (GEMM plans; the graph capture of this shape)
+        ops.sync();
+        const b = performance.now();
+        for (let i = 0; i < steps; i++) run(batch.map((x) => ({ ...x, position: pos++ })));
+        ops.sync();
+        return (performance.now() - b) / steps;
+      };
+      const ms = time((b) => eng!.decode(b));
+      const eagerMs = eagerToo ? time((b) => eng!.eager.run(b)) : NaN;
+      const tps = (t: number): string => ((B * 1000) / t).toFixed(1).padStart(8);
+      log(`${mode.padEnd(12)} n ${String(n).padStart(6)} prefill ${prefillMs.toFixed(0).padStart(7)} ms  batch ${String(B).padStart(3)}${B === fit && B > 1 ? " (max fit)" : "          "}: ${eng.steps.mode} ${ms.toFixed(1).padStart(7)} ms/step ${tps(ms)} tokens/s` + (eagerToo ? `  eager ${eagerMs.toFixed(1).padStart(7)} ms/step ${tps(eagerMs)} tokens/s` : ""));
     }
   } catch (e) {
     log(`${mode.padEnd(12)} n ${String(n).padStart(6)}: ${String((e as Error).message ?? e).slice(0, 300)}`);
   } finally {
+    eng?.steps.dispose();
     eng?.attn.dispose();
   }
 }
 
 // Warm-up: kernel compiles and GEMM plans.
-bench(256, undefined);
-bench(256, zipvl);
-log("warm-up done");
-for (const n of lengths) for (const p of [undefined, zipvl]) bench(n, p);
+const policies = [...(modes.includes("dense") ? [undefined] : []), ...(modes.includes("zipvl") ? [zipvl] : [])];
+if (!only128k) {
+  for (const p of policies) bench(256, p);
+  log("warm-up done");
+  for (const n of lengths) for (const p of policies) bench(n, p);
+}
 
 if (!args.includes("--no-128k")) {
   const n = 131072;

@@ -69,6 +69,8 @@ export class LlavaEngine implements ChatEngine<Prepared> {
   readonly pool;
   /** Runs the batched decode steps (eager, or replayed CUDA graphs). */
   readonly steps: StepRunner;
+  /** The same steps op by op (benchmarks compare it with `steps`). */
+  readonly eager: StepRunner;
   constructor(
     readonly ops: ModelOps,
     readonly ckpt: LoadedCheckpoint,
@@ -80,7 +82,8 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     const table = ckpt.w.get(`${TEXT}embed_tokens.weight`);
     const model = this.stepModel();
     const notice = opts.notice ?? ((line: string) => process.stderr.write(`${line}\n`));
-    this.steps = opts.graphs !== false && attn.stepRunner ? attn.stepRunner(model, table, notice) : eagerRunner(ops, attn, model, table);
+    this.eager = eagerRunner(ops, attn, model, table);
+    this.steps = opts.graphs !== false && attn.stepRunner ? attn.stepRunner(model, table, notice) : this.eager;
   }
 
   /** The model part of a decode step: text.ts's decoder layers over the paged attention, final norm, lm_head. */
