@@ -43,7 +43,7 @@ console.log("bundled .gpu/tune.mjs");
 
 // The WGSL runner (bench/wgsl-check.ts -> .gpu/wgsl-check.mjs). The `webgpu` package loads dist/<platform>/dawn.node
 // beside its index.js; bundled, it loads ZIPVL_DAWN_NODE or .gpu/dawn.node instead (bench/wgsl-gpu.sh unpacks
-// .gpu/dawn.node.xz there). The Vulkan loader deb from .gl (shared/gpu/pack-vulkan.sh) travels in .gpu too.
+// .gpu/dawn.node.xz there). The Vulkan loader and GL dispatch debs from .gl (shared/gpu/pack-vulkan.sh) travel in .gpu too.
 const { execFileSync } = await import("node:child_process");
 const { existsSync, readdirSync, readFileSync, statSync } = await import("node:fs");
 const dawnIndex = new URL("../node_modules/webgpu/index.js", import.meta.url).pathname;
@@ -80,7 +80,9 @@ if (!existsSync(".gpu/dawn.node.xz") || statSync(".gpu/dawn.node.xz").mtimeMs < 
 }
 // The runner carries ts-morph's TypeScript (random programs go through the front end): ~15 MB, ~2.5 MB as xz.
 execFileSync("sh", ["-c", "xz -T2 -9 -f .gpu/wgsl-check.mjs"]);
-for (const f of existsSync(".gl") ? readdirSync(".gl").filter((x) => x.startsWith("libvulkan1_")) : []) copyFileSync(`.gl/${f}`, `.gpu/${f}`);
+// All of them: NVIDIA's Vulkan ICD (libGLX_nvidia.so.0) needs libGLdispatch from libglvnd0 (seen on the H200 host:
+// "Could not get 'vkCreateInstance' via 'vk_icdGetInstanceProcAddr' for ICD libGLX_nvidia.so.0" with the loader alone).
+for (const f of existsSync(".gl") ? readdirSync(".gl").filter((x) => x.endsWith(".deb")) : []) copyFileSync(`.gl/${f}`, `.gpu/${f}`);
 const mib = readdirSync(".gpu").reduce((a, f) => a + statSync(`.gpu/${f}`).size, 0) / 2 ** 20;
 console.log(`bundled .gpu/wgsl-check.mjs.xz; .gpu holds ${mib.toFixed(1)} MiB (carry limit 64 MiB)`);
 

@@ -17,11 +17,14 @@ xz -dc .gpu/wgsl-check.mjs.xz > "$work/wgsl-check.mjs" || exit 1
 export ZIPVL_TEMPLATES=$PWD/templates ZIPVL_NATIVE_ADDON=$PWD/.gpu/zipvl_native.node ZIPVL_CACHE_DIR=/tmp/zvcache
 export PATH=/usr/local/cuda/bin:$PATH XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$work/xdg}; mkdir -p -m 700 "$XDG_RUNTIME_DIR"
 
-# The Vulkan loader: the system's if present, else the one packed in .gpu (extracted, not installed).
-if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 '; then
-  deb=$(ls .gpu/libvulkan1_*.deb .gl/libvulkan1_*.deb 2>/dev/null | head -n1)
-  if [ -n "$deb" ]; then dpkg -x "$deb" "$work/vk" && export LD_LIBRARY_PATH=$work/vk/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-  else echo "no libvulkan.so.1 on this host and no libvulkan1 deb in .gpu (run shared/gpu/pack-vulkan.sh, then node bench/bundle.mjs)"; fi
+# The Vulkan loader and the GL dispatch library NVIDIA's ICD (libGLX_nvidia.so.0) needs: the system's if present,
+# else the debs packed in .gpu (extracted into /tmp, not installed). With the loader alone the H200 host said
+# "Could not get 'vkCreateInstance' via 'vk_icdGetInstanceProcAddr' for ICD libGLX_nvidia.so.0".
+if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 ' || ! ldconfig -p 2>/dev/null | grep -q 'libGLdispatch.so.0 '; then
+  debs=$(ls .gpu/*.deb .gl/*.deb 2>/dev/null)
+  if [ -n "$debs" ]; then for deb in $debs; do dpkg -x "$deb" "$work/vk"; done
+    export LD_LIBRARY_PATH=$work/vk/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  else echo "no libvulkan.so.1/libGLdispatch.so.0 on this host and no debs in .gpu (run shared/gpu/pack-vulkan.sh, then node bench/bundle.mjs)"; fi
 fi
 # The ICD: NVIDIA's JSON where the driver installed one (seen at /usr/local/nvidia/share/vulkan/icd.d on the GPU
 # host); else one written here for libGLX_nvidia.so.0 (the NVIDIA Vulkan ICD lives in that library); else, with no
