@@ -79,17 +79,18 @@ void probe_launch(const ZvProbeArgs& a) {
 #define ZV_HARNESS_CLUSTER 0
 #endif
 #if ZV_HARNESS_CLUSTER
-template <typename T, int D, int CL> using ProbeClCfg = zv::ProbeConfig<T, D, 0, 0, 0, 0, 0, CL>;
-template <class V, typename T, int D, int CL>
-__global__ void __launch_bounds__(ProbeClCfg<T, D, CL>::kThreads, ProbeClCfg<T, D, CL>::kMinBlocks) __cluster_dims__(CL, 1, 1)
-    k_probe_cl(const ZvProbeArgs a) {
-  zv::probe_kernel<V, T, D, ProbeClCfg<T, D, CL>>(a);
+template <class V, typename T, int D, class C>
+__global__ void __launch_bounds__(C::kThreads, C::kMinBlocks) __cluster_dims__(C::kCluster, 1, 1) k_probe_cfg(const ZvProbeArgs a) {
+  zv::probe_kernel<V, T, D, C>(a);
+}
+template <class V, typename T, int D, class C>
+void probe_launch_cfg(const ZvProbeArgs& a) {
+  dim3 grid((unsigned)((a.Hq / a.Hkv * a.m + C::kBM - 1) / C::kBM * C::kCluster), (unsigned)a.Hkv);
+  k_probe_cfg<V, T, D, C><<<grid, C::kThreads>>>(a);
 }
 template <class V, typename T, int D, int CL>
-void probe_launch_cl(const ZvProbeArgs& a) {
-  using C = ProbeClCfg<T, D, CL>;
-  dim3 grid((unsigned)((a.Hq / a.Hkv * a.m + C::kBM - 1) / C::kBM * CL), (unsigned)a.Hkv);
-  k_probe_cl<V, T, D, CL><<<grid, C::kThreads>>>(a);
+void probe_launch_cl(const ZvProbeArgs& a) {  // template defaults plus the cluster
+  probe_launch_cfg<V, T, D, zv::ProbeConfig<T, D, 0, 0, 0, 0, 0, CL>>(a);
 }
 #endif
 template <typename T, int D>
@@ -508,8 +509,16 @@ static void bench_probe_cluster(int Hkv, int n) {
   auto ms = [&](auto launch) { return median_us([&] { CK(cudaMemsetAsync(pa.colmass, 0, n * 4)); launch(); }); };
   const float t1 = ms([&] { probe_launch<Causal, B, 128>(pa); }), t2 = ms([&] { probe_launch_cl<Causal, B, 128, 2>(pa); });
   const float t4 = ms([&] { probe_launch_cl<Causal, B, 128, 4>(pa); }), t8 = ms([&] { probe_launch_cl<Causal, B, 128, 8>(pa); });
+  // Bigger row blocks (fewer K re-reads from L2) once the cluster restores the CTA count: 32 rows (mTiles 2) and
+  // 64 rows (mTiles 4, nTiles 1), 8 warps, one CTA per SM (198 / 248 registers, no spills).
+  using M2C4 = zv::ProbeConfig<B, 128, 8, 2, 0, 0, 1, 4>;
+  using M2C8 = zv::ProbeConfig<B, 128, 8, 2, 0, 0, 1, 8>;
+  using M4C8 = zv::ProbeConfig<B, 128, 8, 4, 1, 0, 1, 8>;
+  const float m24 = ms([&] { probe_launch_cfg<Causal, B, 128, M2C4>(pa); }), m28 = ms([&] { probe_launch_cfg<Causal, B, 128, M2C8>(pa); });
+  const float m48 = ms([&] { probe_launch_cfg<Causal, B, 128, M4C8>(pa); });
   const double floor_us = (double)Hkv * n * d * 2 / 4.19e12 * 1e6;  // K read once at the H200's 4.19 TB/s
-  printf("| %5d | %3d | %8.1f | %8.1f | %8.1f | %8.1f | %6.1f |\n", n, Hkv, t1, t2, t4, t8, floor_us);
+  printf("| %5d | %3d | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %8.1f | %6.1f |\n", n, Hkv, t1, t2, t4, t8, m24, m28,
+         m48, floor_us);
   for (const void* x : {pa.q, pa.k, (const void*)pa.probes, (const void*)pa.colmass, (const void*)pa.visible, (const void*)pa.params})
     CK(cudaFree((void*)x));
 #else
@@ -583,7 +592,8 @@ int main(int argc, char** argv) {
       for (int n : {2880, 8192, 32768}) bench(hkv, n, prop.multiProcessorCount);
     if (prop.major >= 9 && ZV_HARNESS_CLUSTER) {
       printf("\nprobe by cluster size (bf16, d=128, Hq=40, m=128, causal; colmass memset included), us; floor = K once at 4.19 TB/s:\n");
-      printf("|     n | Hkv |     cl=1 |     cl=2 |     cl=4 |     cl=8 |  floor |\n");
+      printf("(m2/m4: 32/64 rows per CTA, 8 warps, 1 CTA per SM)\n");
+      printf("|     n | Hkv |     cl=1 |     cl=2 |     cl=4 |     cl=8 | m2 cl=4  | m2 cl=8  | m4 cl=8  |  floor |\n");
       for (int hkv : {40, 8})
         for (int n : {2880, 8192, 32768, 65536}) bench_probe_cluster(hkv, n);
     }
