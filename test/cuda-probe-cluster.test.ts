@@ -39,7 +39,7 @@ describe("probe cluster: schedule, space and rendering", () => {
   });
 
   it("the tuner varies cluster on sm_90 only, writing 1 as no key (the fallback's form)", () => {
-    const shape: TuneShape = { dtype: "bf16", d: 128, Hq: 40, Hkv: 40, n: 2880, m: 128 } as TuneShape;
+    const shape: TuneShape = { dtype: "bf16", d: 128, Hq: 40, gqa: 1, n: 2880, kept: 0.3 };
     const s90 = cudaSpace("probe", shape, CUDA_PRESETS.sm90!);
     const s80 = cudaSpace("probe", shape, CUDA_PRESETS.sm80!);
     expect(s90.configs[0]).toEqual(defaultConfig("probe", "bf16", 128, 90));
