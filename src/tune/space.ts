@@ -69,8 +69,10 @@ export function cudaSpace(stage: Stage, s: TuneShape, L: CudaLimits): Space<Conf
       return build(fallback, configs, (c) => {
         const threads = 32 * c.warps!;
         const BM = tc ? 16 * c.mTiles! : c.rowsF32!;
-        // Q fragments of mTiles m16 tiles plus the nTiles n8 score tiles per warp live in registers.
-        const need = tc ? 40 + (c.mTiles! * s.d) / 8 + 4 * c.mTiles! * c.nTiles! * 2 : 48 + s.d / 4;
+        // In registers: Q fragments (mTiles * d / 4), the double-buffered K fragments of nTiles n8 tiles (nTiles * d / 8
+        // after reuse) and the score accumulators (8 * mTiles * nTiles). ptxas on sm_90a (bf16, d 128): mTiles 1 /
+        // nTiles 2 fits 128, mTiles 2 / nTiles 2 takes 198 (spills at a 128 cap), mTiles 4 / nTiles 1 takes 248.
+        const need = tc ? 40 + (c.mTiles! * s.d) / 4 + (c.nTiles! * s.d) / 8 + 8 * c.mTiles! * c.nTiles! : 48 + s.d / 4;
         if (common(threads, c.minBlocks!)) return common(threads, c.minBlocks!);
         if (8 * c.warps! * BM + 1024 > L.maxSharedPerBlock) return "static shared memory";
         if (regCap(L, threads, c.minBlocks!) < need) return "registers";
