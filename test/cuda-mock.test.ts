@@ -36,12 +36,24 @@ describe.skipIf(!ready)("cuda executor on the mock driver", () => {
     run.free();
     const { randomTensor } = await import("../src/io/random.ts");
     const step = new Map([["q", randomTensor("bf16", [8, 1, 64], 3)], ["k_cache", inputs.get("k")!], ["v_cache", inputs.get("v")!]]);
+    // 132 SMs, Hkv 2, 300 rows: min(floor(2 * 132 / 2), ceil(300 / 64)) = 5 splits, merged by their last CTA (g 4).
     const d = new CudaDecode(ctx.dev, p, step, ctx.kernels(p, "bf16", 64), {});
+    const beforeDecode = ctx.dev.mockLastLaunch()!.launches;
     d.enqueue();
     const dl = ctx.dev.mockLastLaunch()!;
-    expect(dl.grid).toEqual([8, 1, 1]); // the combine kernel: one CTA per query head
+    expect(dl.launches - beforeDecode).toBe(1); // one launch: no combine kernel
+    expect(dl.grid).toEqual([2, 5, 1]);
+    expect(dl.block).toEqual([128, 1, 1]);
     expect(dl.argsBytes).toBe(8 * ARG_LAYOUTS.ZvDecodeArgs.length);
     d.free();
+    // fuse: 0 keeps the split + combine pair (the combine last: one CTA per query head).
+    const d2 = new CudaDecode(ctx.dev, p, step, ctx.kernels(p, "bf16", 64, { decode: { warps: 4, fuse: 0 } }), {});
+    const before2 = ctx.dev.mockLastLaunch()!.launches;
+    d2.enqueue();
+    const dl2 = ctx.dev.mockLastLaunch()!;
+    expect(dl2.launches - before2).toBe(2);
+    expect(dl2.grid).toEqual([8, 1, 1]);
+    d2.free();
     ctx.dispose();
   });
 });

@@ -78,7 +78,10 @@ describe.skipIf(!ready)("zipvl tune on the mock driver", () => {
     const d = new CudaDecode(ctx.dev, p, step, ctx.kernels(p, "bf16", 64, dcfg), {});
     const before = ctx.dev.mockLastLaunch()?.launches ?? 0;
     d.enqueue();
-    expect(ctx.dev.mockLastLaunch()!.launches - before).toBe(2);
+    // min(132 * 2 / 2, ceil(90 / 64)) = 2 splits, merged by their last CTA: one launch of 8-warp CTAs.
+    expect(ctx.dev.mockLastLaunch()!.launches - before).toBe(1);
+    expect(ctx.dev.mockLastLaunch()!.grid).toEqual([2, 2, 1]);
+    expect(ctx.dev.mockLastLaunch()!.block).toEqual([256, 1, 1]);
     d.free();
     // Another toolchain makes the record stale: ignored, one notice.
     const staleKey = { ...key, toolchain: "nvcc 0.0" };

@@ -1,7 +1,7 @@
 // The config space of each kernel and its pruning. Configs that cannot fit the device (shared memory, threads,
 // registers) or break the device library's static_asserts are dropped BEFORE anything compiles. The fallback
 // config (schedule.ts defaultConfig / WGSL chooseConfig) is always first in every list.
-import { defaultConfig, type Config } from "../backends/cuda/schedule.ts";
+import { decodeBlocksPerSM, defaultConfig, type Config } from "../backends/cuda/schedule.ts";
 import type { Stage } from "../backends/cuda/render.ts";
 import type { WgslConfig, WgslStage } from "../backends/wgsl/stages.ts";
 import type { TuneShape } from "./shapes.ts";
@@ -101,8 +101,17 @@ export function cudaSpace(stage: Stage, s: TuneShape, L: CudaLimits): Space<Conf
     }
     case "decode": {
       const configs = product({ warps: [2, 4, 8, 16], splitScale: [0.5, 1, 2, 4] }).map((c) => (c.splitScale === 1 ? { warps: c.warps! } : c));
-      // DecodeShared: o[warps][4][d] plus m, l in fp32 (static shared memory).
-      return build(fallback, configs, (c) => common(32 * c.warps!, 1) ?? (4 * c.warps! * 4 * (s.d + 2) > L.maxSharedPerBlock ? "static shared memory" : null));
+      // fuse 0: the split + combine kernel pair, to compare with the last-CTA merge (fuse absent = 1).
+      configs.push({ warps: 4, fuse: 0 });
+      // DecodeShared (static): a union of the 5-stage K/V ring (~40 KB) and o[warps][4][d] plus m, l in fp32.
+      const ring = 5 * 2 * Math.max(1, Math.floor(4096 / (s.d * (s.dtype === "f32" ? 4 : 2)))) * s.d * (s.dtype === "f32" ? 4 : 2);
+      // Registers: ~200 a thread at 4 warps (q and o of 4 heads, the team's tile loop); the bound must not force spills.
+      return build(fallback, configs, (c) => {
+        const threads = 32 * c.warps!, blocks = decodeBlocksPerSM(c.warps!);
+        if (common(threads, blocks)) return common(threads, blocks);
+        if (Math.max(ring, 4 * c.warps! * 4 * (s.d + 2)) + 16 > L.maxSharedPerBlock) return "static shared memory";
+        return regCap(L, threads, blocks) < 200 ? "registers" : null;
+      });
     }
   }
 }

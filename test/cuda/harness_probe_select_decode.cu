@@ -52,7 +52,7 @@ __global__ void __launch_bounds__(ProbeCfg<T, D>::kThreads, ProbeCfg<T, D>::kMin
 }
 __global__ void __launch_bounds__(1024, 1) k_select(const ZvSelectArgs a) { zv::select_kernel<1024>(a); }
 template <typename T, int D>
-__global__ void __launch_bounds__(zv::DecodeConfig<T, D, 0>::kThreads, zv::DecodeConfig<T, D, 0>::kMinBlocks)
+__global__ void __launch_bounds__(zv::DecodeConfig<T, D, 0>::kThreads, zv::DecodeConfig<T, D, 0>::kSplitMinBlocks)
     k_dsplit(const ZvDecodeArgs a) {
   zv::decode_split_kernel<T, D, zv::DecodeConfig<T, D, 0>>(a);
 }
@@ -93,10 +93,13 @@ void probe_launch_cl(const ZvProbeArgs& a) {  // template defaults plus the clus
   probe_launch_cfg<V, T, D, zv::ProbeConfig<T, D, 0, 0, 0, 0, 0, CL>>(a);
 }
 #endif
+// One decode step as src/backends/cuda/pipeline.ts enqueues it: the split kernel, then the combine kernel only when
+// there are several splits and no arrival counters (with counters, the last CTA of each KV head merges them).
 template <typename T, int D>
 void decode_launch(const ZvDecodeArgs& a) {
   k_dsplit<T, D><<<dim3((unsigned)a.Hkv, (unsigned)a.splits), zv::DecodeConfig<T, D, 0>::kThreads>>>(a);
-  k_dcombine<T, D><<<(unsigned)a.Hq, zv::DecodeConfig<T, D, 0>::kCombineThreads>>>(a);
+  if (a.splits > 1 && a.counters == nullptr)
+    k_dcombine<T, D><<<(unsigned)a.Hq, zv::DecodeConfig<T, D, 0>::kCombineThreads>>>(a);
 }
 #define ZV_DISPATCH(FN, dt, d, a)                                                                     \
   do {                                                                                                \
@@ -381,7 +384,8 @@ static void run_probe_select(const PCase& c) {
     CK(cudaFree((void*)p));
 }
 
-struct DCase { DT dt; int d, Hq, Hkv, len, cap, splits; };
+// fuse: 1 = arrival counters (one launch; the last CTA per KV head combines), 0 = separate combine kernel.
+struct DCase { DT dt; int d, Hq, Hkv, len, cap, splits, fuse; };
 static void run_decode(const DCase& c) {
   const int d = c.d;
   std::vector<float> qf((size_t)c.Hq * d), kf((size_t)c.Hkv * c.cap * d), vf(kf.size()), q, k, v;
@@ -399,8 +403,15 @@ static void run_decode(const DCase& c) {
   a.part_ml = dev<float>(nullptr, (size_t)c.Hq * c.splits * 8);
   a.length = dev<int>(&c.len, 4);
   a.capacity = c.cap; a.Hq = c.Hq; a.Hkv = c.Hkv; a.d = d; a.splits = c.splits; a.scale = 1.0 / sqrt((double)d);
-  ZV_DISPATCH(decode_launch, c.dt, d, a);
-  CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
+  if (c.fuse) { a.counters = dev<unsigned>(nullptr, (size_t)c.Hkv * 4); CK(cudaMemset(a.counters, 0, (size_t)c.Hkv * 4)); }
+  // Twice: the second launch sees the counters the first left behind (they must be back at zero).
+  for (int rep = 0; rep < 2; ++rep) {
+    CK(cudaMemset(a.o, 0xFF, (size_t)c.Hq * d * dt_size(c.dt)));
+    ZV_DISPATCH(decode_launch, c.dt, d, a);
+    CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
+  }
+  int dirty = 0;
+  if (c.fuse) for (unsigned x : get(a.counters, c.Hkv)) dirty += x != 0;
   const auto go = get((const unsigned char*)a.o, (size_t)c.Hq * d * dt_size(c.dt));
   const int g = c.Hq / c.Hkv;
   double err = 0;
@@ -426,12 +437,13 @@ static void run_decode(const DCase& c) {
       bad += !(ae <= tol * std::max(1.0, fabs(r)));
     }
   }
-  g_fail += bad != 0;
-  printf("%-4s decode %-4s d=%-3d Hq=%-2d Hkv=%-2d len=%-5d cap=%-5d splits=%-3d | maxerr %.2e bad %d\n",
-         bad ? "FAIL" : "ok", dt_name[c.dt], d, c.Hq, c.Hkv, c.len, c.cap, c.splits, err, bad);
+  g_fail += bad != 0 || dirty != 0;
+  printf("%-4s decode %-4s d=%-3d Hq=%-2d Hkv=%-2d len=%-5d cap=%-5d splits=%-4d %s | maxerr %.2e bad %d%s\n",
+         bad || dirty ? "FAIL" : "ok", dt_name[c.dt], d, c.Hq, c.Hkv, c.len, c.cap, c.splits,
+         c.splits == 1 ? "single" : c.fuse ? "fused " : "2-kern", err, bad, dirty ? " COUNTERS-NOT-RESET" : "");
   for (const void* p : {a.q, a.k_cache, a.v_cache, (const void*)a.o, (const void*)a.part_o, (const void*)a.part_ml,
-                        (const void*)a.length})
-    CK(cudaFree((void*)p));
+                        (const void*)a.length, (const void*)a.counters})
+    if (p) CK(cudaFree((void*)p));
 }
 
 // ---- timing: cudaEvent, 3 warm-ups, median of 20 ----
@@ -449,6 +461,16 @@ template <class F> static float median_us(F f) {
   CK(cudaEventDestroy(e0)); CK(cudaEventDestroy(e1));
   return t[10];
 }
+// Mirrors of src/backends/cuda/schedule.ts decodeSplits / decodeFused at the default decode config (4 warps,
+// splitScale 1, fuse on): the CTAs resident at once (8 / warps per SM), at most ceil(len / 64) and 1024 splits.
+static int decode_splits_host(int sms, int Hkv, long long len) {
+  const long long blocks = std::max(1, 8 / zv::DecodeConfig<__nv_bfloat16, 128, 0>::kWarps);
+  return (int)std::max(1ll, std::min({blocks * sms / Hkv, (len + 63) / 64, 1024ll}));
+}
+static bool decode_fused_host(int Hq, int Hkv, int d, int splits) {
+  return splits > 1 && (Hq / Hkv) * d / 4 <= 2 * 32 * zv::DecodeConfig<__nv_bfloat16, 128, 0>::kWarps;
+}
+
 static void bench(int Hkv, int n, int sms) {
   const int Hq = 40, d = 128, len = (int)(0.3 * n);
   std::vector<unsigned char> qb((size_t)Hq * n * d * 2), kb((size_t)Hkv * n * d * 2);
@@ -471,17 +493,23 @@ static void bench(int Hkv, int n, int sms) {
   const int p = get(sa.count, 1)[0];
   ZvDecodeArgs da{};
   da.q = pa.q; da.k_cache = pa.k; da.v_cache = dev<void>(kb.data(), kb.size()); da.o = dev<void>(nullptr, Hq * d * 2);
-  // splits as decode.cu.hbs suggests (~2-3 CTAs per SM), and twice that (printed as the second decode column)
-  const int sp1 = std::max(1, std::min((2 * sms + Hkv - 1) / Hkv, (len + 63) / 64));
+  // splits as schedule.ts decodeSplits chooses, and twice that (printed as the second decode column); both with the
+  // fused combine where decodeFused allows it
+  const int sp1 = decode_splits_host(sms, Hkv, len);
   const int sp2 = std::max(1, std::min(2 * sp1, (len + 63) / 64));
+  unsigned* counters = dev<unsigned>(nullptr, (size_t)Hkv * 4);
+  CK(cudaMemset(counters, 0, (size_t)Hkv * 4));
   da.part_o = dev<float>(nullptr, (size_t)Hq * sp2 * d * 4);
   da.part_ml = dev<float>(nullptr, (size_t)Hq * sp2 * 8);
   da.length = dev<int>(&len, 4);
   da.capacity = n; da.Hq = Hq; da.Hkv = Hkv; da.d = d; da.scale = pa.scale;
   da.splits = sp2;
+  da.counters = decode_fused_host(Hq, Hkv, d, sp2) ? counters : nullptr;
   const float td2 = median_us([&] { decode_launch<__nv_bfloat16, 128>(da); });
   da.splits = sp1;
+  da.counters = decode_fused_host(Hq, Hkv, d, sp1) ? counters : nullptr;
   const float td = median_us([&] { decode_launch<__nv_bfloat16, 128>(da); });
+  CK(cudaFree(counters));
   const double gbs = 2.0 * Hkv * len * d * 2 / (td * 1e-6) / 1e9;
   printf("| %5d | %3d | %8.1f | %8.1f | %8.1f | %5d (%4.1f%%) | %5d | %3d | %8.1f | %6.0f | %3d | %8.1f |\n", n, Hkv, tp,
          ts, tps, p, 100.0 * p / n, len, sp1, td, gbs, sp2, td2);
@@ -535,8 +563,54 @@ static void bench_probe_cluster(int Hkv, int n) {
 #endif
 }
 
+// ---- decode step timing (the bench report's shapes: bf16, Hq = 40, one query token) ----
+__global__ void k_fill_bf16(__nv_bfloat16* p, size_t n, unsigned seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    unsigned x = (unsigned)i * 2654435761u ^ seed;
+    x ^= x >> 15; x *= 2246822519u; x ^= x >> 13; x *= 3266489917u; x ^= x >> 16;
+    p[i] = __float2bfloat16((float)(x & 0xffff) / 32768.f - 1.f);
+  }
+}
+// One row: the default step (schedule.ts splits, fused where allowed), the same splits as split + combine kernels,
+// and one split (one launch, no workspace). floor = K and V read once at 4.2 TB/s plus 4 us of launch latency;
+// sdpa = PyTorch SDPA (best of cuDNN / flash) from bench/results/h200-2026-11-26-s2-bench/report.md (H200), for
+// reference only.
+static void bench_decode(int Hkv, int d, int len, int sms, double sdpa_us) {
+  const int Hq = 40;
+  const size_t kvn = (size_t)Hkv * len * d;
+  ZvDecodeArgs a{};
+  __nv_bfloat16 *q, *k, *v;
+  CK(cudaMalloc(&q, (size_t)Hq * d * 2)); CK(cudaMalloc(&k, kvn * 2)); CK(cudaMalloc(&v, kvn * 2));
+  k_fill_bf16<<<1024, 256>>>(q, (size_t)Hq * d, 1u);
+  k_fill_bf16<<<1024, 256>>>(k, kvn, 2u);
+  k_fill_bf16<<<1024, 256>>>(v, kvn, 3u);
+  CK(cudaGetLastError());
+  const int sp = decode_splits_host(sms, Hkv, len);
+  a.q = q; a.k_cache = k; a.v_cache = v; a.o = dev<void>(nullptr, (size_t)Hq * d * 2);
+  a.part_o = dev<float>(nullptr, (size_t)Hq * sp * d * 4); a.part_ml = dev<float>(nullptr, (size_t)Hq * sp * 8);
+  a.length = dev<int>(&len, 4);
+  unsigned* counters = dev<unsigned>(nullptr, (size_t)Hkv * 4);
+  CK(cudaMemset(counters, 0, (size_t)Hkv * 4));
+  a.capacity = len; a.Hq = Hq; a.Hkv = Hkv; a.d = d; a.scale = 1.0 / sqrt((double)d);
+  auto launch = [&] { if (d == 64) decode_launch<__nv_bfloat16, 64>(a); else decode_launch<__nv_bfloat16, 128>(a); };
+  const bool fused = decode_fused_host(Hq, Hkv, d, sp);
+  a.splits = sp; a.counters = fused ? counters : nullptr;
+  const float t = median_us(launch);
+  a.counters = nullptr;
+  const float t2 = sp > 1 ? median_us(launch) : t;
+  a.splits = 1;
+  const float t1 = median_us(launch);
+  const double bytes = 2.0 * kvn * 2, floor_us = bytes / 4.2e12 * 1e6 + 4.0;
+  printf("| %3d | %3d | %5d | %4d | %d | %8.1f | %5.2f | %8.1f | %8.1f | %8.1f | %6.1f |\n", Hkv, d, len, sp,
+         sp > 1 && !fused ? 2 : 1, t, bytes / (t * 1e-6) / 1e12, t2, t1, floor_us, sdpa_us);
+  for (const void* x : {(const void*)q, (const void*)k, (const void*)v, (const void*)a.o, (const void*)a.part_o,
+                        (const void*)a.part_ml, (const void*)a.length, (const void*)counters})
+    CK(cudaFree((void*)x));
+}
+
 int main(int argc, char** argv) {
   const bool no_bench = argc > 1 && !strcmp(argv[1], "--no-bench");
+  const bool decode_only = argc > 1 && !strcmp(argv[1], "--decode-bench");  // decode checks + decode table only
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("device: %s (sm_%d%d, %d SMs)\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
@@ -566,10 +640,11 @@ int main(int argc, char** argv) {
       {1, F16, 96, 2880, 16, 16, 4, 2, 0, {1, 0.25, 0, 0, 1, 0, 0}},
       {1, F32, 128, 700, 8, 8, 2, 1, 0, {0, 0.5, 2, 0, 1, 0, 0}},
   };
-  for (const auto& c : pcs) run_probe_select(c);
+  if (!decode_only) for (const auto& c : pcs) run_probe_select(c);
   // Key split over a thread-block cluster (sm_90): n = 1, n below one cluster's tile span (8 warps * 16 keys * C),
   // n not a multiple of it, long n; softmax (the cross-CTA stats exchange) and sigmoid (no exchange); per KV head.
-  if (prop.major >= 9 && ZV_HARNESS_CLUSTER) {
+  if (decode_only) {
+  } else if (prop.major >= 9 && ZV_HARNESS_CLUSTER) {
     const SelCfg tau{0, 0.975, 0, 0, 1, 0, 0};
     const PCase ccs[] = {
         {0, BF16, 128, 1, 1, 0, 1, 1, 0, tau, 2},     {0, BF16, 128, 1, 1, 0, 4, 4, 0, tau, 8},
@@ -588,13 +663,32 @@ int main(int argc, char** argv) {
   } else {
     printf("cluster probe cases skipped (need sm_90 and an sm_90 build)\n");
   }
+  // {dtype, d, Hq, Hkv, len, cap, splits, fuse}: g = 1..16 (one team; 2 teams of 4 heads; 4 teams; g = 12 takes two
+  // passes), splits 1 (direct output), fused (last CTA) and two-kernel combines, empty splits, len 0, and a fused
+  // combine whose heads do not fit the scratch at once (g 16, 700 splits).
   const DCase dcs[] = {
-      {F32, 64, 1, 1, 1, 4, 4},        {F16, 80, 4, 1, 129, 140, 3},    {BF16, 96, 8, 1, 2880, 2900, 16},
-      {BF16, 128, 40, 8, 9830, 9900, 33}, {F32, 128, 4, 4, 9900, 9901, 8}, {BF16, 64, 6, 2, 777, 800, 7},
-      {BF16, 256, 2, 1, 500, 512, 4},  {F16, 128, 16, 1, 1000, 1000, 5}, {F32, 256, 4, 2, 300, 300, 1},
+      {F32, 64, 1, 1, 1, 4, 4, 0},           {F16, 80, 4, 1, 129, 140, 3, 1},       {BF16, 96, 8, 1, 2880, 2900, 16, 1},
+      {BF16, 128, 40, 8, 9830, 9900, 33, 0}, {F32, 128, 4, 4, 9900, 9901, 8, 1},    {BF16, 64, 6, 2, 777, 800, 7, 0},
+      {BF16, 256, 2, 1, 500, 512, 4, 1},     {F16, 128, 16, 1, 1000, 1000, 5, 0},   {F32, 256, 4, 2, 300, 300, 1, 0},
+      {BF16, 128, 40, 5, 9830, 9900, 52, 1}, {BF16, 128, 40, 5, 9830, 9900, 52, 0}, {BF16, 128, 40, 5, 2458, 2458, 1, 0},
+      {BF16, 128, 40, 40, 864, 864, 6, 1},   {BF16, 64, 40, 40, 2458, 2458, 6, 1},  {F16, 128, 48, 3, 3000, 3100, 20, 1},
+      {BF16, 96, 24, 2, 1500, 1500, 9, 1},   {F32, 80, 18, 3, 700, 700, 11, 1},     {BF16, 128, 9, 3, 257, 300, 5, 1},
+      {BF16, 64, 32, 2, 3000, 3000, 700, 1}, {BF16, 128, 8, 1, 0, 16, 3, 1},        {BF16, 128, 8, 8, 5, 64, 1, 0},
+      {F16, 256, 16, 2, 4100, 4100, 40, 1},  {F32, 256, 4, 1, 333, 333, 3, 1},      {BF16, 128, 4, 1, 10, 10, 8, 1},
   };
   for (const auto& c : dcs) run_decode(c);
   if (!no_bench) {
+    printf("\ndecode step (bf16, Hq=40, one query token; us; GQA = 40 / Hkv; sdpa: H200 bench report, reference only):\n");
+    printf("| Hkv |   d |   len |   sp | L |  default |  TB/s  | 2-kernel | 1 split  | floor+4  |  sdpa  |\n");
+    const struct { int Hkv, d, len; double sdpa_us; } drows[] = {
+        {40, 128, 864, 11.6},  {40, 128, 2458, 18.8},  {40, 128, 2880, 21.3}, {40, 128, 8192, 45.9},
+        {40, 128, 9830, 54.4}, {40, 128, 32768, 162},  {40, 128, 65536, 317}, {5, 128, 2458, 9.6},
+        {5, 128, 8192, 12.8}, {5, 128, 9830, 14.8},    {5, 128, 32768, 27.8}, {40, 64, 2458, 12.5},
+        {8, 128, 8192, 0},     {8, 128, 32768, 0},
+    };
+    for (const auto& r : drows) bench_decode(r.Hkv, r.d, r.len, prop.multiProcessorCount, r.sdpa_us);
+  }
+  if (!no_bench && !decode_only) {
     printf("\ntiming (bf16, d=128, Hq=40, m=128 = 64 recent + 64 random, tau 0.975; decode len = 0.3n), us:\n");
     printf("|     n | Hkv |    probe |   select | prb+sel  | count         |   len |  sp |   decode |   GB/s | sp2 |  decode2 |\n");
     for (int hkv : {40, 8})

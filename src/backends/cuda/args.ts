@@ -7,7 +7,7 @@ export const ARG_LAYOUTS = {
   ZvProbeArgs: ["q", "k", "probes", "colmass", "visible", "params", "n", "m", "Hq", "Hkv", "d", "per_kv_head", "scale"],
   ZvSelectArgs: ["colmass", "visible", "norm_scores", "count", "order", "params", "n", "S", "mode", "amount", "normalizer", "pool_kind", "pool_size", "keep_first", "keep_last"],
   ZvSparseArgs: ["q", "k", "v", "o", "k_cache", "v_cache", "count", "order", "params", "n", "Hq", "Hkv", "d", "per_kv_head", "scale"],
-  ZvDecodeArgs: ["q", "k_cache", "v_cache", "o", "part_o", "part_ml", "length", "params", "capacity", "Hq", "Hkv", "d", "splits", "scale"],
+  ZvDecodeArgs: ["q", "k_cache", "v_cache", "o", "part_o", "part_ml", "length", "params", "capacity", "Hq", "Hkv", "d", "splits", "scale", "counters"],
 } as const;
 
 export type ArgStruct = keyof typeof ARG_LAYOUTS;

@@ -13,7 +13,7 @@ import { type CudaDevice, type CudaFunction, type CudaStream, type DeviceBuffer 
 import { paramSlots, slotValues } from "../cstyle.ts";
 import { packStruct } from "./args.ts";
 import type { CudaDType, Stage } from "./render.ts";
-import { decodeGeometry, type Config } from "./schedule.ts";
+import { decodeFused, decodeGeometry, type Config } from "./schedule.ts";
 import { decodeSplits, probeCluster, probeGeometry, selectGeometry, sparseGeometry } from "./schedule.ts";
 import { fail } from "../../diagnostics/diagnostic.ts";
 
@@ -230,20 +230,23 @@ export interface DecodeStepIO {
 
 /**
  * The reusable part of decode attention: split partials (sized for the most splits any length gets), parameter
- * slots and the kernels, allocated once (per model: layers run one after another on one stream, so they can share
- * it). A step packs its argument block on the host (passed by value at launch) and enqueues the split and combine
- * kernels: no device allocation and no host synchronization.
+ * slots, the per-KV-head arrival counters of the fused combine (zeroed once; the kernel's last CTA resets them) and the
+ * kernels, allocated once (per model: layers run one after another on one stream, so they can share it). A step packs
+ * its argument block on the host (passed by value at launch) and enqueues the split kernel, plus the combine kernel
+ * only when its splits are not merged in place (schedule.ts decodeFused): no device allocation, no host sync.
  */
 export class DecodeWorkspace {
   private readonly arena: Arena;
   private readonly P: DeviceBuffer;
   private readonly partO: DeviceBuffer;
   private readonly partMl: DeviceBuffer;
+  private readonly counters: DeviceBuffer;
   private readonly scaleOf: (len: number) => number;
   private readonly split: CudaFunction;
   private readonly combine: CudaFunction;
   private readonly geometry: (splits: number) => ReturnType<typeof decodeGeometry>;
   private readonly splitScale: number;
+  private readonly config: Config;
   readonly maxSplits: number;
 
   /** A workspace for q [Hq, 1, d] over caches of Hkv heads, any length (shapes are all the binding reads). */
@@ -257,10 +260,13 @@ export class DecodeWorkspace {
   constructor(private readonly dev: CudaDevice, p: Program, readonly b: Binding, kernels: KernelSet, private readonly stream: CudaStream | null = null) {
     this.arena = new Arena(dev);
     const { Hq, Hkv, d } = b;
-    this.splitScale = kernels.config("decode").splitScale ?? 1;
-    this.maxSplits = decodeSplits(dev.info.smCount, Hkv, Number.MAX_SAFE_INTEGER, this.splitScale);
+    this.config = kernels.config("decode");
+    this.splitScale = this.config.splitScale ?? 1;
+    this.maxSplits = decodeSplits(dev.info.smCount, Hkv, Number.MAX_SAFE_INTEGER, this.splitScale, this.config.warps);
     this.partO = this.arena.alloc(4 * Hq * this.maxSplits * d);
     this.partMl = this.arena.alloc(4 * Hq * this.maxSplits * 2);
+    this.counters = this.arena.alloc(4 * Hkv);
+    this.counters.zero(stream);
     this.P = this.arena.alloc(8 * Math.max(1, paramSlots(p).names.length));
     this.P.write(slotValues(paramSlots(p), b.env), 0, stream);
     const nd = fusedNode(p, "decode", "decode_attn", "the cuda backend");
@@ -268,15 +274,20 @@ export class DecodeWorkspace {
     this.scaleOf = (len) => knobValue(scaleExpr, { ...b.env, n: len }, "scale", "scale");
     this.split = kernels.fn("decode", "_split");
     this.combine = kernels.fn("decode", "_combine");
-    this.geometry = (splits) => decodeGeometry(kernels.config("decode"), { Hq, Hkv, splits });
+    this.geometry = (splits) => decodeGeometry(this.config, { Hq, Hkv, d, splits });
   }
 
   /** Splits a cache of `len` live rows gets (the same count a cache of exactly len rows gets). */
   splitsFor(len: number): number {
-    return decodeSplits(this.dev.info.smCount, this.b.Hkv, len, this.splitScale);
+    return decodeSplits(this.dev.info.smCount, this.b.Hkv, len, this.splitScale, this.config.warps);
   }
 
-  /** Enqueues one decode step (two launches). */
+  /** Launches a step over `len` live rows takes: 1 (one split, or splits merged by their last CTA) or 2. */
+  launchesFor(len: number): 1 | 2 {
+    return this.geometry(this.splitsFor(len)).combine ? 2 : 1;
+  }
+
+  /** Enqueues one decode step (one launch, or split + combine). */
   enqueue(io: DecodeStepIO): void {
     const { Hq, Hkv, d } = this.b;
     if (!(io.len >= 1 && io.len <= io.capacity)) throw new RangeError(`decode over ${io.len} live rows of a ${io.capacity}-row cache`);
@@ -284,10 +295,11 @@ export class DecodeWorkspace {
     const args = packStruct("ZvDecodeArgs", {
       q: io.q, k_cache: io.kCache, v_cache: io.vCache, o: io.o, part_o: this.partO, part_ml: this.partMl, length: io.length, params: this.P,
       capacity: i64(io.capacity), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), splits: i64(splits), scale: f64(this.scaleOf(io.len)),
+      counters: decodeFused(this.config, { Hq, Hkv, d, splits }) ? this.counters : null,
     });
     const g = this.geometry(splits);
     this.dev.launch(this.split, { grid: g.split.grid, block: g.split.block, sharedBytes: 0, stream: this.stream }, args);
-    this.dev.launch(this.combine, { grid: g.combine.grid, block: g.combine.block, sharedBytes: 0, stream: this.stream }, args);
+    if (g.combine) this.dev.launch(this.combine, { grid: g.combine.grid, block: g.combine.block, sharedBytes: 0, stream: this.stream }, args);
   }
 
   free(): void {

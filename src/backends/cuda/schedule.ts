@@ -17,7 +17,7 @@ export function defaultConfig(stage: Stage, dtype: CudaDType, d: number, arch: 8
       if (arch === 90 && d % 64 === 0) return { BM: 128, BN: 64, warps: 8, minBlocks: d <= 128 ? 2 : 1, wgmma: 1 };
       return { BM: d <= 128 ? 128 : 64, BN: 64, warps: 4, minBlocks: d <= 64 ? 2 : 1, wgmma: -1 };
     case "decode":
-      return { warps: 4 };
+      return { warps: 4 }; // fuse absent = 1: the last CTA merges the splits where decodeFused allows
   }
 }
 
@@ -59,14 +59,39 @@ export function sparseGeometry(c: Config, dtype: CudaDType, x: Dims): Geometry {
   return { grid: [cdiv(x.n, c.BM!), x.Hq, 1], block: [32 * c.warps!, 1, 1], smem };
 }
 
-/** Split-KV count: enough (Hkv x splits) CTAs for two waves; `scale` (a tuned `splitScale`) multiplies it. */
-export function decodeSplits(smCount: number, Hkv: number, capacity: number, scale = 1): number {
-  return Math.max(1, Math.min(Math.round(scale * cdiv(2 * smCount, Hkv)), cdiv(capacity, 64)));
+/** Most splits a decode step gets: the fused combine keeps (S + 2) floats per head in ~40 KB of shared memory. */
+export const DECODE_MAX_SPLITS = 1024;
+/** Fewest cache rows a split should own (4 shared-memory tiles at d = 128 bf16); shorter caches get fewer splits. */
+export const DECODE_MIN_ROWS = 64;
+
+/** CTAs of the decode split kernel resident per SM: its __launch_bounds__ minimum (zv_decode.cuh kSplitMinBlocks). */
+export const decodeBlocksPerSM = (warps: number): number => Math.max(1, Math.floor(8 / warps));
+
+/**
+ * Split-KV count: at most the (Hkv x splits) CTAs that are resident at once (rounded down: a second, partial wave
+ * would nearly double a bandwidth-bound step), at least 1, and no split shorter than DECODE_MIN_ROWS rows.
+ * `scale` (a tuned `splitScale`) multiplies the target; `warps` is the config's.
+ */
+export function decodeSplits(smCount: number, Hkv: number, capacity: number, scale = 1, warps = 4): number {
+  const target = Math.floor((scale * decodeBlocksPerSM(warps) * smCount) / Hkv);
+  return Math.max(1, Math.min(target, cdiv(capacity, DECODE_MIN_ROWS), DECODE_MAX_SPLITS));
 }
 
-export function decodeGeometry(c: Config, x: { Hq: number; Hkv: number; splits: number }): { split: Geometry; combine: Geometry } {
+/**
+ * Whether a step of `splits` > 1 merges its splits inside the split kernel (the last CTA of each KV head, through
+ * args.counters) instead of launching the combine kernel: unless the config says `fuse: 0`, when one CTA's combine
+ * chain (float4 loads per thread) is at most twice the combine kernel's (which has one CTA per query head).
+ */
+export function decodeFused(c: Config, x: { Hq: number; Hkv: number; d: number; splits: number }): boolean {
+  if (x.splits <= 1 || c.fuse === 0) return false;
+  const pairs = ((x.Hq / x.Hkv) * x.d) / 4;
+  return pairs <= 2 * 32 * c.warps!;
+}
+
+/** Launches of one step: the split kernel, then the combine kernel only when there are splits and they are not fused. */
+export function decodeGeometry(c: Config, x: { Hq: number; Hkv: number; d: number; splits: number }): { split: Geometry; combine: Geometry | null } {
   return {
     split: { grid: [x.Hkv, x.splits, 1], block: [32 * c.warps!, 1, 1], smem: 0 },
-    combine: { grid: [x.Hq, 1, 1], block: [128, 1, 1], smem: 0 },
+    combine: x.splits > 1 && !decodeFused(c, x) ? { grid: [x.Hq, 1, 1], block: [128, 1, 1], smem: 0 } : null,
   };
 }

@@ -60,4 +60,6 @@ struct ZvDecodeArgs {
   const double* params;
   long long capacity, Hq, Hkv, d, splits;
   double scale;
+  unsigned* counters;   // [Hkv] arrival counters, zero between launches (the last CTA resets them); null: no fused
+                        // combine (the host launches the combine kernel)
 };

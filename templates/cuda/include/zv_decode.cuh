@@ -1,14 +1,20 @@
 // zipvl device library: decode attention over the pruned KV cache (SEMANTICS.md step 7), split-KV.
 //
 // zv_decode_split: grid (Hkv, splits). A CTA takes one KV head and one contiguous slice of the cache
-// [s*ceil(c/splits), ...) of the device-resident length c, and serves ALL g = Hq/Hkv query heads of that KV head,
-// so each K/V byte is read once per group (decode is bandwidth-bound). It writes an unnormalized partial output
-// and its (max, sum) per query head; zv_decode_combine merges the splits.
-// Inside the CTA, a key row is covered by kL lanes with 16-byte loads (kL = row vectors rounded up to a power of
-// two, so d = 80/96 idle a few lanes instead of breaking the shuffle tree); the 32/kL lane groups of a warp and the
-// warps each run an independent online softmax over interleaved keys and are merged at the end.
+// [s*ceil(c/splits), ...) of the device-resident length c, and serves ALL g = Hq/Hkv query heads of that KV head
+// with ONE pass over the slice for g <= 4 * warps (decode is bandwidth-bound: each K/V byte is read from DRAM once
+// per group). The slice streams through a kStages-deep ring of shared-memory tiles filled by cp.async (16-byte
+// copies, ~32 KB in flight per CTA whatever the register budget); the warps are split into teams of kMaxG query
+// heads (q and o of 4 heads stay in registers), and every team reads each staged K/V row from shared memory.
+// Inside a team, a key row is covered by kL lanes (kL = row vectors rounded up to a power of two, so d = 80/96
+// idle a few lanes instead of breaking the shuffle tree); the 32/kL lane groups of a warp and the team's warps each
+// run an independent online softmax over interleaved keys and are merged at the end.
+// Output: splits == 1 writes o directly (one launch). Otherwise each CTA writes an unnormalized partial and its
+// (max, sum) per query head; with args.counters set, the LAST CTA of a KV head to finish (atomic arrival counter,
+// reset by that CTA) merges the splits of its g heads in the same launch; with counters == null the separate
+// zv_decode_combine kernel does (grid Hq).
 // Scores are kept in base 2 (q is pre-scaled by scale*log2(e)); part_ml therefore holds base-2 maxima, which only
-// zv_decode_combine reads. No mask and no score modifier: decode attends to every cached token.
+// the combines read. No mask and no score modifier: decode attends to every cached token.
 #pragma once
 
 #include "zv_args.cuh"
@@ -28,28 +34,52 @@ struct DecodeConfig {
   static constexpr int kL = pow2_ceil(kRowVecs) < 32 ? pow2_ceil(kRowVecs) : 32;  // lanes per key
   static constexpr int kVPL = ceil_div(kRowVecs, kL);                    // vectors per lane
   static constexpr int kGroups = 32 / kL;                                // keys side by side in a warp
-  // Heads per pass over the slice. 8 would need ~210 registers (q and o for 8 heads per lane); with 4 the kernel
-  // fits 3 CTAs/SM, and groups of 5-8 heads re-read their slice once more, mostly from L2.
+  // Query heads per warp team: q and o of 4 heads in registers (2 * 4 * 8 floats a lane at d = 128 bf16) keep the
+  // kernel at 3+ CTAs/SM. Larger groups get more teams (all reading the same staged rows), not more registers.
   static constexpr int kMaxG = 4;
-  static constexpr int kMinBlocks = kWarps >= 12 ? 1 : 12 / kWarps;
+  // Shared-memory ring: each stage holds kTile K rows and kTile V rows (~8 KB); kStages - 1 stages are in flight.
+  static constexpr int kTile = 4096 / (D * (int)sizeof(T)) >= 1 ? 4096 / (D * (int)sizeof(T)) : 1;
+  static constexpr int kStages = 5;
+  static constexpr int kChunks = 2 * kTile * kRowVecs;                   // 16-byte copies per stage
+  static constexpr int kWCap = kStages * kChunks * 4;                    // floats of the ring (combine scratch)
+  static constexpr int kMinBlocks = kWarps >= 12 ? 1 : 12 / kWarps;  // zv_paged.cuh's split kernel
+  // zv_decode_split: bytes in flight come from the cp.async ring, not registers, so two 4-warp CTAs per SM suffice
+  // (schedule.ts decodeBlocksPerSM mirrors this: the host sizes one wave of splits by it).
+  static constexpr int kSplitMinBlocks = kWarps >= 8 ? 1 : 8 / kWarps;
   static constexpr int kCombineThreads = 128;
 };
 
-// Shared memory of the split kernel, sized for the largest head chunk (one buffer for all instantiations).
+// Shared memory of zv_paged.cuh's split kernel (register-streamed, heads in chunks of kMaxG).
 template <class C, int D>
 struct DecodeShared {
   float o[C::kWarps][C::kMaxG][D];
   float m[C::kWarps][C::kMaxG], l[C::kWarps][C::kMaxG];
 };
 
-// Heads [h0, h0 + gc) (gc <= kG) of KV head kv over cache rows [lo, hi).
+// Shared memory of the split kernel: the K/V ring while streaming, then the warps' partial softmax states, then
+// (last CTA only) the combine's split weights. One buffer for all head-count instantiations.
+template <class C, int D>
+union DecodeSmem {
+  uint4 stage[C::kStages][2][C::kTile][C::kRowVecs];
+  struct {
+    float o[C::kWarps][C::kMaxG][D];
+    float m[C::kWarps][C::kMaxG], l[C::kWarps][C::kMaxG];
+  } merge;
+  float w[C::kWCap];
+};
+
+// One pass over cache rows [lo, hi) of KV head kv for query heads [h0, h0 + gp): `tp` teams of kWarps / tp warps,
+// team t taking heads [h0 + t * kG, h0 + t * kG + kG) (fewer, or none, at the end).
 template <typename T, int D, class C, int kG>
-__device__ void decode_heads(const ZvDecodeArgs& a, DecodeShared<C, D>& sh, long long kv, long long h0, int gc,
-                             long long lo, long long hi) {
-  constexpr int kL = C::kL, kVPL = C::kVPL, kVec = C::kVec, kW = C::kWarps;
-  constexpr int kU = kVPL * kG >= 8 ? 1 : (kVPL * kG >= 4 ? 2 : 4);  // keys per lane group per batch (2 in flight)
+__device__ void decode_pass(const ZvDecodeArgs& a, DecodeSmem<C, D>& sh, long long kv, long long h0, int gp, int tp,
+                            long long lo, long long hi) {
+  constexpr int kL = C::kL, kVPL = C::kVPL, kVec = C::kVec, kT = C::kTile, kS = C::kStages, kRV = C::kRowVecs;
+  constexpr int kU = 2;  // keys per lane group per softmax update (a 16-row tile is 2 steps of 8 streams)
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % kL, grp = lane / kL;
-  const long long stream = warp * C::kGroups + grp, nstreams = kW * C::kGroups;
+  const int tw = C::kWarps / tp, team = warp / tw, wt = warp % tw;
+  const int gc = max(0, min(kG, gp - team * kG));  // warp-uniform: shuffles below run under it
+  const long long hs = h0 + (long long)team * kG;
+  const int nstr = tw * C::kGroups, stream = wt * C::kGroups + grp;
   const float qscale = (float)a.scale * kLog2e;
 
   float q[kG][kVPL][kVec], o[kG][kVPL][kVec], m[kG], l[kG];
@@ -60,7 +90,7 @@ __device__ void decode_heads(const ZvDecodeArgs& a, DecodeShared<C, D>& sh, long
     for (int v = 0; v < kVPL; ++v) {
       const int vec = sub + v * kL;
       float f[kVec];
-      if (h < gc && vec < C::kRowVecs) load16_f32(static_cast<const T*>(a.q) + (h0 + h) * D + vec * kVec, f);
+      if (h < gc && vec < kRV) load16_f32(static_cast<const T*>(a.q) + (hs + h) * D + vec * kVec, f);
       else
 #pragma unroll
         for (int e = 0; e < kVec; ++e) f[e] = 0.f;
@@ -72,99 +102,101 @@ __device__ void decode_heads(const ZvDecodeArgs& a, DecodeShared<C, D>& sh, long
   const size_t row0 = (size_t)kv * a.capacity;
   const T* kc = static_cast<const T*>(a.k_cache) + row0 * D;
   const T* vc = static_cast<const T*>(a.v_cache) + row0 * D;
-  // One batch = kU keys per lane group. Register double buffer: the next batch's K/V loads are in flight while
-  // the current batch is consumed (one CTA slice is only a few batches long, so each stall would be exposed).
-  struct Batch { uint4 kr[kU][kVPL], vr[kU][kVPL]; bool ok[kU]; };
-  const long long step = (long long)kU * nstreams;
-  auto load_batch = [&](long long b0, Batch& f) {
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const long long j = b0 + u * nstreams + stream;
-      f.ok[u] = j < hi;
-#pragma unroll
-      for (int v = 0; v < kVPL; ++v) {
-        const int vec = sub + v * kL;
-        const bool ld = f.ok[u] && vec < C::kRowVecs;
-        f.kr[u][v] = ld ? ld16_stream(kc + j * D + vec * kVec) : make_uint4(0, 0, 0, 0);
-        f.vr[u][v] = ld ? ld16_stream(vc + j * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+  const long long ntiles = hi > lo ? ceil_div(hi - lo, (long long)kT) : 0;
+  // Stage tile t (rows lo + t*kT ...) into ring slot t % kS; rows past hi are zero-filled (never read as keys).
+  auto issue = [&](long long t) {
+    if (t < ntiles) {
+      const long long r0 = lo + t * kT;
+      for (int i = threadIdx.x; i < C::kChunks; i += C::kThreads) {
+        const int which = i / (kT * kRV), rem = i % (kT * kRV), row = rem / kRV, vec = rem % kRV;
+        const long long j = r0 + row;
+        const T* src = (which ? vc : kc) + (j < hi ? j : lo) * D + vec * kVec;
+        cp_async_16(&sh.stage[t % kS][which][row][vec], src, j < hi);
       }
     }
+    cp_async_commit();  // empty groups keep the wait counts uniform
   };
-  auto consume = [&](const Batch& f) {
-    const auto& kr = f.kr;
-    const auto& vr = f.vr;
-    const auto& ok = f.ok;
-    float s[kU][kG];
+  auto consume = [&](const uint4 (*kt)[kRV], const uint4 (*vt)[kRV], long long base) {
+    for (int r0 = 0; r0 < kT; r0 += kU * nstr) {  // warp-uniform trip count (the scores are shuffled)
+      int row[kU];
+      bool ok[kU];
+      float s[kU][kG];
 #pragma unroll
-    for (int u = 0; u < kU; ++u) {
+      for (int u = 0; u < kU; ++u) {
+        row[u] = r0 + u * nstr + stream;
+        ok[u] = row[u] < kT && base + row[u] < hi;
 #pragma unroll
-      for (int h = 0; h < kG; ++h) s[u][h] = 0.f;
+        for (int h = 0; h < kG; ++h) s[u][h] = 0.f;
 #pragma unroll
-      for (int v = 0; v < kVPL; ++v) {
-        float kf[kVec];
-        cvt16(kr[u][v], kf, T());
+        for (int v = 0; v < kVPL; ++v) {
+          const int vec = sub + v * kL;
+          float kf[kVec];
+          cvt16(ok[u] && vec < kRV ? kt[row[u]][vec] : make_uint4(0, 0, 0, 0), kf, T());
 #pragma unroll
-        for (int h = 0; h < kG; ++h)
-          if (h < gc)  // block-uniform: padding heads of a partial chunk cost nothing
+          for (int h = 0; h < kG; ++h)
+            if (h < gc)
 #pragma unroll
-            for (int e = 0; e < kVec; ++e) s[u][h] = fmaf(q[h][v][e], kf[e], s[u][h]);
+              for (int e = 0; e < kVec; ++e) s[u][h] = fmaf(q[h][v][e], kf[e], s[u][h]);
+        }
+#pragma unroll
+        for (int h = 0; h < kG; ++h) {
+          if (h >= gc) break;
+#pragma unroll
+          for (int off = 1; off < kL; off <<= 1) s[u][h] += __shfl_xor_sync(0xffffffffu, s[u][h], off);
+          if (!ok[u]) s[u][h] = neg_inf();
+        }
       }
+      // Online softmax update, once per kU keys.
 #pragma unroll
       for (int h = 0; h < kG; ++h) {
         if (h >= gc) break;
+        float mx = m[h];
 #pragma unroll
-        for (int off = 1; off < kL; off <<= 1) s[u][h] += __shfl_xor_sync(0xffffffffu, s[u][h], off);
-        if (!ok[u]) s[u][h] = neg_inf();
+        for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][h]);
+        if (mx == neg_inf()) continue;
+        const float corr = fast_exp2(m[h] - mx);
+        l[h] *= corr;
+#pragma unroll
+        for (int v = 0; v < kVPL; ++v)
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) o[h][v][e] *= corr;
+        m[h] = mx;
+#pragma unroll
+        for (int u = 0; u < kU; ++u) {
+          s[u][h] = fast_exp2(s[u][h] - mx);
+          l[h] += s[u][h];
+        }
       }
-    }
-    // Online softmax update, once per batch of kU keys.
-#pragma unroll
-    for (int h = 0; h < kG; ++h) {
-      if (h >= gc) break;
-      float mx = m[h];
-#pragma unroll
-      for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][h]);
-      if (mx == neg_inf()) continue;
-      const float corr = fast_exp2(m[h] - mx);
-      l[h] *= corr;
-#pragma unroll
-      for (int v = 0; v < kVPL; ++v)
-#pragma unroll
-        for (int e = 0; e < kVec; ++e) o[h][v][e] *= corr;
-      m[h] = mx;
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
-        s[u][h] = fast_exp2(s[u][h] - mx);
-        l[h] += s[u][h];
+        if (!ok[u]) continue;  // p = 0, and the row may not be staged
+#pragma unroll
+        for (int v = 0; v < kVPL; ++v) {
+          const int vec = sub + v * kL;
+          if (vec >= kRV) continue;
+          float vf[kVec];
+          cvt16(vt[row[u]][vec], vf, T());
+#pragma unroll
+          for (int h = 0; h < kG; ++h)
+            if (h < gc)
+#pragma unroll
+              for (int e = 0; e < kVec; ++e) o[h][v][e] = fmaf(s[u][h], vf[e], o[h][v][e]);
+        }
       }
     }
-#pragma unroll
-    for (int u = 0; u < kU; ++u)
-#pragma unroll
-      for (int v = 0; v < kVPL; ++v) {
-        float vf[kVec];
-        cvt16(vr[u][v], vf, T());
-#pragma unroll
-        for (int h = 0; h < kG; ++h)
-          if (h < gc && m[h] != neg_inf())
-#pragma unroll
-            for (int e = 0; e < kVec; ++e) o[h][v][e] = fmaf(s[u][h], vf[e], o[h][v][e]);
-      }
   };
-  if (lo < hi) {  // warp-uniform trip counts (consume shuffles)
-    Batch fa, fb;
-    load_batch(lo, fa);
-    for (long long b0 = lo;; b0 += 2 * step) {
-      load_batch(b0 + step, fb);
-      consume(fa);
-      if (b0 + step >= hi) break;
-      load_batch(b0 + 2 * step, fa);
-      consume(fb);
-      if (b0 + 2 * step >= hi) break;
-    }
+#pragma unroll
+  for (int t = 0; t < kS - 1; ++t) issue(t);
+  for (long long t = 0; t < ntiles; ++t) {
+    cp_async_wait<kS - 2>();  // tile t has landed (for this thread's copies) ...
+    __syncthreads();          // ... and for everyone's; slot (t - 1) % kS is free again
+    issue(t + kS - 1);
+    consume(sh.stage[t % kS][0], sh.stage[t % kS][1], lo + t * kT);
   }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring is dead: its bytes become the merge buffer
 
-  // Merge the lane groups of the warp (lanes with equal `sub`), then the warps through shared memory.
+  // Merge the lane groups of the warp (lanes with equal `sub`), then the team's warps through shared memory.
 #pragma unroll
   for (int off = kL; off < 32; off <<= 1)
 #pragma unroll
@@ -185,47 +217,152 @@ __device__ void decode_heads(const ZvDecodeArgs& a, DecodeShared<C, D>& sh, long
 #pragma unroll
       for (int v = 0; v < kVPL; ++v) {
         const int vec = sub + v * kL;
-        if (vec < C::kRowVecs)
+        if (vec < kRV)
 #pragma unroll
-          for (int e = 0; e < kVec; ++e) sh.o[warp][h][vec * kVec + e] = o[h][v][e];
+          for (int e = 0; e < kVec; ++e) sh.merge.o[warp][h][vec * kVec + e] = o[h][v][e];
       }
-      if (sub == 0) { sh.m[warp][h] = m[h]; sh.l[warp][h] = l[h]; }
+      if (sub == 0) { sh.merge.m[warp][h] = m[h]; sh.merge.l[warp][h] = l[h]; }
     }
   }
   __syncthreads();
   const long long split = blockIdx.y, splits = a.splits;
-  for (int idx = threadIdx.x; idx < gc * D; idx += C::kThreads) {
-    const int h = idx / D, e = idx % D;
+  for (int idx = threadIdx.x; idx < gp * D; idx += C::kThreads) {
+    const int ph = idx / D, e = idx % D, h = ph % kG, w0 = (ph / kG) * tw;
     float mx = neg_inf();
-#pragma unroll
-    for (int w = 0; w < kW; ++w) mx = fmaxf(mx, sh.m[w][h]);
+    for (int w = w0; w < w0 + tw; ++w) mx = fmaxf(mx, sh.merge.m[w][h]);
     float acc = 0.f, sum = 0.f;
     if (mx != neg_inf())
-#pragma unroll
-      for (int w = 0; w < kW; ++w) {
-        const float c = fast_exp2(sh.m[w][h] - mx);
-        acc += sh.o[w][h][e] * c; sum += sh.l[w][h] * c;
+      for (int w = w0; w < w0 + tw; ++w) {
+        const float c = fast_exp2(sh.merge.m[w][h] - mx);
+        acc += sh.merge.o[w][h][e] * c; sum += sh.merge.l[w][h] * c;
       }
-    const long long row = (h0 + h) * splits + split;
-    a.part_o[row * D + e] = acc;
-    if (e == 0) { a.part_ml[2 * row] = mx; a.part_ml[2 * row + 1] = sum; }
+    const long long head = h0 + ph;
+    if (splits == 1) {
+      static_cast<T*>(a.o)[head * D + e] = from_float<T>(sum > 0.f ? acc * (1.f / sum) : 0.f);
+    } else {
+      const long long r = head * splits + split;
+      a.part_o[r * D + e] = acc;
+      if (e == 0) { a.part_ml[2 * r] = mx; a.part_ml[2 * r + 1] = sum; }
+    }
   }
-  __syncthreads();  // shared buffer is reused by the next head chunk
+  __syncthreads();  // the shared buffer is reused by the next pass
+}
+
+__device__ __forceinline__ float warp_max_f(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+__device__ __forceinline__ float warp_sum_f(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// The last CTA of a KV head: o[h] = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s for its g heads (zero if empty).
+// Split weights go to shared memory (a warp per head); then threads take (head, 4 columns) pairs, and when there
+// are fewer pairs than threads, also interleaved slices of the splits, summed through shared memory. Partials
+// written by other CTAs of this launch are read with ld.global.cg (L2), never through L1.
+template <typename T, int D, class C>
+__device__ void decode_last_combine(const ZvDecodeArgs& a, DecodeSmem<C, D>& sh, long long h0, long long g) {
+  constexpr int kP4 = D / 4, kRed = 4 * C::kThreads;
+  const long long S = a.splits;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float* w = sh.w;
+  float4* red = reinterpret_cast<float4*>(sh.w + (C::kWCap - kRed));
+  const long long hb = max(1ll, min(g, (C::kWCap - kRed) / (S + 1)));  // heads per block of the scratch
+  for (long long b0 = 0; b0 < g; b0 += hb) {
+    const int nh = (int)min(hb, g - b0);
+    float* inv = w + nh * S;
+    for (int h = warp; h < nh; h += C::kWarps) {
+      const float* ml = a.part_ml + (h0 + b0 + h) * S * 2;
+      float mx = neg_inf();
+      for (long long s = lane; s < S; s += 32) mx = fmaxf(mx, __ldcg(ml + 2 * s));
+      mx = warp_max_f(mx);
+      float sum = 0.f;
+      for (long long s = lane; s < S; s += 32) {
+        const float ws = mx == neg_inf() ? 0.f : fast_exp2(__ldcg(ml + 2 * s) - mx);  // 0 for empty splits
+        w[h * S + s] = ws;
+        sum += __ldcg(ml + 2 * s + 1) * ws;
+      }
+      sum = warp_sum_f(sum);
+      if (lane == 0) inv[h] = sum > 0.f ? 1.f / sum : 0.f;
+    }
+    __syncthreads();
+    const int P = nh * kP4;
+    const int nsl = P >= C::kThreads ? 1 : (int)min(S, (long long)(C::kThreads / P));
+    for (int idx = threadIdx.x; idx < P * nsl; idx += C::kThreads) {
+      const int p = idx % P, sl = idx / P, h = p / kP4, c = p % kP4;
+      const float4* po = reinterpret_cast<const float4*>(a.part_o + (h0 + b0 + h) * S * D) + c;
+      const float* wh = w + h * S;
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+      for (long long s = sl; s < S; s += nsl) {
+        const float ws = wh[s];
+        const float4 v = __ldcg(po + s * kP4);
+        acc.x = fmaf(v.x, ws, acc.x); acc.y = fmaf(v.y, ws, acc.y); acc.z = fmaf(v.z, ws, acc.z); acc.w = fmaf(v.w, ws, acc.w);
+      }
+      if (nsl == 1) {
+        T* out = static_cast<T*>(a.o) + (h0 + b0 + h) * D + 4 * c;
+        const float iv = inv[h];
+        out[0] = from_float<T>(acc.x * iv); out[1] = from_float<T>(acc.y * iv);
+        out[2] = from_float<T>(acc.z * iv); out[3] = from_float<T>(acc.w * iv);
+      } else {
+        red[idx] = acc;  // P * nsl <= kThreads: one pair-slice per thread
+      }
+    }
+    if (nsl > 1) {
+      __syncthreads();
+      for (int p = threadIdx.x; p < P; p += C::kThreads) {
+        float4 acc = red[p];
+        for (int sl = 1; sl < nsl; ++sl) {
+          const float4 v = red[sl * P + p];
+          acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
+        }
+        const int h = p / kP4, c = p % kP4;
+        T* out = static_cast<T*>(a.o) + (h0 + b0 + h) * D + 4 * c;
+        const float iv = inv[h];
+        out[0] = from_float<T>(acc.x * iv); out[1] = from_float<T>(acc.y * iv);
+        out[2] = from_float<T>(acc.z * iv); out[3] = from_float<T>(acc.w * iv);
+      }
+    }
+    __syncthreads();  // the scratch is reused by the next block of heads
+  }
 }
 
 template <typename T, int D, class C>
 __device__ void decode_split_kernel(const ZvDecodeArgs& a) {
-  __shared__ __align__(16) DecodeShared<C, D> sh;
+  static_assert((C::kWarps & (C::kWarps - 1)) == 0, "warps must be a power of two (head teams split them evenly)");
+  __shared__ __align__(16) DecodeSmem<C, D> sh;
+  __shared__ int last;
   const long long kv = blockIdx.x, g = a.Hq / a.Hkv;
   const long long len = min(a.capacity, max(0ll, (long long)*a.length));
   const long long chunk = ceil_div(len, a.splits);
   const long long lo = min(len, (long long)blockIdx.y * chunk), hi = min(len, lo + chunk);
-  // Register arrays need a compile-time head count: dispatch on g, chunk heads by kMaxG beyond that.
-  if (g == 1) decode_heads<T, D, C, 1>(a, sh, kv, kv, 1, lo, hi);
-  else if (g == 2) decode_heads<T, D, C, 2>(a, sh, kv, kv * 2, 2, lo, hi);
+  // Register arrays need a compile-time head count: 1 and 2 exactly, else teams of kMaxG heads, as many teams per
+  // pass as fit the warps (a power of two); only g > 4 * warps takes more than one pass over the slice.
+  if (g == 1) decode_pass<T, D, C, 1>(a, sh, kv, kv, 1, 1, lo, hi);
+  else if (g == 2) decode_pass<T, D, C, 2>(a, sh, kv, kv * 2, 2, 1, lo, hi);
   else
-    for (long long h = 0; h < g; h += C::kMaxG)
-      decode_heads<T, D, C, C::kMaxG>(a, sh, kv, kv * g + h, (int)min((long long)C::kMaxG, g - h), lo, hi);
+    for (long long h = 0; h < g;) {
+      const long long chunks = ceil_div(g - h, (long long)C::kMaxG);
+      int tp = 1;
+      while (2 * tp <= chunks && 2 * tp <= C::kWarps) tp *= 2;
+      const int gp = (int)min((long long)tp * C::kMaxG, g - h);
+      decode_pass<T, D, C, C::kMaxG>(a, sh, kv, kv * g + h, gp, tp, lo, hi);
+      h += gp;
+    }
+  if (a.splits > 1 && a.counters != nullptr) {
+    __threadfence();  // this CTA's partials are visible device-wide before it arrives
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(a.counters + kv, 1u) == (unsigned)(a.splits - 1);
+    __syncthreads();
+    if (last) {
+      __threadfence();
+      decode_last_combine<T, D, C>(a, sh, kv * g, g);
+      if (threadIdx.x == 0) a.counters[kv] = 0u;  // ready for the next launch (stream order)
+    }
+  }
 }
 
 // grid (Hq), block kCombineThreads: o[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s (base 2); zero if empty.
