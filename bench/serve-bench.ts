@@ -21,7 +21,7 @@ import { createCudaOpsWith } from "../src/model/cuda-ops.ts";
 import type { ChatTokenizer } from "../src/model/hf/index.ts";
 import type { Policy } from "../src/model/ops.ts";
 import { TEXT, Weights, weightSpecs } from "../src/model/weights.ts";
-import { LlavaEngine } from "../src/serve/engine.ts";
+import { calibratePrefill, LlavaEngine } from "../src/serve/engine.ts";
 import { checkRequest, describePlan, fmtBytes, planMemory, sequencesThatFit, type ModelShape } from "../src/serve/planner.ts";
 
 const args = process.argv.slice(2);
@@ -77,9 +77,23 @@ log(`weights: ${layers} layers bf16 on the device; free ${fmtBytes(ctx.dev.memIn
 
 const ids = (n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % 31000));
 
+// The prefill peak per mode, measured once on the real ops (engine.ts calibratePrefill) and used by every plan.
+const fits = new Map<Policy | undefined, ReturnType<typeof calibratePrefill>>();
+const fitFor = (policy: Policy | undefined): ReturnType<typeof calibratePrefill> => {
+  if (!fits.has(policy)) {
+    const fit = calibratePrefill(ops, ckpt, policy);
+    fits.set(policy, fit);
+    if (fit) log(`prefill peak ${policy ? "zipvl" : "dense"}: a ${fmtBytes(fit.a)}, b ${(fit.b / 1024).toFixed(1)} KiB/token, c ${fit.c} (${fit.source})`);
+  }
+  return fits.get(policy);
+};
+
 /** One engine (pool sized by the planner) for a mode and a longest prompt. */
 function engineFor(policy: Policy | undefined, maxPrompt: number): LlavaEngine {
+  const prefill = fitFor(policy);
+  ops.memory.releaseCached();
   const plan = planMemory(SHAPE, {
+    ...(prefill ? { prefill } : {}),
     freeBytes: Math.min(memCap, ctx.dev.memInfo().free), elemBytes: 2, pageTokens: 16, layout: "per-layer", keptRatio: policy ? 0.367 : 1, sparse: policy !== undefined,
     maxBatch: maxBatchCap, maxPromptTokens: maxPrompt,
   });
@@ -149,12 +163,16 @@ if (!args.includes("--no-128k")) {
     log(describePlan(eng.plan).split("\n").map((l) => `  ${l}`).join("\n"));
     checkRequest(eng.plan, n, 1);
     eng.pool.addSequence("long");
+    ops.memory.resetPeak();
+    const base = ops.memory.stats().heldBytes;
     const a = performance.now();
     eng.prefill("long", { ids: ids(n) });
     ops.sync();
     const ms = performance.now() - a;
     const mem = ctx.dev.memInfo();
     log(`  prefill of ${n} tokens: ${(ms / 1000).toFixed(1)} s; pool ${fmtBytes(eng.pool.usedBytes)} used; device ${fmtBytes(mem.total - mem.free)} in use of ${fmtBytes(mem.total)}`);
+    const st = ops.memory.stats();
+    log(`  prefill peak measured ${fmtBytes(st.peakBytes - base)} (the ops' device high-water mark over what they held before; held now ${fmtBytes(st.heldBytes)}, cached ${fmtBytes(st.cachedBytes)}); reserve ${fmtBytes(eng.plan.activationBytes)}`);
     log(`  dense: ${(() => { try { checkRequest(planMemory(SHAPE, { ...eng.plan.options, keptRatio: 1, sparse: false }), n, 1); return "would fit"; } catch (e) { return (e as Error).message; } })()}`);
   } catch (e) {
     log(`  ${String((e as Error).message ?? e).slice(0, 400)}`);

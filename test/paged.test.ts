@@ -16,19 +16,14 @@ import { decodeAttention } from "../src/interp/kernels.ts";
 import { ServeError } from "../src/serve/errors.ts";
 import { pagedDecodeReference } from "../src/serve/paged-ref.ts";
 import { createHostPool, type PageLayout } from "../src/serve/pool.ts";
+import { xorshift32 } from "../src/interp/probes.ts";
 
 const runs = Number(process.env.ZIPVL_FC_RUNS ?? "0") || 60;
 
+/** Uniform values in [-0.5, 0.5) from the shared xorshift32 (src/interp/probes.ts). */
 function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32 - 0.5;
-  };
+  const next = xorshift32(seed);
+  return () => next() / 2 ** 32 - 0.5;
 }
 const randArr = (n: number, r: () => number): Float32Array => Float32Array.from({ length: n }, () => 2 * r());
 

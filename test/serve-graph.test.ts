@@ -36,7 +36,7 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     const t = ckpt.cfg.text;
     const make = (graphs: boolean, notice?: (l: string) => void) => {
       const attn = createCudaAttention(ops, { layers: t.numLayers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: 16, layout: "per-layer", numPages: 64, maxBatch: 4 });
-      const plan = { numPages: 64 } as never;
+      const plan = { numPages: 64, shape: { layers: t.numLayers, hidden: t.hiddenSize, intermediate: t.intermediateSize, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, vocab: t.vocabSize, maxPositions: t.maxPositionEmbeddings }, options: { elemBytes: 2 } } as never;
       return new LlavaEngine(ops, ckpt, attn, plan, { modelId: "m", graphs, ...(notice ? { notice } : {}) });
     };
     // Records every launch (function, grid, block, argument bytes) and every host write/read/alloc/sync.

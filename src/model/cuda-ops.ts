@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { openCuda, type CudaContext } from "../backends/cuda/executor.ts";
 import { CudaPrefill, DecodeWorkspace } from "../backends/cuda/pipeline.ts";
 import { ModelKernels } from "../backends/cuda/model-kernels.ts";
-import { BufferPool, decodeToF32, encodeF32, ESIZE } from "../backends/cuda/model-pool.ts";
+import { BufferPool, decodeToF32, DeviceMeter, encodeF32, ESIZE, type OpsMemory } from "../backends/cuda/model-pool.ts";
 import { CUDA_HEAD_DIMS, type CudaDType } from "../backends/cuda/render.ts";
 import type { Program } from "../ir/ir.ts";
 import { Blas, nvrtcCompile, nvrtcVersion, type CudaStream, type DeviceBuffer } from "../runtime/native.ts";
@@ -61,22 +61,34 @@ export interface CudaOpsHandle extends ModelOps {
   /** rope with the positions already on the device (x.shape[1] int32 at `positions`); the frequencies are cached
    *  on the device per distinct table (the first call of a table uploads it, so run once before capturing). */
   ropeFrom(x: DTensor, positions: DeviceBuffer, invFreq: Float32Array, scale: number): DTensor;
+  /** Device memory held by these ops (every allocation through the metered device) and its high-water mark. */
+  readonly memory: OpsMemory;
 }
 
 export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Program): CudaOpsHandle {
-  const dev = ctx.dev;
+  // Every allocation of these ops (pools, pipeline arenas, workspaces) goes through the meter.
+  const meter = new DeviceMeter();
+  const dev = meter.device(ctx.dev);
   const stream = dev.createStream();
   const blas = Blas.open(dev);
   let nvrtc: ConstructorParameters<typeof ModelKernels>[4];
   if (knobs.jit === "nvrtc" || !nvccVersion()) nvrtc = { version: nvrtcVersion().join("."), compile: (src, o) => nvrtcCompile(src, o) };
   const k = new ModelKernels(dev, dtype, ctx.arch, stream, nvrtc);
   const mainPool = new BufferPool(dev);
+  meter.onPressure = () => {
+    const had = mainPool.cachedBytes;
+    if (had > 0) mainPool.release();
+    return had > 0;
+  };
   let pool = mainPool;
   // Tensors taken from another pool than the main one (withPool) go back to it.
   const owners = new WeakMap<CudaTensor, BufferPool>();
   const freqs = new Map<string, DeviceBuffer>();
   const esz = ESIZE[dtype];
   const live = new Set<CudaTensor>();
+  // Allocation order of live tensors (OpsMemory.mark / freeSince).
+  const serials = new WeakMap<CudaTensor, number>();
+  let serial = 0;
   // Fused kernel sets per (program, head dim): rendering and the cache lookup happen once, not once per layer.
   const sets = new Map<Program, Map<number, ReturnType<CudaContext["kernels"]>>>();
   const kernelsFor = (p: Program, d: number): ReturnType<CudaContext["kernels"]> => {
@@ -90,6 +102,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
   const wrap = (buf: DeviceBuffer, shape: readonly number[]): CudaTensor => {
     const t: CudaTensor = { shape: Object.freeze([...shape]), buf, dtype };
     live.add(t);
+    serials.set(t, serial++);
     return t;
   };
   const alloc = (shape: readonly number[]): CudaTensor => {
@@ -172,6 +185,23 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       return wrap(buf, shape);
     },
     bufferOf: (x) => T(x).buf,
+    memory: {
+      meter,
+      stats: () => ({ heldBytes: meter.heldBytes, peakBytes: meter.peakBytes, cachedBytes: mainPool.cachedBytes }),
+      resetPeak: () => meter.resetPeak(),
+      releaseCached() {
+        const had = mainPool.cachedBytes;
+        mainPool.release();
+        return had;
+      },
+      deviceFree: () => ctx.dev.memInfo().free,
+      mark: () => serial,
+      freeSince(mark) {
+        let n = 0;
+        for (const t of [...live]) if ((serials.get(t) ?? -1) >= mark) (ops.free(t), n++);
+        return n;
+      },
+    },
     empty: (shape) => alloc(shape),
     withPool(p, body) {
       const prev = pool;

@@ -7,7 +7,8 @@
 // per-sequence caches: prefill hands each layer's kept K/V to the pool as soon as the layer ran (never all layers'
 // caches at once), decode runs B rows at once with the pool's paged attention, through a step runner (src/serve/
 // step.ts: eager, or on cuda one CUDA graph per batch bucket).
-import type { LlavaConfig } from "../model/config.ts";
+import type { OpsMemory } from "../backends/cuda/model-pool.ts";
+import type { LlavaConfig, TextConfig } from "../model/config.ts";
 import { loadConfig, loadImage, loadProcessorConfig, loadTokenizer, openWeights, preprocess, anyresGridShape, expandImageTokens } from "../model/hf/index.ts";
 import type { ChatMessage, ChatTokenizer, ProcessorConfig } from "../model/hf/index.ts";
 import type { DTensor, ModelOps, Policy } from "../model/ops.ts";
@@ -18,7 +19,8 @@ import { imageFeatures, type ImageInput } from "../model/vision.ts";
 import { loadWeights, TEXT, type Weights } from "../model/weights.ts";
 import type { PagedAttention } from "./attention.ts";
 import { ServeError, serveFail } from "./errors.ts";
-import type { MemoryPlan } from "./planner.ts";
+import { RuntimeError } from "../runtime/errors.ts";
+import { fmtBytes, prefillBytes, type MemoryPlan, type PrefillFit } from "./planner.ts";
 import type { ChatEngine } from "./http.ts";
 import type { LayerStat } from "./scheduler.ts";
 import { eagerRunner, type StepModel, type StepRunner } from "./step.ts";
@@ -183,36 +185,35 @@ export class LlavaEngine implements ChatEngine<Prepared> {
   /**
    * Prefill of one prompt, layer by layer (text.ts's decoder layers with the pool as the cache): a layer's dense
    * Q/K/V live only while it runs, its kept K/V go straight into the pool, and only the last row reaches the final
-   * norm, so the peak is one layer's O(n) activations beside the pool (what the planner reserves).
+   * norm, so the peak is one layer's O(n) activations beside the pool (what the planner reserves). The ops' cached
+   * free buffers go back to the driver first when the device lacks the reserve; a prefill that runs out of device
+   * memory anyway frees what it allocated and fails alone (ZV7040), the server and other sequences go on.
    */
   prefill(seq: string, p: Prepared): { first: number; layers: LayerStat[] } {
     const ops = this.ops;
-    const cfg = this.cfg.text;
-    const w = this.ckpt.w;
-    const embeds = this.embed(p.ids, p.image);
-    const n = embeds.shape[0]!;
-    const positions = Int32Array.from({ length: n }, (_, i) => i);
+    const memory = opsMemory(ops);
+    const n = p.ids.length;
+    if (memory && memory.deviceFree() < prefillBytes(this.plan.shape, n, this.plan.options.elemBytes, this.plan.options.prefill)) memory.releaseCached();
+    const mark = memory?.mark() ?? 0;
     const layers: LayerStat[] = [];
-    const attend = prefillAttention(ops, this.opts.policy, (l, k, v, kept) => {
-      try {
-        this.attn.appendCache(seq, l, k, v);
-      } finally {
-        ops.free(k);
-        ops.free(v);
-      }
-      layers.push({ layer: l, kept, n });
-    });
-    const h = decoderLayers(ops, cfg, w, embeds, positions, n, attend);
     try {
-      // rmsNorm is row-wise: the last row alone gives the same values as slicing after normalizing all n.
-      const lastRow = ops.sliceRows(h, n - 1, n);
-      const normed = finalNorm(ops, cfg, w, lastRow);
-      ops.free(lastRow);
-      const lg = logits(ops, w, normed);
-      ops.free(normed);
-      return { first: argmax(lg), layers };
-    } finally {
-      ops.free(h);
+      const embeds = this.embed(p.ids, p.image);
+      const first = runPrefill(ops, this.cfg.text, this.ckpt.w, this.opts.policy, embeds, (l, k, v, kept) => {
+        try {
+          this.attn.appendCache(seq, l, k, v);
+        } finally {
+          ops.free(k);
+          ops.free(v);
+        }
+        layers.push({ layer: l, kept, n: embeds.shape[0]! });
+      });
+      return { first, layers };
+    } catch (e) {
+      memory?.freeSince(mark);
+      if (e instanceof RuntimeError && e.code === "ZV3004") {
+        throw new ServeError("ZV7040", [`the prefill of ${n} tokens ran out of device memory (${e.message}); this request failed, the others go on`], { cause: e });
+      }
+      throw e;
     }
   }
 
@@ -229,4 +230,101 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     this.attn.dispose();
     this.ckpt.w.free();
   }
+}
+
+/** The device memory statistics of the ops (cuda-ops.ts `memory`); undefined on the cpu ops (host memory). */
+function opsMemory(ops: ModelOps): OpsMemory | undefined {
+  return (ops as ModelOps & { memory?: OpsMemory }).memory;
+}
+
+/** Every decoder layer over `embeds` (taken over), `keep` receiving each layer's kept K/V, then the final norm and
+ *  the logits of the last row: the greedy first token. The engine's prefill and its calibration run this. */
+function runPrefill(ops: ModelOps, cfg: TextConfig, w: Weights, policy: Policy | undefined, embeds: DTensor, keep: (l: number, k: DTensor, v: DTensor, kept: number) => void): number {
+  const n = embeds.shape[0]!;
+  const positions = Int32Array.from({ length: n }, (_, i) => i);
+  const h = decoderLayers(ops, cfg, w, embeds, positions, n, prefillAttention(ops, policy, keep));
+  try {
+    // rmsNorm is row-wise: the last row alone gives the same values as slicing after normalizing all n.
+    const lastRow = ops.sliceRows(h, n - 1, n);
+    const normed = finalNorm(ops, cfg, w, lastRow);
+    ops.free(lastRow);
+    const lg = logits(ops, w, normed);
+    ops.free(normed);
+    return argmax(lg);
+  } finally {
+    ops.free(h);
+  }
+}
+
+export interface CalibrateOptions {
+  /** Prompt lengths to measure (default 512, 1024, 2048; at least two). */
+  readonly lengths?: readonly number[];
+}
+
+/**
+ * Measures the device peak of a prefill on these ops, for the planner's prefill reserve: the real code path
+ * (runPrefill: embeddings, dense or the policy's ZipVL layers, final norm, logits) over two layers, so the second
+ * layer runs beside the pool's cached buffers of the first as every later layer does, at a few small n; the peak
+ * is the ops' device high-water mark above what they held before. Fits a + b n through the points, or a + b n +
+ * c n^2 when the per-token slope grows past what size classes explain (superlinear). b (and c) carry the size
+ * classes' slack (1/16: a class at the planned n may round up more than the measured ones), the planner its 10%
+ * margin. Also counted: the paged attention's row-index buffer (its own allocation, 8 bytes a KV head a token).
+ * Returns undefined where the ops report no device memory (cpu: the planner keeps its hand formula). The image
+ * tower is not part of it (a constant per image, run before the layers).
+ */
+export function calibratePrefill(ops: ModelOps, ckpt: LoadedCheckpoint, policy: Policy | undefined, o: CalibrateOptions = {}): PrefillFit | undefined {
+  const memory = opsMemory(ops);
+  if (!memory) return undefined;
+  const cfg = ckpt.cfg.text;
+  const lengths = [...new Set((o.lengths ?? [512, 1024, 2048]).map((n) => Math.min(n, cfg.maxPositionEmbeddings)))].sort((a, b) => a - b);
+  if (lengths.length < 2 || lengths[0]! < 1) serveFail("ZV7040", [`prefill calibration needs two distinct prompt lengths >= 1, got ${lengths.join(", ")}`]);
+  const sub: TextConfig = { ...cfg, numLayers: Math.min(2, cfg.numLayers) };
+  const table = ckpt.w.get(`${TEXT}embed_tokens.weight`);
+  const V = cfg.vocabSize;
+  const measure = (n: number): readonly [number, number] => {
+    ops.sync();
+    memory.releaseCached();
+    const base = memory.stats().heldBytes;
+    memory.resetPeak();
+    const mark = memory.mark();
+    try {
+      const embeds = ops.embed(table, Int32Array.from({ length: n }, (_, i) => (3 + i * 7919) % V));
+      runPrefill(ops, sub, ckpt.w, policy, embeds, (_, k, v) => {
+        ops.free(k);
+        ops.free(v);
+      });
+      ops.sync();
+    } catch (e) {
+      memory.freeSince(mark);
+      throw new ServeError("ZV7040", [`calibrating the ${policy ? "ZipVL" : "dense"} prefill peak at ${n} tokens: ${(e as Error).message}`], { cause: e });
+    }
+    const peak = memory.stats().peakBytes - base;
+    memory.releaseCached();
+    return [n, peak + 8 * cfg.numKvHeads * n];
+  };
+  const points = lengths.length > 3 ? [lengths[0]!, lengths[lengths.length >> 1]!, lengths[lengths.length - 1]!].map(measure) : lengths.map(measure);
+  return { ...fitPeak(points), points, source: `measured on ${ops.name} (${policy ? "ZipVL" : "dense"}, n = ${points.map((p) => p[0]).join(", ")}: ${points.map((p) => fmtBytes(p[1])).join(", ")})` };
+}
+
+/** Size-class slack a measured slope is scaled by (model-pool.ts sizeClass: at most 1/16 over a power of two). */
+const CLASS_SLACK = 17 / 16;
+
+/** a + b n (+ c n^2) on or above every point: see calibratePrefill. */
+export function fitPeak(points: readonly (readonly [number, number])[]): { a: number; b: number; c: number } {
+  const slope = (i: number): number => (points[i + 1]![1] - points[i]![1]) / (points[i + 1]![0] - points[i]![0]);
+  let b = Math.max(0, ...points.slice(0, -1).map((_, i) => slope(i)));
+  let c = 0;
+  if (points.length >= 3) {
+    const [s1, s2] = [slope(0), slope(points.length - 2)];
+    if (s1 > 0 && s2 > 1.15 * s1) {
+      // Superlinear: the parabola through the first, a middle and the last point, its slope at n = 0 kept >= 0.
+      const [[n1], , [n3]] = [points[0]!, points[1]!, points[points.length - 1]!];
+      c = (s2 - s1) / (n3! - n1!);
+      b = Math.max(0, s1 - c * (n1! + points[1]![0]));
+    }
+  }
+  b *= CLASS_SLACK;
+  c *= CLASS_SLACK;
+  const a = Math.max(...points.map(([n, y]) => y - b * n - c * n * n));
+  return { a, b, c };
 }

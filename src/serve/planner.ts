@@ -11,6 +11,11 @@
 //   MLP gate, up, silu(gate) * up                    3 * n * I
 // elements of the compute dtype, plus f32 selection buffers (scores, normalized scores, order: 4 words per token)
 // and the kept K/V of the current layer before it moves to the pool (at most 2 Hkv n d).
+// That hand formula is only the fallback: on cuda the engine measures the real peak (the ops' device high-water
+// mark over the real prefill code path at a few small n, src/serve/engine.ts calibratePrefill) and the planner
+// reserves the fitted bytes(n) = a + b n (+ c n^2 if the measurements were superlinear) with a 10% margin. The
+// real peak holds more than the formula: head-major copies, RoPE outputs, the pipeline's full-size o/K/V, and the
+// buffer pool's size classes and cached free buffers of the previous layer.
 import { serveFail } from "./errors.ts";
 import type { PageLayout } from "./pool.ts";
 
@@ -41,7 +46,23 @@ export interface PlanOptions {
   readonly maxBatch: number;
   /** Fraction of freeBytes left untouched (allocator slack, workspaces); default 0.05. */
   readonly headroom?: number;
+  /** The measured prefill peak (engine.ts calibratePrefill); absent: the hand formula. */
+  readonly prefill?: PrefillFit;
 }
+
+/** Peak device bytes of a prefill of n tokens, fitted from measurements: a + b n + c n^2 (before the margin). */
+export interface PrefillFit {
+  readonly a: number;
+  readonly b: number;
+  readonly c: number;
+  /** The (n, bytes) measurements the fit came from. */
+  readonly points: readonly (readonly [number, number])[];
+  /** One line on where the numbers come from (the report lines of the plan). */
+  readonly source: string;
+}
+
+/** Margin on a calibrated prefill peak. */
+export const PREFILL_MARGIN = 1.1;
 
 export interface MemoryPlan {
   readonly shape: ModelShape;
@@ -59,7 +80,13 @@ export function kvBytesPerToken(s: ModelShape, elemBytes: number): number {
   return 2 * s.layers * s.kvHeads * s.headDim * elemBytes;
 }
 
-/** Peak activation bytes of one prefill layer over n tokens. */
+/** Bytes to reserve for a prefill of n tokens: the calibrated fit with its margin, else the hand formula. */
+export function prefillBytes(s: ModelShape, n: number, elemBytes: number, fit?: PrefillFit): number {
+  if (!fit) return prefillActivationBytes(s, n, elemBytes);
+  return Math.ceil(PREFILL_MARGIN * Math.max(0, fit.a + fit.b * n + fit.c * n * n));
+}
+
+/** Peak activation bytes of one prefill layer over n tokens (the hand formula: the fallback without calibration). */
 export function prefillActivationBytes(s: ModelShape, n: number, elemBytes: number): number {
   const perToken = (4 * s.hidden + (2 * s.heads + 4 * s.kvHeads) * s.headDim + 3 * s.intermediate) * elemBytes + 16;
   // The logits of the last position and the embedding table row lookups are negligible; the vocab-sized logits of
@@ -75,17 +102,30 @@ export function planMemory(shape: ModelShape, o: PlanOptions): MemoryPlan {
   const usable = Math.floor(o.freeBytes * (1 - (o.headroom ?? 0.05)));
   const heads = o.layout === "per-layer" ? shape.kvHeads : 1;
   const pageBytes = 2 * heads * o.pageTokens * shape.headDim * o.elemBytes;
-  const perToken = prefillActivationBytes(shape, 1, o.elemBytes) - 4 * shape.vocab;
-  // Decode activations of a full batch are tiny next to a prefill; the logits rows are not.
+  const prefill = (n: number): number => prefillBytes(shape, n, o.elemBytes, o.prefill);
+  // Decode activations of a full batch are tiny next to a prefill; the logits rows are not. A prefill runs between
+  // decode steps whose buffers (and captured steps' private pools) stay held, so the two add up.
   const decodeBytes = o.maxBatch * (4 * shape.vocab + 8 * (shape.hidden + shape.intermediate) * o.elemBytes);
-  const maxPrompt = o.maxPromptTokens ?? Math.min(shape.maxPositions, Math.floor(usable / 4 / perToken));
-  const activationBytes = Math.max(prefillActivationBytes(shape, maxPrompt, o.elemBytes), decodeBytes);
+  const maxPrompt = o.maxPromptTokens ?? longestWithin(Math.floor(usable / 4), shape.maxPositions, prefill);
+  const activationBytes = prefill(maxPrompt) + decodeBytes;
   const poolBytes = usable - activationBytes;
   const numPages = Math.floor(poolBytes / pageBytes);
   if (maxPrompt < 1 || numPages < 1) {
     serveFail("ZV7010", [`${fmtBytes(o.freeBytes)} free cannot hold the prefill activations of ${maxPrompt} tokens (${fmtBytes(activationBytes)}) and a KV page (${fmtBytes(pageBytes)})`]);
   }
   return { shape, options: o, pageBytes, numPages, poolBytes: numPages * pageBytes, activationBytes, maxPromptTokens: maxPrompt, kvBytesPerToken: kvBytesPerToken(shape, o.elemBytes) };
+}
+
+/** The longest n in [0, max] whose bytes(n) (increasing) stays within `budget`. */
+function longestWithin(budget: number, max: number, bytes: (n: number) => number): number {
+  let lo = 0;
+  let hi = max;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (bytes(mid) <= budget) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
 }
 
 /** Pages a sequence of `tokens` cached tokens in every layer occupies. */
@@ -109,7 +149,7 @@ export function checkRequest(p: MemoryPlan, promptTokens: number, maxTokens: num
   if (n < 1) serveFail("ZV7011", [n, "the prompt is empty"]);
   if (n + maxTokens > p.shape.maxPositions) serveFail("ZV7012", [maxTokens, `${n} prompt tokens + ${maxTokens} new exceed the model's ${p.shape.maxPositions} positions`]);
   if (n > p.maxPromptTokens) {
-    serveFail("ZV7011", [n, `prefill runs layer by layer within ${fmtBytes(p.activationBytes)} of activations, enough for ${p.maxPromptTokens} tokens (${fmtBytes(prefillActivationBytes(p.shape, n, p.options.elemBytes))} needed)`]);
+    serveFail("ZV7011", [n, `prefill runs layer by layer within ${fmtBytes(p.activationBytes)} of activations, enough for ${p.maxPromptTokens} tokens (${fmtBytes(prefillBytes(p.shape, n, p.options.elemBytes, p.options.prefill))} needed, ${p.options.prefill ? "measured" : "estimated"})`]);
   }
   const need = expectedPages(p, n, maxTokens);
   if (need > p.numPages) {
@@ -129,6 +169,9 @@ export function describePlan(p: MemoryPlan): string {
   return [
     `KV pool ${fmtBytes(p.poolBytes)}: ${p.numPages} pages of ${o.pageTokens} tokens (${fmtBytes(p.pageBytes)}, ${o.layout}), ${tokens} cached tokens in all layers`,
     `prefill reserve ${fmtBytes(p.activationBytes)}: prompts up to ${p.maxPromptTokens} tokens, layer by layer`,
+    o.prefill
+      ? `prefill peak ${o.prefill.source}: ${fmtBytes(o.prefill.a)} + ${(o.prefill.b / 1024).toFixed(1)} KiB/token${o.prefill.c > 0 ? ` + ${o.prefill.c.toExponential(2)} B/token^2` : ""}, +${Math.round((PREFILL_MARGIN - 1) * 100)}% margin`
+      : "prefill peak estimated by the hand formula (no device calibration: host memory on cpu)",
     `${o.sparse ? `ZipVL at an expected kept ratio of ${o.keptRatio}` : "dense"}: ${tokens > 0 ? Math.floor(tokens / Math.max(1, o.sparse ? o.keptRatio : 1)) : 0} prompt tokens in flight`,
   ].join("\n");
 }

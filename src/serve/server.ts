@@ -4,7 +4,7 @@ import { freemem } from "node:os";
 import { basename, resolve } from "node:path";
 import type { ModelOps, Policy } from "../model/ops.ts";
 import { createHostAttention, type PagedAttention, type PagedAttentionOptions } from "./attention.ts";
-import { LlavaEngine, loadCheckpoint } from "./engine.ts";
+import { calibratePrefill, LlavaEngine, loadCheckpoint } from "./engine.ts";
 import { ServeError } from "./errors.ts";
 import { createServeApp, type ServeApp } from "./http.ts";
 import { describePlan, planMemory, type MemoryPlan, type ModelShape } from "./planner.ts";
@@ -32,6 +32,8 @@ export interface ServerOptions {
   readonly log?: (line: string) => void;
   /** CUDA graphs for the decode steps on cuda (default true). */
   readonly graphs?: boolean;
+  /** Prompt lengths the prefill peak is measured at (engine.ts calibratePrefill; default 512, 1024, 2048). */
+  readonly calibrationLengths?: readonly number[];
 }
 
 export interface RunningServer {
@@ -63,7 +65,10 @@ export async function startServer(o: ServerOptions, listen?: { port: number; hos
   };
   const a = await attentionFor(ops);
   const layout = o.layout ?? "per-layer";
+  // The prefill reserve from the measured peak of the real code path (cuda), before the free memory is read.
+  const prefill = calibratePrefill(ops, ckpt, o.policy, o.calibrationLengths ? { lengths: o.calibrationLengths } : {});
   const plan = planMemory(shape, {
+    ...(prefill ? { prefill } : {}),
     freeBytes: o.memoryBytes ?? a.freeBytes(), elemBytes: a.elemBytes, pageTokens: o.pageTokens ?? 16, layout,
     keptRatio: o.policy ? (o.keptRatio ?? 0.4) : 1, sparse: o.policy !== undefined, maxBatch: o.maxBatch,
     ...(o.maxPromptTokens !== undefined ? { maxPromptTokens: o.maxPromptTokens } : {}),

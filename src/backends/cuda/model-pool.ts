@@ -3,6 +3,7 @@
 // op's writes are queued after the earlier op's reads (the same reasoning as PyTorch's caching allocator). That
 // keeps cuMemFree (which waits for the device) off the per-op path; release() returns the memory to the driver.
 import { decodeTable, floatToF16Bits } from "../../io/dtype.ts";
+import { RuntimeError } from "../../runtime/errors.ts";
 import type { CudaDevice, DeviceBuffer } from "../../runtime/native.ts";
 import type { CudaDType } from "./render.ts";
 
@@ -77,6 +78,78 @@ export class BufferPool {
     this.free.clear();
     this.held = 0;
   }
+}
+
+/** Device memory one ModelOps holds (in use or cached by its pools) and the most it held since resetPeak(). */
+export interface DeviceMemoryStats {
+  readonly heldBytes: number;
+  readonly peakBytes: number;
+  readonly cachedBytes: number;
+}
+
+/**
+ * Counts the bytes held from the driver through a metered view of the device (device()): every allocation of the
+ * ops (pool misses, fused-pipeline arenas, workspaces), freed or not, and the high-water mark. The serving planner
+ * calibrates its prefill reserve from the mark (src/serve/engine.ts calibratePrefill). An allocation the driver
+ * refuses gets one retry after `onPressure` gave cached memory back (e.g. the pool's free buffers); `capBytes`
+ * bounds what may be held at once (the same ZV3004 a full device raises: tests and memory-capped runs).
+ */
+export class DeviceMeter {
+  heldBytes = 0;
+  peakBytes = 0;
+  capBytes = Infinity;
+  /** Gives cached memory back to the driver; true when it freed anything (then the allocation is retried). */
+  onPressure: (() => boolean) | null = null;
+
+  resetPeak(): void {
+    this.peakBytes = this.heldBytes;
+  }
+
+  /** A view of `dev` whose alloc (and upload, which allocates through it) is counted here. */
+  device(dev: CudaDevice): CudaDevice {
+    const view = Object.create(dev) as CudaDevice;
+    Object.defineProperty(view, "alloc", { value: (bytes: number) => this.alloc(dev, bytes) });
+    return view;
+  }
+
+  private alloc(dev: CudaDevice, bytes: number): DeviceBuffer {
+    let buf: DeviceBuffer;
+    try {
+      if (this.heldBytes + bytes > this.capBytes) {
+        throw new RuntimeError("ZV3004", [`${bytes} bytes requested with ${this.heldBytes} of the ${this.capBytes}-byte cap held`], { driver: { cuName: "CUDA_ERROR_OUT_OF_MEMORY", cuCall: "cuMemAlloc_v2" } });
+      }
+      buf = dev.alloc(bytes);
+    } catch (e) {
+      if (!(e instanceof RuntimeError && e.code === "ZV3004") || !this.onPressure?.()) throw e;
+      if (this.heldBytes + bytes > this.capBytes) throw e;
+      buf = dev.alloc(bytes);
+    }
+    this.heldBytes += bytes;
+    this.peakBytes = Math.max(this.peakBytes, this.heldBytes);
+    // Counted down on the buffer's first free() (later calls are no-ops, as DeviceBuffer's own).
+    const free = buf.free.bind(buf);
+    buf.free = () => {
+      if (buf.released) return;
+      free();
+      this.heldBytes -= bytes;
+    };
+    return buf;
+  }
+}
+
+/** What a ModelOps on the device tells about its memory (cuda-ops.ts `memory`; the serving engine's calibration). */
+export interface OpsMemory {
+  readonly meter: DeviceMeter;
+  stats(): DeviceMemoryStats;
+  resetPeak(): void;
+  /** Gives the main pool's cached free buffers back to the driver; returns the bytes freed. */
+  releaseCached(): number;
+  /** Free bytes on the device (the driver's count). */
+  deviceFree(): number;
+  /** A mark before a unit of work (a request's prefill): freeSince(mark) frees every tensor allocated after it
+   *  that is still live, i.e. what a failed unit left behind. */
+  mark(): number;
+  freeSince(mark: number): number;
 }
 
 /** f32 values -> little-endian bytes of `dtype` (round to nearest even, like torch's casts). */

@@ -12,6 +12,7 @@ import type { Arch } from "./compile.ts";
 import { CudaPagedDecode, CudaPageStorage, decodeRows, encodeRows, loadPagedKernels } from "./paged.ts";
 import { createCudaAttention } from "./paged-serve.ts";
 import type { CudaDType } from "./render.ts";
+import { xorshift32 } from "../../interp/probes.ts";
 
 export interface PagedCase {
   readonly dtype: CudaDType;
@@ -34,16 +35,10 @@ function swap01(x: Float32Array, A: number, B: number, d: number): Float32Array 
   return out;
 }
 
+/** Uniform values in [-0.5, 0.5) from the shared xorshift32 (src/interp/probes.ts). */
 function rng(seed: number): () => number {
-  let s = (seed >>> 0) || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 2 ** 32 - 0.5;
-  };
+  const next = xorshift32(seed);
+  return () => next() / 2 ** 32 - 0.5;
 }
 
 /** Writes to both a device pool and a host mirror (values rounded to the device dtype). */
