@@ -8,7 +8,7 @@
 //     later tokens come from batched GEMMs whose summation order may differ from batch 1 (reported, not failed).
 //   bundle here:  npx esbuild bench/serve-gpu.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu \
 //                   --outfile=.gpu/serve-gpu.mjs "--banner:js=import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
-//   GPU host:     (node unpacked as in bench/gpu-run.sh; ZIPVL_TEMPLATES=$PWD/templates ZIPVL_NATIVE_ADDON=...)
+//   GPU host:     (node unpacked as in bench/gpu-session.sh; ZIPVL_TEMPLATES=$PWD/templates ZIPVL_NATIVE_ADDON=...)
 //                 node .gpu/serve-gpu.mjs [--quick]
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One batched GPU-host session in parts that each fit one device call (< 10 min), all results under $OUT.
+# Needs .gpu/ (carry it): `../shared/gpu/pack-node.sh && ../shared/gpu/pack-vulkan.sh && node bench/bundle.mjs`.
+#   bash bench/gpu-session.sh kernels   # harness (probe clusters, decode, GQA) + differential suite vs the interpreter
+#   bash bench/gpu-session.sh bench     # zipvl tune (records for this card) then zipvl bench --peers with them
+#   bash bench/gpu-session.sh model     # LLaVA-Next parity with transformers + 13B-shaped prefill/decode vs transformers
+#   bash bench/gpu-session.sh serve     # paged decode/serving checks, serve bench (graph vs eager), 128k ZipVL prefill
+#   bash bench/gpu-session.sh wgsl      # WGSL differential + throughput vs CUDA (bench/wgsl-gpu.sh --quick)
+set -uo pipefail
+OUT=${OUT:-/tmp/zipvl-out}; mkdir -p "$OUT"
+xz -dc .gpu/node.xz > /tmp/node && chmod +x /tmp/node && export PATH=/tmp:/usr/local/cuda/bin:$PATH
+export ZIPVL_TEMPLATES=$PWD/templates ZIPVL_NATIVE_ADDON=$PWD/.gpu/zipvl_native.node ZIPVL_CACHE_DIR=/tmp/zvcache
+export ZIPVL_TUNING_DIR=/tmp/zvtuning; mkdir -p $ZIPVL_TUNING_DIR; cp generated/tuning/*.json $ZIPVL_TUNING_DIR/ 2>/dev/null
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader | tee "$OUT/card.txt"
+strip() { tr '\r' '\n' | grep -v "^    at \|^      at \|^tune \[\|^  \.\.\. "; }
+case "${1:-}" in
+kernels)
+  nvcc -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -I templates/cuda/include test/cuda/harness_probe_select_decode.cu -o /tmp/h_psd > "$OUT/harness-build.txt" 2>&1 &
+  echo "== differential suite (nvcc kernels, fresh seed)"
+  timeout 330 node .gpu/gpu-check.mjs "$OUT/check" --no-bench 2>&1 | tee "$OUT/gpu-check.txt" | strip | tail -25
+  wait
+  echo "== harness: checks, probe-by-cluster and decode tables"
+  timeout 150 /tmp/h_psd 2>&1 | tee "$OUT/harness.txt" | grep -v "^ok " | tail -60
+  echo "== memcheck (harness, checks only)"
+  timeout 60 compute-sanitizer --tool memcheck --print-limit 3 /tmp/h_psd --no-bench 2>&1 | tail -3 | tee "$OUT/memcheck.txt" ;;
+bench)
+  echo "== tune"
+  timeout 260 node .gpu/tune.mjs --budget 230 2>&1 | strip | grep -v "^  [a-z_]* .*configs" | tail -30
+  cp -r "$ZIPVL_TUNING_DIR" "$OUT/tuning"
+  echo "== bench --peers"
+  timeout 320 node .gpu/bench.mjs --peers --out "$OUT/bench" 2>&1 | strip | tail -40 ;;
+model)
+  bash bench/gpu-model.sh --parts=acd --budget=540 2>&1 | grep -v "^Loading\|^Writing" | tail -60 ;;
+serve)
+  echo "== serve checks"
+  timeout 200 node .gpu/serve-gpu.mjs --quick 2>&1 | strip | tail -30 | tee "$OUT/serve-gpu.txt"
+  echo "== serve bench"
+  timeout 230 node .gpu/serve-bench.mjs --lengths=2900,32000 --no-128k --steps=12 --max-batch=64 2>&1 | strip | tee "$OUT/serve-bench.txt" | tail -25
+  echo "== 128k ZipVL prefill"
+  timeout 150 node .gpu/serve-bench.mjs --only-128k --modes=zipvl 2>&1 | strip | tee "$OUT/serve-128k.txt" | tail -15 ;;
+wgsl)
+  bash bench/wgsl-gpu.sh --quick 2>&1 | tail -50 ;;
+*) echo "usage: bash bench/gpu-session.sh kernels|bench|model|serve|wgsl" >&2; exit 2 ;;
+esac
