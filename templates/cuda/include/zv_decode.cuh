@@ -291,24 +291,38 @@ __device__ void decode_last_combine(const ZvDecodeArgs& a, DecodeSmem<C, D>& sh,
     __syncthreads();
     const int P = nh * kP4;
     const int nsl = P >= C::kThreads ? 1 : (int)min(S, (long long)(C::kThreads / P));
-    for (int idx = threadIdx.x; idx < P * nsl; idx += C::kThreads) {
-      const int p = idx % P, sl = idx / P, h = p / kP4, c = p % kP4;
-      const float4* po = reinterpret_cast<const float4*>(a.part_o + (h0 + b0 + h) * S * D) + c;
-      const float* wh = w + h * S;
-      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    auto store = [&](int p, float4 acc) {
+      const int h = p / kP4, c = p % kP4;
+      T* out = static_cast<T*>(a.o) + (h0 + b0 + h) * D + 4 * c;
+      const float iv = inv[h];
+      out[0] = from_float<T>(acc.x * iv); out[1] = from_float<T>(acc.y * iv);
+      out[2] = from_float<T>(acc.z * iv); out[3] = from_float<T>(acc.w * iv);
+    };
+    // Two pair-slices a thread per sweep (i0 and i1 = i0 + kThreads), so 16 loads are in flight with unroll 8. A
+    // second one exists only when nsl == 1 (P * nsl <= kThreads otherwise), so both share the split loop.
+    const int total = P * nsl;
+    for (int i0 = threadIdx.x; i0 < total; i0 += 2 * C::kThreads) {
+      const int i1 = i0 + C::kThreads;
+      const bool has1 = i1 < total;
+      const int p0 = i0 % P, sl = i0 / P, p1 = has1 ? i1 % P : p0;
+      const float4* po0 = reinterpret_cast<const float4*>(a.part_o + (h0 + b0 + p0 / kP4) * S * D) + p0 % kP4;
+      const float4* po1 = reinterpret_cast<const float4*>(a.part_o + (h0 + b0 + p1 / kP4) * S * D) + p1 % kP4;
+      const float* w0 = w + (p0 / kP4) * S;
+      const float* w1 = w + (p1 / kP4) * S;
+      float4 a0 = make_float4(0.f, 0.f, 0.f, 0.f), a1 = a0;
 #pragma unroll 8
       for (long long s = sl; s < S; s += nsl) {
-        const float ws = wh[s];
-        const float4 v = __ldcg(po + s * kP4);
-        acc.x = fmaf(v.x, ws, acc.x); acc.y = fmaf(v.y, ws, acc.y); acc.z = fmaf(v.z, ws, acc.z); acc.w = fmaf(v.w, ws, acc.w);
+        const float4 x0 = __ldcg(po0 + s * kP4);
+        const float4 x1 = has1 ? __ldcg(po1 + s * kP4) : make_float4(0.f, 0.f, 0.f, 0.f);
+        const float u0 = w0[s], u1 = w1[s];
+        a0.x = fmaf(x0.x, u0, a0.x); a0.y = fmaf(x0.y, u0, a0.y); a0.z = fmaf(x0.z, u0, a0.z); a0.w = fmaf(x0.w, u0, a0.w);
+        a1.x = fmaf(x1.x, u1, a1.x); a1.y = fmaf(x1.y, u1, a1.y); a1.z = fmaf(x1.z, u1, a1.z); a1.w = fmaf(x1.w, u1, a1.w);
       }
       if (nsl == 1) {
-        T* out = static_cast<T*>(a.o) + (h0 + b0 + h) * D + 4 * c;
-        const float iv = inv[h];
-        out[0] = from_float<T>(acc.x * iv); out[1] = from_float<T>(acc.y * iv);
-        out[2] = from_float<T>(acc.z * iv); out[3] = from_float<T>(acc.w * iv);
+        store(p0, a0);
+        if (has1) store(p1, a1);
       } else {
-        red[idx] = acc;  // P * nsl <= kThreads: one pair-slice per thread
+        red[i0] = a0;  // one pair-slice per thread
       }
     }
     if (nsl > 1) {
@@ -319,11 +333,7 @@ __device__ void decode_last_combine(const ZvDecodeArgs& a, DecodeSmem<C, D>& sh,
           const float4 v = red[sl * P + p];
           acc.x += v.x; acc.y += v.y; acc.z += v.z; acc.w += v.w;
         }
-        const int h = p / kP4, c = p % kP4;
-        T* out = static_cast<T*>(a.o) + (h0 + b0 + h) * D + 4 * c;
-        const float iv = inv[h];
-        out[0] = from_float<T>(acc.x * iv); out[1] = from_float<T>(acc.y * iv);
-        out[2] = from_float<T>(acc.z * iv); out[3] = from_float<T>(acc.w * iv);
+        store(p, acc);
       }
     }
     __syncthreads();  // the scratch is reused by the next block of heads
