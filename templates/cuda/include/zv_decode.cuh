@@ -146,7 +146,8 @@ __device__ void decode_pass(const ZvDecodeArgs& a, DecodeSmem<C, D>& sh, long lo
           if (!ok[u]) s[u][h] = neg_inf();
         }
       }
-      // Online softmax update, once per kU keys.
+      // Online softmax update, once per kU keys. The rescale of o (kVPL * kVec multiplies a head, as many as the PV
+      // update itself) runs only when the running max grows, which after the first keys is rare.
 #pragma unroll
       for (int h = 0; h < kG; ++h) {
         if (h >= gc) break;
@@ -154,13 +155,15 @@ __device__ void decode_pass(const ZvDecodeArgs& a, DecodeSmem<C, D>& sh, long lo
 #pragma unroll
         for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][h]);
         if (mx == neg_inf()) continue;
-        const float corr = fast_exp2(m[h] - mx);
-        l[h] *= corr;
+        if (mx > m[h]) {
+          const float corr = fast_exp2(m[h] - mx);  // 0 when m was -inf (l and o are 0 then)
+          l[h] *= corr;
 #pragma unroll
-        for (int v = 0; v < kVPL; ++v)
+          for (int v = 0; v < kVPL; ++v)
 #pragma unroll
-          for (int e = 0; e < kVec; ++e) o[h][v][e] *= corr;
-        m[h] = mx;
+            for (int e = 0; e < kVec; ++e) o[h][v][e] *= corr;
+          m[h] = mx;
+        }
 #pragma unroll
         for (int u = 0; u < kU; ++u) {
           s[u][h] = fast_exp2(s[u][h] - mx);
