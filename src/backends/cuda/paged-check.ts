@@ -187,6 +187,11 @@ export function checkServeAttention(dev: CudaDevice, arch: Arch, c: { dtype: Cud
     name: "cuda", dtype: c.dtype, ctx: { dev, arch }, stream,
     bufferOf: (x: DTensor) => (x as DTensor & { buf: DeviceBuffer }).buf,
     adopt: (buf: DeviceBuffer, shape: readonly number[]) => (bufs.push(buf), { shape, buf }),
+    empty: (shape: readonly number[]) => {
+      const buf = dev.alloc(Math.max(16, shape.reduce((a, x) => a * x, 1) * esz));
+      bufs.push(buf);
+      return { shape, buf };
+    },
   } as unknown as ModelOps;
   const need = c.lengths.reduce((a, n) => a + c.layers * (c.layout === "per-layer" ? 1 : c.Hkv) * (Math.ceil((n + 1) / c.pageTokens) + 1), 0);
   const attn = createCudaAttention(ops, { layers: c.layers, heads: Hq, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: need + 2, maxBatch: B });

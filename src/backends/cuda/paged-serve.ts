@@ -15,7 +15,7 @@ import type { CudaDType } from "./render.ts";
 
 function handle(ops: ModelOps): CudaOpsHandle {
   const h = ops as Partial<CudaOpsHandle>;
-  if (ops.name !== "cuda" || !h.ctx || !h.bufferOf || !h.adopt || !h.stream) serveFail("ZV7040", ["the cuda paged attention needs the cuda ModelOps (src/model/cuda-ops.ts)"]);
+  if (ops.name !== "cuda" || !h.ctx || !h.bufferOf || !h.adopt || !h.empty || !h.stream) serveFail("ZV7040", ["the cuda paged attention needs the cuda ModelOps (src/model/cuda-ops.ts)"]);
   return ops as CudaOpsHandle;
 }
 
