@@ -106,8 +106,11 @@ function bench(n: number, policy: Policy | undefined): void {
   let eng: LlavaEngine | undefined;
   try {
     eng = engineFor(policy, n);
-    checkRequest(eng.plan, n, steps + 1);
-    const fit = Math.max(1, sequencesThatFit(eng.plan, n, steps + 1));
+    // Every sequence decodes (warm-up + steps) per timed runner (graph, and eager unless --no-eager), and s0 does so
+    // for both batch sizes: reserve that many new tokens, or the pool runs out mid-run (ZV7002 on the H100).
+    const decodeTokens = 2 * (eagerToo ? 2 : 1) * (steps + 1);
+    checkRequest(eng.plan, n, decodeTokens);
+    const fit = Math.max(1, sequencesThatFit(eng.plan, n, decodeTokens));
     const pool = eng.pool;
     pool.addSequence("s0");
     const a = performance.now();
