@@ -69,6 +69,21 @@ describe.skipIf(!haveNvcc)("CUDA kernels compile (nvcc)", () => {
     for (const r of rows) if (r.k.dtype !== "f32" && r.k.headDim <= 128) for (const p of r.reports) expect(p.spillStores, `${p.kernel} spills`).toBe(0);
   });
 
+  it("the tensor-core decode (config mma: 1) compiles without spills on sm_90a and sm_80", async () => {
+    const p = compileFile("dsl/zipvl.ts").final;
+    const jobs = [];
+    for (const [dtype, d, arch] of [["bf16", 128, 90], ["bf16", 128, 80], ["f16", 80, 80]] as const) {
+      const cfg = { ...configs(dtype, d, arch), decode: { ...defaultConfig("decode", dtype, d, arch), mma: 1 } };
+      const k = renderKernels(p, dtype, d, arch, cfg).find((x) => x.stage === "decode")!;
+      expect(k.source).toMatch(/DecodeConfig<[^>]*, 1>/);
+      jobs.push({ k, arch });
+    }
+    const rows = await compileAll(jobs);
+    console.log(table(rows));
+    expect(rows.length).toBe(jobs.length);
+    for (const r of rows) for (const rep of r.reports) expect(rep.spillStores, `${rep.kernel} sm_${r.arch} spills`).toBe(0);
+  });
+
   it("keepIf rules (FastV) compile into the selection kernel", async () => {
     const p = compileFile("dsl/variants/fastv.ts").final;
     const ks = renderKernels(p, "bf16", 128, 90, configs("bf16", 128, 90));

@@ -2,7 +2,8 @@
 // and which steps merge their splits in the split kernel (one launch) instead of launching the combine kernel.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { DECODE_MAX_SPLITS, DECODE_MIN_ROWS, decodeBlocksPerSM, decodeFused, decodeGeometry, decodeSplits } from "../src/backends/cuda/schedule.ts";
+import { CUDA_PRESETS, cudaSpace } from "../src/tune/space.ts";
+import { DECODE_MAX_SPLITS, DECODE_MIN_ROWS, decodeBlocksPerSM, decodeFused, decodeGeometry, decodeMma, decodeSplits, defaultConfig } from "../src/backends/cuda/schedule.ts";
 
 describe("decode splits", () => {
   it("the bench shapes on 132 SMs", () => {
@@ -40,5 +41,24 @@ describe("decode splits", () => {
     const one = decodeGeometry(c, { Hq: 40, Hkv: 5, d: 128, splits: 1 });
     expect(one).toEqual({ split: { grid: [5, 1, 1], block: [128, 1, 1], smem: 0 }, combine: null });
     expect(decodeGeometry(c, { Hq: 64, Hkv: 4, d: 128, splits: 16 }).combine).toEqual({ grid: [64, 1, 1], block: [128, 1, 1], smem: 0 });
+  });
+
+  it("mma 1 takes the tensor-core pass only for 16-bit GQA groups of 4+; the launch is unchanged; off by default", () => {
+    const on = { warps: 4, mma: 1 };
+    expect(decodeMma(defaultConfig("decode", "bf16", 128), { dtype: "bf16", Hq: 40, Hkv: 5 })).toBe(false);
+    expect(decodeMma(on, { dtype: "bf16", Hq: 40, Hkv: 5 })).toBe(true);
+    expect(decodeMma(on, { dtype: "f16", Hq: 32, Hkv: 8 })).toBe(true); // g 4
+    expect(decodeMma(on, { dtype: "bf16", Hq: 24, Hkv: 8 })).toBe(false); // g 3: SIMT
+    expect(decodeMma(on, { dtype: "f32", Hq: 40, Hkv: 5 })).toBe(false);
+    const x = { Hq: 40, Hkv: 5, d: 128, splits: 52 };
+    expect(decodeGeometry(on, x)).toEqual(decodeGeometry({ warps: 4 }, x));
+  });
+
+  it("the tuner's decode space tries mma 1 for 16-bit GQA shapes only", () => {
+    const H100 = CUDA_PRESETS.sm90!;
+    const shape = { n: 8192, kept: 0.3, d: 128, gqa: 8, dtype: "bf16", Hq: 40 } as const;
+    expect(cudaSpace("decode", shape, H100).configs.filter((c) => c.mma === 1).map((c) => c.warps)).toEqual([4, 4, 8, 8]);
+    expect(cudaSpace("decode", { ...shape, gqa: 2 }, H100).configs.some((c) => c.mma === 1)).toBe(false);
+    expect(cudaSpace("decode", { ...shape, dtype: "f32" }, H100).configs.some((c) => c.mma === 1)).toBe(false);
   });
 });

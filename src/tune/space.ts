@@ -103,6 +103,8 @@ export function cudaSpace(stage: Stage, s: TuneShape, L: CudaLimits): Space<Conf
       const configs = product({ warps: [2, 4, 8, 16], splitScale: [0.5, 1, 2, 4] }).map((c) => (c.splitScale === 1 ? { warps: c.warps! } : c));
       // fuse 0: the split + combine kernel pair, to compare with the last-CTA merge (fuse absent = 1).
       configs.push({ warps: 4, fuse: 0 });
+      // mma 1: the tensor-core pass for GQA groups of 4+ heads at 16 bits (schedule.ts decodeMma); same launch.
+      if (tc && s.gqa >= 4) for (const warps of [4, 8]) for (const splitScale of [1, 2]) configs.push(splitScale === 1 ? { warps, mma: 1 } : { warps, splitScale, mma: 1 });
       // DecodeShared (static): a union of the 5-stage K/V ring (~40 KB) and o[warps][4][d] plus m, l in fp32.
       const ring = 5 * 2 * Math.max(1, Math.floor(4096 / (s.d * (s.dtype === "f32" ? 4 : 2)))) * s.d * (s.dtype === "f32" ? 4 : 2);
       // Registers: ~200 a thread at 4 warps (q and o of 4 heads, the team's tile loop); the bound must not force spills.

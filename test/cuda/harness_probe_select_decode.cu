@@ -51,11 +51,12 @@ __global__ void __launch_bounds__(ProbeCfg<T, D>::kThreads, ProbeCfg<T, D>::kMin
   zv::probe_kernel<V, T, D, ProbeCfg<T, D>>(a);
 }
 __global__ void __launch_bounds__(1024, 1) k_select(const ZvSelectArgs a) { zv::select_kernel<1024>(a); }
-template <typename T, int D>
-__global__ void __launch_bounds__(zv::DecodeConfig<T, D, 0>::kThreads, zv::DecodeConfig<T, D, 0>::kSplitMinBlocks)
+template <typename T, int D, int M = 0>
+__global__ void __launch_bounds__(zv::DecodeConfig<T, D, 0, M>::kThreads, zv::DecodeConfig<T, D, 0, M>::kSplitMinBlocks)
     k_dsplit(const ZvDecodeArgs a) {
-  zv::decode_split_kernel<T, D, zv::DecodeConfig<T, D, 0>>(a);
+  zv::decode_split_kernel<T, D, zv::DecodeConfig<T, D, 0, M>>(a);
 }
+static int g_dmma = 0;  // 1: decode steps use the tensor-core split kernel (decode.cu.hbs config mma: 1)
 template <typename T, int D>
 __global__ void __launch_bounds__(128) k_dcombine(const ZvDecodeArgs a) {
   zv::decode_combine_kernel<T, D, zv::DecodeConfig<T, D, 0>>(a);
@@ -97,7 +98,8 @@ void probe_launch_cl(const ZvProbeArgs& a) {  // template defaults plus the clus
 // there are several splits and no arrival counters (with counters, the last CTA of each KV head merges them).
 template <typename T, int D>
 void decode_launch(const ZvDecodeArgs& a, cudaStream_t st = 0) {
-  k_dsplit<T, D><<<dim3((unsigned)a.Hkv, (unsigned)a.splits), zv::DecodeConfig<T, D, 0>::kThreads, 0, st>>>(a);
+  if (g_dmma) k_dsplit<T, D, 1><<<dim3((unsigned)a.Hkv, (unsigned)a.splits), zv::DecodeConfig<T, D, 0, 1>::kThreads, 0, st>>>(a);
+  else k_dsplit<T, D><<<dim3((unsigned)a.Hkv, (unsigned)a.splits), zv::DecodeConfig<T, D, 0>::kThreads, 0, st>>>(a);
   if (a.splits > 1 && a.counters == nullptr)
     k_dcombine<T, D><<<(unsigned)a.Hq, zv::DecodeConfig<T, D, 0>::kCombineThreads, 0, st>>>(a);
 }
@@ -438,8 +440,8 @@ static void run_decode(const DCase& c) {
     }
   }
   g_fail += bad != 0 || dirty != 0;
-  printf("%-4s decode %-4s d=%-3d Hq=%-2d Hkv=%-2d len=%-5d cap=%-5d splits=%-4d %s | maxerr %.2e bad %d%s\n",
-         bad || dirty ? "FAIL" : "ok", dt_name[c.dt], d, c.Hq, c.Hkv, c.len, c.cap, c.splits,
+  printf("%-4s decode%s %-4s d=%-3d Hq=%-2d Hkv=%-2d len=%-5d cap=%-5d splits=%-4d %s | maxerr %.2e bad %d%s\n",
+         bad || dirty ? "FAIL" : "ok", g_dmma ? "-mma" : "", dt_name[c.dt], d, c.Hq, c.Hkv, c.len, c.cap, c.splits,
          c.splits == 1 ? "single" : c.fuse ? "fused " : "2-kern", err, bad, dirty ? " COUNTERS-NOT-RESET" : "");
   for (const void* p : {a.q, a.k_cache, a.v_cache, (const void*)a.o, (const void*)a.part_o, (const void*)a.part_ml,
                         (const void*)a.length, (const void*)a.counters})
@@ -614,9 +616,14 @@ static void bench_decode(int Hkv, int d, int len, int sms, double sdpa_us) {
   const float t2 = sp > 1 ? median_us(launch) : t;
   a.splits = 1;
   const float t1 = median_us(launch);
+  // The tensor-core split kernel (config mma: 1) on the default step (its splits and combine choice).
+  a.splits = sp; a.counters = fused ? counters : nullptr;
+  g_dmma = 1;
+  const float tm = median_us(launch);
+  g_dmma = 0;
   const double bytes = 2.0 * kvn * 2, floor_us = bytes / 4.2e12 * 1e6 + 4.0;
-  printf("| %3d | %3d | %5d | %4d | %d | %8.1f | %8.1f | %5.2f | %8.1f | %8.1f | %8.1f | %6.1f |\n", Hkv, d, len, sp,
-         sp > 1 && !fused ? 2 : 1, t, tg, bytes / (tg * 1e-6) / 1e12, t2, t1, floor_us, sdpa_us);
+  printf("| %3d | %3d | %5d | %4d | %d | %8.1f | %8.1f | %5.2f | %8.1f | %8.1f | %8.1f | %8.1f | %6.1f |\n", Hkv, d, len, sp,
+         sp > 1 && !fused ? 2 : 1, t, tg, bytes / (tg * 1e-6) / 1e12, t2, t1, tm, floor_us, sdpa_us);
   for (const void* x : {(const void*)q, (const void*)k, (const void*)v, (const void*)a.o, (const void*)a.part_o,
                         (const void*)a.part_ml, (const void*)a.length, (const void*)counters})
     CK(cudaFree((void*)x));
@@ -691,9 +698,23 @@ int main(int argc, char** argv) {
       {F16, 256, 16, 2, 4100, 4100, 40, 1},  {F32, 256, 4, 1, 333, 333, 3, 1},      {BF16, 128, 4, 1, 10, 10, 8, 1},
   };
   for (const auto& c : dcs) run_decode(c);
+  // The tensor-core split kernel (mma: 1; g >= 4 at 16 bits, the rest keeps the SIMT pass): the cases above, then
+  // g = 2..16 over d 64/80/96/128/256, odd lengths, single / fused / two-kernel.
+  g_dmma = 1;
+  for (const auto& c : dcs) run_decode(c);
+  const DCase mcs[] = {
+      {BF16, 128, 2, 1, 333, 333, 3, 1},     {F16, 64, 4, 1, 17, 17, 1, 0},          {BF16, 80, 5, 1, 1001, 1001, 1, 0},
+      {F16, 96, 6, 1, 999, 1024, 7, 1},      {BF16, 128, 7, 1, 31, 40, 2, 0},        {F16, 256, 8, 1, 513, 600, 5, 1},
+      {BF16, 64, 10, 1, 2049, 2049, 9, 0},   {F16, 80, 11, 1, 15, 15, 1, 0},         {BF16, 96, 12, 1, 777, 777, 13, 1},
+      {F16, 128, 13, 1, 4097, 4100, 31, 1},  {BF16, 256, 14, 1, 301, 301, 1, 0},     {BF16, 128, 15, 1, 1023, 1023, 6, 0},
+      {F16, 128, 16, 2, 3001, 3001, 11, 1},  {BF16, 256, 16, 1, 2500, 2500, 20, 0},  {BF16, 80, 16, 1, 97, 97, 2, 1},
+      {BF16, 128, 40, 5, 32767, 32768, 26, 1}, {BF16, 128, 32, 1, 700, 700, 4, 1},   {F16, 64, 24, 2, 1, 8, 4, 1},
+  };
+  for (const auto& c : mcs) run_decode(c);
+  g_dmma = 0;
   if (!no_bench) {
     printf("\ndecode step (bf16, Hq=40, one query token; us; GQA = 40 / Hkv; sdpa: H200 bench report, reference only):\n");
-    printf("| Hkv |   d |   len |   sp | L |  default |    graph |  TB/s | 2-kernel | 1 split  | floor+4  |  sdpa  |\n");
+    printf("| Hkv |   d |   len |   sp | L |  default |    graph |  TB/s | 2-kernel | 1 split  |      mma | floor+4  |  sdpa  |\n");
     const struct { int Hkv, d, len; double sdpa_us; } drows[] = {
         {40, 128, 864, 11.6},  {40, 128, 2458, 18.8},  {40, 128, 2880, 21.3}, {40, 128, 8192, 45.9},
         {40, 128, 9830, 54.4}, {40, 128, 32768, 162},  {40, 128, 65536, 317}, {5, 128, 2458, 9.6},

@@ -17,7 +17,8 @@ export function defaultConfig(stage: Stage, dtype: CudaDType, d: number, arch: 8
       if (arch === 90 && d % 64 === 0) return { BM: 128, BN: 64, warps: 8, minBlocks: d <= 128 ? 2 : 1, wgmma: 1 };
       return { BM: d <= 128 ? 128 : 64, BN: 64, warps: 4, minBlocks: d <= 64 ? 2 : 1, wgmma: -1 };
     case "decode":
-      return { warps: 4 }; // fuse absent = 1: the last CTA merges the splits where decodeFused allows
+      // fuse absent = 1: the last CTA merges the splits where decodeFused allows; mma absent = 0 (decodeMma).
+      return { warps: 4 };
   }
 }
 
@@ -86,6 +87,15 @@ export function decodeFused(c: Config, x: { Hq: number; Hkv: number; d: number; 
   if (x.splits <= 1 || c.fuse === 0) return false;
   const pairs = ((x.Hq / x.Hkv) * x.d) / 4;
   return pairs <= 2 * 32 * c.warps!;
+}
+
+/**
+ * Whether a step takes the tensor-core split pass (config `mma: 1`, zv_decode_mma.cuh): 16-bit dtypes with at
+ * least 4 query heads a KV head; f32 and smaller groups keep the SIMT pass. Grid, block, workspace and combine
+ * are the same either way (decodeGeometry ignores it).
+ */
+export function decodeMma(c: Config, x: { dtype: CudaDType; Hq: number; Hkv: number }): boolean {
+  return c.mma === 1 && x.dtype !== "f32" && x.Hq / x.Hkv >= 4;
 }
 
 /** Launches of one step: the split kernel, then the combine kernel only when there are splits and they are not fused. */

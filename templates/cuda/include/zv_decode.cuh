@@ -19,12 +19,13 @@
 
 #include "zv_args.cuh"
 #include "zv_common.cuh"
+#include "zv_decode_mma.cuh"
 
 namespace zv {
 
 __host__ __device__ constexpr int pow2_ceil(int x) { return x <= 1 ? 1 : 2 * pow2_ceil((x + 1) / 2); }
 
-template <typename T, int D, int kWarpsCfg>
+template <typename T, int D, int kWarpsCfg, int kMmaCfg = 0>
 struct DecodeConfig {
   static_assert(D % DType<T>::kVec == 0, "head dim must be a multiple of 16 bytes");
   static constexpr int kWarps = kWarpsCfg > 0 ? kWarpsCfg : 4;
@@ -47,6 +48,8 @@ struct DecodeConfig {
   // (schedule.ts decodeBlocksPerSM mirrors this: the host sizes one wave of splits by it).
   static constexpr int kSplitMinBlocks = kWarps >= 8 ? 1 : 8 / kWarps;
   static constexpr int kCombineThreads = 128;
+  // config `mma: 1`: g >= 4 takes zv_decode_mma.cuh's tensor-core pass (16-bit types only; f32 stays SIMT).
+  static constexpr bool kMma = kMmaCfg > 0 && sizeof(T) == 2;
 };
 
 // Shared memory of zv_paged.cuh's split kernel (register-streamed, heads in chunks of kMaxG).
@@ -354,7 +357,16 @@ __device__ void decode_split_kernel(const ZvDecodeArgs& a) {
   const long long lo = min(len, (long long)blockIdx.y * chunk), hi = min(len, lo + chunk);
   // Register arrays need a compile-time head count: 1 and 2 exactly, else teams of kMaxG heads, as many teams per
   // pass as fit the warps (a power of two); only g > 4 * warps takes more than one pass over the slice.
-  if (g == 1) decode_pass<T, D, C, 1>(a, sh, kv, kv, 1, 1, lo, hi);
+  bool done = false;
+  if constexpr (C::kMma) {
+    if (g >= 4) {
+      for (long long h = 0; h < g; h += 16)
+        decode_pass_mma<T, D, C>(a, reinterpret_cast<uint4*>(&sh), kv, kv * g + h, (int)min(16ll, g - h), lo, hi);
+      done = true;
+    }
+  }
+  if (done) {
+  } else if (g == 1) decode_pass<T, D, C, 1>(a, sh, kv, kv, 1, 1, lo, hi);
   else if (g == 2) decode_pass<T, D, C, 2>(a, sh, kv, kv * 2, 2, 1, lo, hi);
   else
     for (long long h = 0; h < g;) {
