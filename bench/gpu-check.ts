@@ -23,6 +23,9 @@ const STAGES: readonly Stage[] = ["probe", "select", "sparse_attn", "decode"];
 const outDir = process.argv[2] ?? "gpu-out";
 const quick = process.argv.includes("--quick");
 const benchOnly = process.argv.includes("--bench-only");
+// --decode-only: only the decode cases, 40 of them, caches up to 16k, each run with the default config and with the
+// tensor-core GQA pass (decode config mma 1).
+const decodeOnly = process.argv.includes("--decode-only");
 const noBench = process.argv.includes("--no-bench");
 const maxCases = Number(process.argv.find((a) => a.startsWith("--cases="))?.slice(8) ?? "100000");
 mkdirSync(outDir, { recursive: true });
@@ -119,26 +122,33 @@ for (const name of ["topk-ratio", "dense"]) for (const k of renderKernels(load(n
 for (const [cluster, p, c] of clusterCases) for (const k of renderKernels(p, c.dtype, c.d, ctx.arch, clusterConfigs(cluster, c))) if (k.stage === "probe") jobs.push({ k, arch: ctx.arch });
 const built = knobs.jit === "nvrtc" ? 0 : await precompile(jobs, cpus().length);
 log(`precompiled ${built} kernels in ${(performance.now() - t0).toFixed(0)} ms on ${cpus().length} cores`);
-if (!benchOnly) for (const [name, p, c] of planned.slice(0, maxCases)) runCase(name, p, c);
-if (!benchOnly && maxCases >= planned.length) {
+if (!benchOnly && !decodeOnly) for (const [name, p, c] of planned.slice(0, maxCases)) runCase(name, p, c);
+if (!benchOnly && !decodeOnly && maxCases >= planned.length) {
 // Edge cases named by the issue: n = 1, keep-all, keep-one, GQA 8, n = 33k, every head dim.
 for (const d of [64, 80, 96, 128]) runCase("zipvl", zipvl, { Hq: 8, Hkv: 1, n: 1, d, dtype: "bf16", seed: seed + d, params: { tau: 0.975 } });
 runCase("zipvl keep-all", zipvl, { Hq: 4, Hkv: 4, n: 777, d: 128, dtype: "bf16", seed: seed + 1, params: { tau: 1 } });
 runCase("zipvl keep-one", zipvl, { Hq: 4, Hkv: 1, n: 777, d: 64, dtype: "f16", seed: seed + 2, params: { tau: 1e-9 } });
 runCase("zipvl n=33k", zipvl, { Hq: 4, Hkv: 1, n: 33_000, d: 128, dtype: "bf16", seed: seed + 3, params: { tau: 0.975 } });
 for (const [cluster, p, c] of clusterCases) runCase(`${p.name} probe cluster ${cluster}`, p, c, clusterConfigs(cluster, c));
-for (let i = 0; i < (benchOnly ? 0 : Math.min(maxCases, quick ? 6 : 20)); i++) {
-  const Hkv = [1, 2, 8][i % 3]!;
-  const g = [1, 4, 8][Math.floor(i / 3) % 3]!;
-  const c: Case = { Hq: Hkv * g, Hkv, n: 1 + ((seed * (i + 7)) % 9000), d: [64, 80, 96, 128][i % 4]!, dtype: (["bf16", "f16", "f32"] as const)[i % 3]!, seed: seed + i, params: {} };
+}
+if (!benchOnly && (decodeOnly || maxCases >= planned.length)) {
+for (let i = 0; i < (decodeOnly ? 40 : Math.min(maxCases, quick ? 6 : 20)); i++) {
+  const Hkv = [1, 2, 8, 5][i % 4]!;
+  const g = [1, 4, 8][Math.floor(i / 4) % 3]!;
+  const c: Case = { Hq: Hkv * g, Hkv, n: 1 + ((seed * (i + 7)) % (decodeOnly ? 16000 : 9000)), d: [64, 80, 96, 128][i % 4]!, dtype: (["bf16", "f16", "f32"] as const)[i % 3]!, seed: seed + i, params: {} };
   const inputs = new Map([["q", randomTensor(c.dtype, [c.Hq, 1, c.d], c.seed)], ["k_cache", randomTensor(c.dtype, [c.Hkv, c.n, c.d], c.seed + 1)], ["v_cache", randomTensor(c.dtype, [c.Hkv, c.n, c.d], c.seed + 2)]]);
-  const run = new CudaDecode(ctx.dev, zipvl, inputs, ctx.kernels(zipvl, c.dtype, c.d), {});
-  run.poison();
-  run.enqueue();
-  const bad = checkDecode(c, inputs, run.download());
-  run.free();
-  if (bad.length) failures.push(`decode ${JSON.stringify(c)}: ${bad[0]}`);
-  else decodePassed++;
+  const variants: [string, Partial<Record<Stage, Record<string, number>>> | undefined][] = [["default", undefined]];
+  if (decodeOnly && c.dtype !== "f32" && g >= 4) variants.push(["mma", { ...cfgs(c.dtype, c.d), decode: { warps: 4, mma: 1 } }]);
+  for (const [label, configs] of variants) {
+    const run = new CudaDecode(ctx.dev, zipvl, inputs, ctx.kernels(zipvl, c.dtype, c.d, configs), {});
+    run.poison();
+    run.enqueue();
+    const bad = checkDecode(c, inputs, run.download());
+    run.free();
+    if (bad.length) failures.push(`decode ${label} ${JSON.stringify(c)}: ${bad[0]}`);
+    else decodePassed++;
+    if (decodeOnly) log(`  decode ${label.padEnd(7)} Hq ${c.Hq} Hkv ${c.Hkv} len ${c.n} d ${c.d} ${c.dtype}: ${bad.length ? "FAIL " + bad[0] : "ok"}`);
+  }
 }
 }
 log(`properties: prefill ${passed} passed, decode ${decodePassed} passed, ${failures.length} failed`);
