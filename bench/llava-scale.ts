@@ -15,6 +15,7 @@ import { createCudaOpsWith } from "../src/model/cuda-ops.ts";
 import type { Policy } from "../src/model/ops.ts";
 import { decodeStep, logits, prefill } from "../src/model/text.ts";
 import { TEXT, Weights, weightSpecs } from "../src/model/weights.ts";
+import { llavaNext13b } from "./shapes.ts";
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -27,18 +28,7 @@ const warmup = Number(flag("warmup") ?? 256);
 const log = (s: string): void => void process.stdout.write(s + "\n");
 mkdirSync(outDir, { recursive: true });
 
-const CFG: LlavaConfig = {
-  modelType: "llava_next",
-  text: {
-    hiddenSize: 5120, intermediateSize: 13824, numLayers: layers, numHeads: 40, numKvHeads: 40, headDim: 128, vocabSize: 32064,
-    rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: 32768 + 1024, tieWordEmbeddings: false,
-    hiddenAct: "silu", attentionBias: false, mlpBias: false,
-  },
-  // Unused here (decoder only), present because weightSpecs reads a whole LLaVA config.
-  vision: { hiddenSize: 1024, intermediateSize: 4096, numLayers: 1, numHeads: 16, imageSize: 336, patchSize: 14, numChannels: 3, layerNormEps: 1e-5, hiddenAct: "quick_gelu" },
-  visionFeatureLayer: -2, visionFeatureSelectStrategy: "default", projectorHiddenAct: "gelu", multimodalProjectorBias: true,
-  imageTokenIndex: 32000, imageGridPinpoints: [[336, 672]], bosTokenId: 1, eosTokenIds: [2], padTokenId: null, dtype: "bf16",
-};
+const CFG: LlavaConfig = llavaNext13b(layers, 32768 + 1024);
 
 const golden = (name: string) => verifyProgram(parseProgram(readFileSync(`test/golden/${name}.final.ir`, "utf8")));
 const ctx = openCuda();

@@ -23,6 +23,7 @@ import type { Policy } from "../src/model/ops.ts";
 import { TEXT, Weights, weightSpecs } from "../src/model/weights.ts";
 import { calibratePrefill, LlavaEngine } from "../src/serve/engine.ts";
 import { checkRequest, describePlan, fmtBytes, planMemory, sequencesThatFit, type ModelShape } from "../src/serve/planner.ts";
+import { llavaNext13b } from "./shapes.ts";
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -38,17 +39,7 @@ const eagerToo = !args.includes("--no-eager");
 const only128k = args.includes("--only-128k");
 const log = (s: string): void => void process.stdout.write(s + "\n");
 
-const CFG: LlavaConfig = {
-  modelType: "llava_next",
-  text: {
-    hiddenSize: 5120, intermediateSize: 13824, numLayers: layers, numHeads: 40, numKvHeads: 40, headDim: 128, vocabSize: 32064,
-    rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: 131072 + 1024, tieWordEmbeddings: false,
-    hiddenAct: "silu", attentionBias: false, mlpBias: false,
-  },
-  vision: { hiddenSize: 1024, intermediateSize: 4096, numLayers: 1, numHeads: 16, imageSize: 336, patchSize: 14, numChannels: 3, layerNormEps: 1e-5, hiddenAct: "quick_gelu" },
-  visionFeatureLayer: -2, visionFeatureSelectStrategy: "default", projectorHiddenAct: "gelu", multimodalProjectorBias: true,
-  imageTokenIndex: 32000, imageGridPinpoints: [[336, 672]], bosTokenId: 1, eosTokenIds: [2], padTokenId: null, dtype: "bf16",
-};
+const CFG: LlavaConfig = llavaNext13b(layers, 131072 + 1024);
 const t = CFG.text;
 const SHAPE: ModelShape = { layers, hidden: t.hiddenSize, intermediate: t.intermediateSize, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, vocab: t.vocabSize, maxPositions: t.maxPositionEmbeddings };
 

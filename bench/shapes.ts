@@ -1,0 +1,18 @@
+// Model shapes the GPU benchmarks share.
+import type { LlavaConfig } from "../src/model/config.ts";
+
+/** A LLaVA-Next-13B-shaped config (Vicuna-13B decoder: 5120 hidden, 40 layers, 40 heads, 13824 MLP, bf16). The
+ *  benchmarks run the decoder only; the vision part is there because weightSpecs reads a whole LLaVA config. */
+export function llavaNext13b(layers: number, maxPositions: number): LlavaConfig {
+  return {
+    modelType: "llava_next",
+    text: {
+      hiddenSize: 5120, intermediateSize: 13824, numLayers: layers, numHeads: 40, numKvHeads: 40, headDim: 128, vocabSize: 32064,
+      rmsNormEps: 1e-5, ropeTheta: 10000, ropeScaling: null, maxPositionEmbeddings: maxPositions, tieWordEmbeddings: false,
+      hiddenAct: "silu", attentionBias: false, mlpBias: false,
+    },
+    vision: { hiddenSize: 1024, intermediateSize: 4096, numLayers: 1, numHeads: 16, imageSize: 336, patchSize: 14, numChannels: 3, layerNormEps: 1e-5, hiddenAct: "quick_gelu" },
+    visionFeatureLayer: -2, visionFeatureSelectStrategy: "default", projectorHiddenAct: "gelu", multimodalProjectorBias: true,
+    imageTokenIndex: 32000, imageGridPinpoints: [[336, 672]], bosTokenId: 1, eosTokenIds: [2], padTokenId: null, dtype: "bf16",
+  };
+}
