@@ -14,8 +14,8 @@ import type { LlavaConfig } from "../src/model/config.ts";
 import { createCudaOpsWith } from "../src/model/cuda-ops.ts";
 import type { Policy } from "../src/model/ops.ts";
 import { decodeStep, logits, prefill } from "../src/model/text.ts";
-import { TEXT, Weights, weightSpecs } from "../src/model/weights.ts";
-import { llavaNext13b } from "./shapes.ts";
+import { TEXT } from "../src/model/weights.ts";
+import { deviceDecoderWeights, llavaNext13b } from "./shapes.ts";
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -38,21 +38,7 @@ const zipvl: Policy = { program: golden("topk-ratio"), params: { ratio: 0.367 } 
 
 // Weights: every 2-D tensor N(0, 0.02) drawn on the device, norm weights 1 (uploaded: 5120 values each).
 const t0 = performance.now();
-const w = new Weights(ops);
-let params = 0;
-let seed = 1;
-for (const s of weightSpecs(CFG)) {
-  if (!(s.name.startsWith(TEXT) || s.name === "lm_head.weight")) continue;
-  const n = s.shape.reduce((a, b) => a * b, 1);
-  params += n;
-  if (s.shape.length === 1) w.set(s.name, ops.fromF32(s.shape, new Float32Array(n).fill(1)));
-  else {
-    const buf = ctx.dev.alloc(n * 2);
-    ops.kernels.init(buf, n, seed++, 0.02);
-    w.set(s.name, ops.adopt(buf, s.shape));
-  }
-}
-ops.sync();
+const { w, params } = deviceDecoderWeights(ops, CFG);
 const mem = ctx.dev.memInfo();
 log(`weights: ${(params / 1e9).toFixed(2)} B params bf16 (${layers} layers), drawn on the device in ${((performance.now() - t0) / 1000).toFixed(1)} s; device memory used ${((mem.total - mem.free) / 2 ** 30).toFixed(1)} GiB of ${(mem.total / 2 ** 30).toFixed(1)}`);
 

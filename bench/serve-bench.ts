@@ -20,10 +20,9 @@ import type { LlavaConfig } from "../src/model/config.ts";
 import { createCudaOpsWith } from "../src/model/cuda-ops.ts";
 import type { ChatTokenizer } from "../src/model/hf/index.ts";
 import type { Policy } from "../src/model/ops.ts";
-import { TEXT, Weights, weightSpecs } from "../src/model/weights.ts";
 import { calibratePrefill, LlavaEngine } from "../src/serve/engine.ts";
 import { checkRequest, describePlan, fmtBytes, planMemory, sequencesThatFit, type ModelShape } from "../src/serve/planner.ts";
-import { llavaNext13b } from "./shapes.ts";
+import { deviceDecoderWeights, llavaNext13b } from "./shapes.ts";
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -49,19 +48,7 @@ log(`device: ${ctx.dev.info.name} cc ${ctx.dev.info.computeCapability.join(".")}
 const ops = createCudaOpsWith(ctx, "bf16", golden("dense"));
 const zipvl: Policy = { program: golden("topk-ratio"), params: { ratio: 0.367 } };
 
-const w = new Weights(ops);
-let seed = 1;
-for (const s of weightSpecs(CFG)) {
-  if (!(s.name.startsWith(TEXT) || s.name === "lm_head.weight")) continue;
-  const n = s.shape.reduce((a, b) => a * b, 1);
-  if (s.shape.length === 1) w.set(s.name, ops.fromF32(s.shape, new Float32Array(n).fill(1)));
-  else {
-    const buf = ctx.dev.alloc(n * 2);
-    ops.kernels.init(buf, n, seed++, 0.02);
-    w.set(s.name, ops.adopt(buf, s.shape));
-  }
-}
-ops.sync();
+const { w } = deviceDecoderWeights(ops, CFG);
 const noTok = new Proxy({}, { get: () => { throw new Error("no tokenizer in the benchmark"); } }) as ChatTokenizer;
 const ckpt = { cfg: CFG, tok: noTok, proc: {}, w, weightBytes: 0 };
 log(`weights: ${layers} layers bf16 on the device; free ${fmtBytes(ctx.dev.memInfo().free)}`);

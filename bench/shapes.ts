@@ -1,5 +1,7 @@
 // Model shapes the GPU benchmarks share.
 import type { LlavaConfig } from "../src/model/config.ts";
+import type { CudaOpsHandle } from "../src/model/cuda-ops.ts";
+import { TEXT, Weights, weightSpecs } from "../src/model/weights.ts";
 
 /** A LLaVA-Next-13B-shaped config (Vicuna-13B decoder: 5120 hidden, 40 layers, 40 heads, 13824 MLP, bf16). The
  *  benchmarks run the decoder only; the vision part is there because weightSpecs reads a whole LLaVA config. */
@@ -15,4 +17,25 @@ export function llavaNext13b(layers: number, maxPositions: number): LlavaConfig 
     visionFeatureLayer: -2, visionFeatureSelectStrategy: "default", projectorHiddenAct: "gelu", multimodalProjectorBias: true,
     imageTokenIndex: 32000, imageGridPinpoints: [[336, 672]], bosTokenId: 1, eosTokenIds: [2], padTokenId: null, dtype: "bf16",
   };
+}
+
+/** The decoder's weights (and lm_head) of `cfg` drawn on the device: every matrix N(0, 0.02) by the init kernel, seeds
+ *  1, 2, ... in weightSpecs order, norm weights 1 (uploaded). Nothing of the matrices touches the host. */
+export function deviceDecoderWeights(ops: CudaOpsHandle, cfg: LlavaConfig): { w: Weights; params: number } {
+  const w = new Weights(ops);
+  let params = 0;
+  let seed = 1;
+  for (const s of weightSpecs(cfg)) {
+    if (!(s.name.startsWith(TEXT) || s.name === "lm_head.weight")) continue;
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    params += n;
+    if (s.shape.length === 1) w.set(s.name, ops.fromF32(s.shape, new Float32Array(n).fill(1)));
+    else {
+      const buf = ops.ctx.dev.alloc(n * 2);
+      ops.kernels.init(buf, n, seed++, 0.02);
+      w.set(s.name, ops.adopt(buf, s.shape));
+    }
+  }
+  ops.sync();
+  return { w, params };
 }
