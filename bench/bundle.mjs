@@ -87,10 +87,11 @@ const mib = readdirSync(".gpu").reduce((a, f) => a + statSync(`.gpu/${f}`).size,
 console.log(`bundled .gpu/wgsl-check.mjs.xz; .gpu holds ${mib.toFixed(1)} MiB (carry limit 64 MiB)`);
 
 // The CUDA model runners: bench/model-gpu-check.ts (ModelOps and the small LLaVA vs cpu) and bench/llava-scale.ts
-// (13B-shaped decoder timings), and the serving runners bench/serve-gpu.ts (the engine over HTTP on cuda, the
+// (13B-shaped decoder timings), bench/gemv-gpu.ts (the fused small-batch linear kernels: differential + timings), and
+// the serving runners bench/serve-gpu.ts (the engine over HTTP on cuda, the
 // serving attention vs the interpreter) and bench/serve-bench.ts (13B-shaped serving, CUDA graphs vs eager decode).
 // They compile DSL programs (ts-morph), hence the CJS globals in the banner.
-for (const name of ["model-gpu-check", "llava-scale", "serve-gpu", "serve-bench"]) {
+for (const name of ["model-gpu-check", "llava-scale", "serve-gpu", "serve-bench", "gemv-gpu"]) {
   if (!existsSync(`bench/${name}.ts`)) continue;
   await build({
     entryPoints: [`bench/${name}.ts`],

@@ -53,6 +53,24 @@ const noTok = new Proxy({}, { get: () => { throw new Error("no tokenizer in the 
 const ckpt = { cfg: CFG, tok: noTok, proc: {}, w, weightBytes: 0 };
 log(`weights: ${layers} layers bf16 on the device; free ${fmtBytes(ctx.dev.memInfo().free)}`);
 
+// The bytes floor of a decode step: every weight matrix read once plus every live K/V row, over the copy rate of
+// this card measured here (the model kernels' copy of 1 GiB, read + write bytes, best of 5).
+const copyTbps = (() => {
+  const n = 1 << 29;
+  const a = ops.empty([n]), b = ops.empty([n]);
+  let best = Infinity;
+  for (let i = 0; i < 6; i++) {
+    const ms = ctx.dev.time(() => ops.kernels.elt("copy", ops.bufferOf(a), null, ops.bufferOf(b), n), ops.stream);
+    if (i > 0) best = Math.min(best, ms);
+  }
+  ops.free(a);
+  ops.free(b);
+  return (4 * n) / (best * 1e9);
+})();
+const weightBytes = 2 * (layers * (t.hiddenSize * (t.numHeads + 2 * t.numKvHeads) * t.headDim + t.numHeads * t.headDim * t.hiddenSize + 3 * t.hiddenSize * t.intermediateSize + 2 * t.hiddenSize) + t.hiddenSize + t.vocabSize * t.hiddenSize);
+log(`copy rate ${copyTbps.toFixed(2)} TB/s; weights read per decode step ${(weightBytes / 1e9).toFixed(2)} GB (floor ${(weightBytes / (copyTbps * 1e9)).toFixed(2)} ms)`);
+const floorMs = (kvRows: number): number => (weightBytes + kvRows * t.numKvHeads * t.headDim * 2 * 2) / (copyTbps * 1e9);
+
 const ids = (n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % 31000));
 
 // The prefill peak per mode, measured once on the real ops (engine.ts calibratePrefill) and used by every plan.
@@ -117,7 +135,9 @@ function bench(n: number, policy: Policy | undefined): void {
       const ms = time((b) => eng!.decode(b));
       const eagerMs = eagerToo ? time((b) => eng!.eager.run(b)) : NaN;
       const tps = (t: number): string => ((B * 1000) / t).toFixed(1).padStart(8);
-      log(`${mode.padEnd(12)} n ${String(n).padStart(6)} prefill ${prefillMs.toFixed(0).padStart(7)} ms  batch ${String(B).padStart(3)}${B === fit && B > 1 ? " (max fit)" : "          "}: ${eng.steps.mode} ${ms.toFixed(1).padStart(7)} ms/step ${tps(ms)} tokens/s` + (eagerToo ? `  eager ${eagerMs.toFixed(1).padStart(7)} ms/step ${tps(eagerMs)} tokens/s` : ""));
+      // Live rows per layer at the middle of the timed steps, for each of the B sequences.
+      const floor = floorMs(B * lens.reduce((a, x) => a + x.reduce((p, q) => p + q, 0) / x.length + steps, 0));
+      log(`${mode.padEnd(12)} n ${String(n).padStart(6)} prefill ${prefillMs.toFixed(0).padStart(7)} ms  batch ${String(B).padStart(3)}${B === fit && B > 1 ? " (max fit)" : "          "}: ${eng.steps.mode} ${ms.toFixed(1).padStart(7)} ms/step ${tps(ms)} tokens/s  floor ${floor.toFixed(1)} ms (${((100 * floor) / ms).toFixed(0)}%)` + (eagerToo ? `  eager ${eagerMs.toFixed(1).padStart(7)} ms/step ${tps(eagerMs)} tokens/s` : ""));
     }
   } catch (e) {
     log(`${mode.padEnd(12)} n ${String(n).padStart(6)}: ${String((e as Error).message ?? e).slice(0, 300)}`);

@@ -18,4 +18,6 @@ export const knobs = {
   tuningDir: process.env.ZIPVL_TUNING_DIR,
   /** "off" makes config selection ignore tuning records (baselines, bisecting a tuned config). */
   tuning: process.env.ZIPVL_TUNING === "off" ? "off" : "on",
+  /** "off" sends decode's small-batch linear layers to cuBLASLt instead of the fused zv_gemv kernels (baselines). */
+  gemv: process.env.ZIPVL_GEMV === "off" ? "off" : "on",
 } as const;

@@ -1,4 +1,5 @@
-// The model kernels (templates/cuda/model.cu.hbs over include/zv_model.cuh): every dtype compiles with nvcc for
+// The model kernels (templates/cuda/model.cu.hbs over include/zv_model.cuh, and the small-batch linear kernels of
+// gemv.cu.hbs over zv_gemv.cuh): every dtype compiles with nvcc for
 // sm_90a and sm_80 without spills, and the host's argument layouts (model-args.ts) match the device structs (g++).
 import { execFile, spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
@@ -9,6 +10,7 @@ import { describe, expect, it } from "vitest";
 import { nvccFlags, nvccVersion, parsePtxas, type Arch } from "../src/backends/cuda/compile.ts";
 import { MODEL_ARG_LAYOUTS } from "../src/backends/cuda/model-args.ts";
 import { MODEL_KERNELS, modelEntry, renderModelKernels } from "../src/backends/cuda/model-kernels.ts";
+import { GEMV_MAX_ROWS, gemvEntry, renderGemv } from "../src/backends/cuda/gemv.ts";
 import { INCLUDE_DIR, type CudaDType } from "../src/backends/cuda/render.ts";
 import { knobs } from "../src/knobs.ts";
 
@@ -23,12 +25,22 @@ describe.skipIf(!haveNvcc)("model kernels compile (nvcc)", () => {
     const dir = mkdtempSync(join(tmpdir(), "zipvl-model-"));
     const jobs: { dtype: CudaDType; arch: Arch }[] = [];
     for (const dtype of ["f32", "f16", "bf16"] as const) for (const arch of [90, 80] as const) jobs.push({ dtype, arch });
-    const rows = await Promise.all(jobs.map(async ({ dtype, arch }) => {
-      const src = join(dir, `model_${dtype}_${arch}.cu`);
-      writeFileSync(src, renderModelKernels(dtype).source);
+    const compile = (what: "model" | "gemv") => Promise.all(jobs.map(async ({ dtype, arch }) => {
+      const src = join(dir, `${what}_${dtype}_${arch}.cu`);
+      writeFileSync(src, (what === "model" ? renderModelKernels(dtype) : renderGemv(dtype)).source);
       const { stdout, stderr } = await run(knobs.nvcc, [...nvccFlags(arch), "-cubin", "-Xptxas", "-v", "-o", `${src}.cubin`, src], { maxBuffer: 1 << 24 });
       return { dtype, arch, reports: parsePtxas(`${stdout}\n${stderr}`) };
     }));
+    const [rows, gemvRows] = await Promise.all([compile("model"), compile("gemv")]);
+    for (const r of gemvRows) {
+      // The small-batch linear kernels: one entry per row count; 4 CTAs of 128 threads per SM fit (<= 128 registers).
+      expect(r.reports.map((p) => p.kernel).sort()).toEqual(Array.from({ length: GEMV_MAX_ROWS }, (_, i) => gemvEntry(r.dtype, i + 1)).sort());
+      for (const p of r.reports) {
+        console.log(`${p.kernel.padEnd(24)} sm_${r.arch}${r.arch === 90 ? "a" : " "} regs ${String(p.registers).padStart(3)} spill ${p.spillStores}/${p.spillLoads}`);
+        expect(p.registers, `${p.kernel} sm_${r.arch} registers`).toBeLessThanOrEqual(128);
+        expect(p.spillStores + p.spillLoads, `${p.kernel} sm_${r.arch} spills`).toBe(0);
+      }
+    }
     for (const r of rows) {
       const names = r.reports.map((p) => p.kernel).sort();
       expect(names).toEqual(MODEL_KERNELS.map((k) => modelEntry(k.name, r.dtype)).sort());

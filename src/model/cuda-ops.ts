@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { openCuda, type CudaContext } from "../backends/cuda/executor.ts";
 import { CudaPrefill, DecodeWorkspace } from "../backends/cuda/pipeline.ts";
 import { ModelKernels } from "../backends/cuda/model-kernels.ts";
+import { GemvKernels, gemvFits, gemvVec, type GemvSegment } from "../backends/cuda/gemv.ts";
 import { BufferPool, decodeToF32, DeviceMeter, encodeF32, ESIZE, type OpsMemory } from "../backends/cuda/model-pool.ts";
 import { CUDA_HEAD_DIMS, type CudaDType } from "../backends/cuda/render.ts";
 import type { Program } from "../ir/ir.ts";
@@ -18,7 +19,7 @@ import { knobs } from "../knobs.ts";
 import { fail } from "../diagnostics/diagnostic.ts";
 import { cudaOpsFail } from "./cuda-errors.ts";
 import { LlavaError } from "./errors.ts";
-import type { DKvCache, DTensor, HostWeight, ModelOps, OpsFactory, Policy, SparseLayerResult } from "./ops.ts";
+import type { DKvCache, DTensor, HostWeight, ModelOps, NormSpec, OpsFactory, Policy, Projection, RopeAt, SparseLayerResult } from "./ops.ts";
 
 interface CudaTensor extends DTensor {
   readonly buf: DeviceBuffer;
@@ -61,11 +62,19 @@ export interface CudaOpsHandle extends ModelOps {
   /** rope with the positions already on the device (x.shape[1] int32 at `positions`); the frequencies are cached
    *  on the device per distinct table (the first call of a table uploads it, so run once before capturing). */
   ropeFrom(x: DTensor, positions: DeviceBuffer, invFreq: Float32Array, scale: number): DTensor;
+  /** normProject with the rope positions already on the device (x.shape[0] int32 at `positions`). */
+  normProjectAt(x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, positions: DeviceBuffer): DTensor[] | undefined;
   /** Device memory held by these ops (every allocation through the metered device) and its high-water mark. */
   readonly memory: OpsMemory;
 }
 
-export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Program): CudaOpsHandle {
+export interface CudaOpsOptions {
+  /** Decode's small-batch linear layers through the fused zv_gemv kernels (default: knobs.gemv, on). */
+  readonly gemv?: boolean;
+}
+
+export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Program, opts: CudaOpsOptions = {}): CudaOpsHandle {
+  const gemvWanted = opts.gemv ?? knobs.gemv !== "off";
   // Every allocation of these ops (pools, pipeline arenas, workspaces) goes through the meter.
   const meter = new DeviceMeter();
   const dev = meter.device(ctx.dev);
@@ -127,6 +136,63 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     return b;
   };
   const fused = (d: number, what: string): boolean => (CUDA_HEAD_DIMS as readonly number[]).includes(d) || cudaOpsFail("ZV6202", [what, `head dim ${d} (the fused kernels take ${CUDA_HEAD_DIMS.join(", ")})`]);
+
+  // Decode's small-batch linear layers (<= 8 rows): the zv_gemv kernels, compiled on first use.
+  let gemv: GemvKernels | undefined;
+  const gemvK = (): GemvKernels => (gemv ??= new GemvKernels(dev, dtype, ctx.arch, stream, nvrtc));
+  const gemvOn = (M: number, K: number): boolean => gemvWanted && gemvFits(dtype, M, K);
+  const freqBuf = (invFreq: Float32Array): DeviceBuffer => {
+    const key = invFreq.join(",");
+    let fb = freqs.get(key);
+    if (!fb) freqs.set(key, (fb = dev.upload(invFreq, stream)));
+    return fb;
+  };
+  const weightOf = (wt: DTensor, K: number, what: string): [CudaTensor, number] => {
+    const [N, K2] = d2(wt, what);
+    if (K2 !== K) cudaOpsFail("ZV6201", [`${what} ${shp(wt)} for rows of ${K}`]);
+    return [T(wt), N];
+  };
+  const biasOf = (b: DTensor | undefined, N: number, what: string): DeviceBuffer | null => {
+    if (!b) return null;
+    if (numel(b.shape) !== N) cudaOpsFail("ZV6201", [`${what} bias ${shp(b)} for ${N} outputs`]);
+    return T(b).buf;
+  };
+  const normOf = (norm: NormSpec | undefined, K: number): { w: DeviceBuffer; eps: number } | undefined => {
+    if (!norm) return undefined;
+    if (numel(norm.w.shape) !== K) cudaOpsFail("ZV6201", [`rmsNorm weight ${shp(norm.w)} for ${K} columns`]);
+    return { w: T(norm.w).buf, eps: norm.eps };
+  };
+  /** q/k/v-style projections in one launch: norm prologue, rope and head-major epilogues. */
+  const normProjectOn = (x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, posDev?: DeviceBuffer): DTensor[] | undefined => {
+    if (x.shape.length !== 2 || projs.length < 1 || projs.length > 3) return undefined;
+    const [M, K] = d2(x, "normProject");
+    if (!gemvOn(M, K)) return undefined;
+    const ws = projs.map((p, i) => weightOf(p.w, K, `normProject weight ${i}`));
+    let d = 0;
+    for (let i = 0; i < projs.length; i++) {
+      const p = projs[i]!, N = ws[i]![1];
+      if (p.heads <= 0) continue;
+      if (N % p.heads !== 0) return undefined; // the composition's toHeads reports it
+      const hd = N / p.heads;
+      if ((d !== 0 && hd !== d) || hd % 2 !== 0) return undefined;
+      d = hd;
+    }
+    if (projs.some((p) => p.rope && p.heads > 0) && (!rope || (!posDev && rope.positions.length !== M) || rope.invFreq.length !== d / 2)) return undefined;
+    const nm = normOf(norm, K);
+    const outs = projs.map((p, i) => (p.heads > 0 ? alloc([p.heads, M, ws[i]![1] / p.heads]) : alloc([M, ws[i]![1]])));
+    const segs: GemvSegment[] = projs.map((p, i) => ({ w: ws[i]![0].buf, bias: biasOf(p.bias, ws[i]![1], "normProject"), y: outs[i]!.buf, n: ws[i]![1], rope: p.rope && p.heads > 0, heads: p.heads > 0 }));
+    const needRope = segs.some((s) => s.rope);
+    const pb = needRope && !posDev ? small(rope!.positions) : undefined;
+    try {
+      gemvK().run({ M, K, x: T(x).buf, ...(nm ? { norm: nm } : {}), segments: segs, d, ...(needRope ? { rope: { positions: posDev ?? pb!, invFreq: freqBuf(rope!.invFreq), scale: rope!.scale } } : {}) });
+    } catch (e) {
+      for (const o of outs) ops.free(o);
+      throw e;
+    } finally {
+      if (pb) pool.give(pb);
+    }
+    return outs;
+  };
 
   // Decode attention workspaces (split partials, parameter slots), one per (Hq, Hkv, d): allocated on the first
   // step and reused by every layer and step (all run in order on this stream).
@@ -221,11 +287,8 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     ropeFrom(x, positions, invFreq, scale) {
       const [H, n, d] = d3(x, "rope");
       if (d % 2 !== 0 || invFreq.length !== d / 2) cudaOpsFail("ZV6201", [`rope of ${shp(x)} with ${invFreq.length} frequencies`]);
-      const key = invFreq.join(",");
-      let fb = freqs.get(key);
-      if (!fb) freqs.set(key, (fb = dev.upload(invFreq, stream)));
       const y = alloc([H, n, d]);
-      if (n > 0) k.rope(T(x).buf, y.buf, positions, fb, H, n, d, scale);
+      if (n > 0) k.rope(T(x).buf, y.buf, positions, freqBuf(invFreq), H, n, d, scale);
       return y;
     },
     upload(w: HostWeight) {
@@ -259,7 +322,30 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       if (K !== K2) cudaOpsFail("ZV6201", [`linear ${shp(x)} x ${shp(w)}^T`]);
       if (bias && numel(bias.shape) !== N) cudaOpsFail("ZV6201", [`linear bias ${shp(bias)} for ${N} outputs`]);
       const y = alloc([M, N]);
-      if (M > 0) blas.gemm(dtype, M, N, K, T(x).buf, T(w).buf, y.buf, { bias: bias ? T(bias).buf : null, stream });
+      if (M > 0 && gemvOn(M, K)) gemvK().run({ M, K, x: T(x).buf, segments: [{ w: T(w).buf, bias: bias ? T(bias).buf : null, y: y.buf, n: N }] });
+      else if (M > 0) blas.gemm(dtype, M, N, K, T(x).buf, T(w).buf, y.buf, { bias: bias ? T(bias).buf : null, stream });
+      return y;
+    },
+    normProject: (x, norm, projs, rope) => normProjectOn(x, norm, projs, rope),
+    normProjectAt: (x, norm, projs, rope, positions) => normProjectOn(x, norm, projs, rope, positions),
+    linearAdd(x, w, bias, residual) {
+      const three = x.shape.length === 3;
+      const [M, K, hd] = three ? [x.shape[1]!, x.shape[0]! * x.shape[2]!, x.shape[2]!] : [...d2(x, "linearAdd"), 0];
+      if (!gemvOn(M, K) || (three && hd % gemvVec(dtype) !== 0)) return undefined;
+      const [wt, N] = weightOf(w, K, "linearAdd weight");
+      if (residual.shape.join() !== `${M},${N}`) cudaOpsFail("ZV6201", [`linearAdd residual ${shp(residual)} for [${M}, ${N}]`]);
+      const y = alloc([M, N]);
+      gemvK().run({ M, K, x: T(x).buf, ...(three ? { xHeadDim: hd } : {}), res: T(residual).buf, segments: [{ w: wt.buf, bias: biasOf(bias, N, "linearAdd"), y: y.buf, n: N }] });
+      return y;
+    },
+    normGatedUp(x, norm, gate, up) {
+      const [M, K] = d2(x, "normGatedUp");
+      if (!gemvOn(M, K)) return undefined;
+      const [wg, N] = weightOf(gate.w, K, "normGatedUp gate");
+      const [wu, N2] = weightOf(up.w, K, "normGatedUp up");
+      if (N2 !== N) cudaOpsFail("ZV6201", [`normGatedUp gate ${shp(gate.w)} and up ${shp(up.w)}`]);
+      const y = alloc([M, N]);
+      gemvK().run({ M, K, x: T(x).buf, norm: normOf(norm, K)!, gated: true, segments: [{ w: wg.buf, bias: biasOf(gate.bias, N, "gate"), y: y.buf, n: N }, { w: wu.buf, bias: biasOf(up.bias, N, "up"), y: y.buf, n: N }] });
       return y;
     },
     embed(table, ids) {
@@ -494,6 +580,8 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       live.clear();
       mainPool.release();
       k.unload();
+      gemv?.unload();
+      gemv = undefined;
       stream.destroy();
     },
   };

@@ -45,7 +45,40 @@ export interface DKvCache {
   readonly capacity: number;
 }
 
-export interface ModelOps {
+/** One projection of normProject: w [N, K] (+ bias [N]); heads > 0: head-major output [heads, M, N / heads], with
+ *  rotary embedding when `rope`. */
+export interface Projection {
+  readonly w: DTensor;
+  readonly bias?: DTensor | undefined;
+  readonly heads: number;
+  readonly rope: boolean;
+}
+
+/** Rotary embedding at `positions` (one per row), as ModelOps.rope takes it. */
+export interface RopeAt {
+  readonly positions: Int32Array;
+  readonly invFreq: Float32Array;
+  readonly scale: number;
+}
+
+/** RMSNorm weight and epsilon. */
+export interface NormSpec {
+  readonly w: DTensor;
+  readonly eps: number;
+}
+
+/** Optional fused forms of decoder-layer op sequences (decode's few token rows). Each may return undefined for a
+ *  shape it does not fuse; the model then runs the composition in src/model/fused.ts, which is their spec. */
+export interface FusedModelOps {
+  /** For each projection p: linear(n, p.w, p.bias), then toHeads (+ rope) when p.heads > 0; n = rmsNorm(x) or x. */
+  normProject?(x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined): DTensor[] | undefined;
+  /** residual + linear(x, w, bias); x [M, K], or head-major [H, M, d] read as fromHeads(x). */
+  linearAdd?(x: DTensor, w: DTensor, bias: DTensor | undefined, residual: DTensor): DTensor | undefined;
+  /** siluMul(linear(n, wg, bg), linear(n, wu, bu)) with n = rmsNorm(x, norm). */
+  normGatedUp?(x: DTensor, norm: NormSpec, gate: { w: DTensor; bias?: DTensor | undefined }, up: { w: DTensor; bias?: DTensor | undefined }): DTensor | undefined;
+}
+
+export interface ModelOps extends FusedModelOps {
   readonly name: "cpu" | "cuda" | "webgpu";
   /** Compute/storage dtype of activations and weights on this backend (cpu: f32). */
   readonly dtype: ModelDType;

@@ -5,7 +5,8 @@
 // the backend's capacity caches with `reserve` rows past the prompt (the new tokens), so decode appends in place.
 import type { TextConfig } from "./config.ts";
 import { reservedKvCache, type KvCache, type KvCacheFactory } from "./kv-cache.ts";
-import type { DTensor, ModelOps, Policy } from "./ops.ts";
+import { linearAdd, normGatedUp, normProject } from "./fused.ts";
+import type { DTensor, ModelOps, Policy, Projection } from "./ops.ts";
 import { ropeFreqs } from "./rope.ts";
 import { TEXT, type Weights } from "./weights.ts";
 
@@ -26,33 +27,26 @@ export interface PrefillOut {
 
 const L = (l: number, n: string): string => `${TEXT}layers.${l}.${n}`;
 
-function projections(ops: ModelOps, cfg: TextConfig, w: Weights, l: number, x: DTensor, positions: Int32Array, seqLen: number): { q: DTensor; k: DTensor; v: DTensor } {
-  const { invFreq, scale } = ropeFreqs(cfg, seqLen);
-  const proj = (name: string, heads: number, rope: boolean): DTensor => {
-    const y = ops.linear(x, w.get(L(l, `self_attn.${name}_proj.weight`)), w.maybe(L(l, `self_attn.${name}_proj.bias`)));
-    const h = ops.toHeads(y, heads);
-    ops.free(y);
-    if (!rope) return h;
-    const r = ops.rope(h, positions, invFreq, scale);
-    ops.free(h);
-    return r;
-  };
-  return { q: proj("q", cfg.numHeads, true), k: proj("k", cfg.numKvHeads, true), v: proj("v", cfg.numKvHeads, false) };
-}
-
-/** h + o_proj(o), then h + mlp(norm(h)); frees o. */
+/** h + o_proj(o), then h + mlp(norm(h)); frees o (head-major [Hq, n, d]). The fused forms (src/model/fused.ts) let a
+ *  backend fold the norm, the residual adds and silu * up into the projections for decode's few rows. */
 function finishLayer(ops: ModelOps, cfg: TextConfig, w: Weights, l: number, h: DTensor, o: DTensor): DTensor {
-  const oRows = ops.fromHeads(o);
-  const a = ops.linear(oRows, w.get(L(l, "self_attn.o_proj.weight")), w.maybe(L(l, "self_attn.o_proj.bias")));
-  const h1 = ops.add(h, a);
-  const x = ops.rmsNorm(h1, w.get(L(l, "post_attention_layernorm.weight")), cfg.rmsNormEps);
-  const gate = ops.linear(x, w.get(L(l, "mlp.gate_proj.weight")), w.maybe(L(l, "mlp.gate_proj.bias")));
-  const up = ops.linear(x, w.get(L(l, "mlp.up_proj.weight")), w.maybe(L(l, "mlp.up_proj.bias")));
-  const m = ops.siluMul(gate, up);
-  const down = ops.linear(m, w.get(L(l, "mlp.down_proj.weight")), w.maybe(L(l, "mlp.down_proj.bias")));
-  const h2 = ops.add(h1, down);
-  for (const t of [o, oRows, a, h1, x, gate, up, m, down]) ops.free(t);
-  return h2;
+  let h1: DTensor;
+  try {
+    h1 = linearAdd(ops, o, w.get(L(l, "self_attn.o_proj.weight")), w.maybe(L(l, "self_attn.o_proj.bias")), h);
+  } finally {
+    ops.free(o);
+  }
+  try {
+    const norm = { w: w.get(L(l, "post_attention_layernorm.weight")), eps: cfg.rmsNormEps };
+    const m = normGatedUp(ops, h1, norm, { w: w.get(L(l, "mlp.gate_proj.weight")), bias: w.maybe(L(l, "mlp.gate_proj.bias")) }, { w: w.get(L(l, "mlp.up_proj.weight")), bias: w.maybe(L(l, "mlp.up_proj.bias")) });
+    try {
+      return linearAdd(ops, m, w.get(L(l, "mlp.down_proj.weight")), w.maybe(L(l, "mlp.down_proj.bias")), h1);
+    } finally {
+      ops.free(m);
+    }
+  } finally {
+    ops.free(h1);
+  }
 }
 
 /** Attention of layer l: gets q, k, v (RoPE applied, head-major) and returns o [Hq, n, d]. It owns k and v (frees
@@ -62,18 +56,15 @@ export type LayerAttention = (l: number, q: DTensor, k: DTensor, v: DTensor) => 
 /** One decoder layer on h [n, H] at `positions`: norm, q/k/v with RoPE, `attend`, o_proj and the MLP (both with their
  *  residual). Returns the new hidden states; h stays the caller's. */
 export function decoderLayer(ops: ModelOps, cfg: TextConfig, w: Weights, l: number, h: DTensor, positions: Int32Array, seqLen: number, attend: LayerAttention): DTensor {
-  const x = ops.rmsNorm(h, w.get(L(l, "input_layernorm.weight")), cfg.rmsNormEps);
-  let qkv: { q: DTensor; k: DTensor; v: DTensor };
-  try {
-    qkv = projections(ops, cfg, w, l, x, positions, seqLen);
-  } finally {
-    ops.free(x);
-  }
+  const { invFreq, scale } = ropeFreqs(cfg, seqLen);
+  const proj = (name: string, heads: number, rope: boolean): Projection => ({ w: w.get(L(l, `self_attn.${name}_proj.weight`)), bias: w.maybe(L(l, `self_attn.${name}_proj.bias`)), heads, rope });
+  const norm = { w: w.get(L(l, "input_layernorm.weight")), eps: cfg.rmsNormEps };
+  const [q, k, v] = normProject(ops, h, norm, [proj("q", cfg.numHeads, true), proj("k", cfg.numKvHeads, true), proj("v", cfg.numKvHeads, false)], { positions, invFreq, scale }) as [DTensor, DTensor, DTensor];
   let o: DTensor;
   try {
-    o = attend(l, qkv.q, qkv.k, qkv.v);
+    o = attend(l, q, k, v);
   } finally {
-    ops.free(qkv.q);
+    ops.free(q);
   }
   return finishLayer(ops, cfg, w, l, h, o);
 }

@@ -46,8 +46,12 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
   const graphs = new Map<string, { graph: CudaGraph; out: DTensor }>();
   const stats: GraphStats = { warmups: 0, captures: 0, replays: 0, eager: 0 };
   let off: string | null = null;
-  // The model part on a view of the ops whose rope reads the positions from the device buffer.
-  const view: ModelOps = { ...h, rope: (x, _positions, invFreq, scale) => h.ropeFrom(x, pos, invFreq, scale) };
+  // The model part on a view of the ops whose rope (plain and fused) reads the positions from the device buffer.
+  const view: ModelOps = {
+    ...h,
+    rope: (x, _positions, invFreq, scale) => h.ropeFrom(x, pos, invFreq, scale),
+    normProject: (x, norm, projs, rope) => h.normProjectAt(x, norm, projs, rope, pos),
+  };
   const body = (rows: number, seqs: readonly string[], positions: Int32Array): DTensor => model(view, h.embedFrom(table, ids, rows), positions, seqs);
   const logitsOf = (y: DTensor, B: number): Float32Array => h.toF32(y).subarray(0, B * y.shape[1]!);
 

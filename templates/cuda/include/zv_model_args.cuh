@@ -67,3 +67,26 @@ struct ZvInitArgs {
   long long count, seed;
   double std;
 };
+
+// Small-batch linear layers of decode (zv_gemv.cuh): y_s = epilogue(norm(x) W_s^T + b_s) for up to three segments.
+// mode 0: segments independent (rope_mask / heads_mask bit s: rope on head pairs / head-major output of segment
+// s; res: residual added to segment 0); mode 1: y0 = silu(x W0^T + b0) * (x W1^T + b1) (n1 = n0). x_head_dim > 0:
+// x is head-major [K / x_head_dim, M, x_head_dim]. kc: elements of x staged in shared memory at a time.
+struct ZvGemvArgs {
+  const void* x;
+  const void* norm_w;     // [K] RMSNorm weight, or null (no norm)
+  const void* res;        // [M, n0] residual, or null
+  const int* positions;   // [M] rope positions
+  const float* inv_freq;  // [d / 2]
+  const void* w0;
+  const void* w1;
+  const void* w2;
+  const void* b0;
+  const void* b1;
+  const void* b2;
+  void* y0;
+  void* y1;
+  void* y2;
+  long long K, x_head_dim, n0, n1, n2, nseg, mode, d, rope_mask, heads_mask, kc;
+  double eps, rope_scale;
+};

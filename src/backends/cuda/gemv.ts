@@ -1,0 +1,148 @@
+// The small-batch linear kernels of decode (templates/cuda/gemv.cu.hbs over include/zv_gemv.cuh): rendering per
+// dtype (one entry per token-row count M = 1..GEMV_MAX_ROWS), compile + load through the content-keyed cache, and
+// the launcher that owns the geometry (units of two weight rows per warp, x staged in shared-memory chunks).
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import Handlebars from "handlebars";
+import type { CudaDevice, CudaFunction, CudaModule, CudaStream, DeviceBuffer } from "../../runtime/native.ts";
+import { compileKernel, type Arch, type CompiledKernel } from "./compile.ts";
+import { packModelArgs } from "./model-args.ts";
+import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
+
+/** Largest token-row count the kernels are instantiated for; more rows go to cuBLASLt. */
+export const GEMV_MAX_ROWS = 8;
+/** Warps per CTA and 16-byte vectors per row in flight per lane (kGemvWarps / kGemvUnroll in zv_gemv.cuh). */
+export const GEMV_WARPS = 4;
+export const GEMV_UNROLL = 4;
+/** Shared memory for the staged x of one CTA: small enough for several CTAs per SM. */
+export const GEMV_SMEM_CAP = 32 * 1024;
+
+const ESZ: Record<CudaDType, number> = { f32: 4, f16: 2, bf16: 2 };
+/** Elements of one 16-byte vector. */
+export const gemvVec = (dt: CudaDType): number => 16 / ESZ[dt];
+/** Elements of K one warp covers per pipeline stage. */
+export const gemvBatch = (dt: CudaDType): number => 32 * gemvVec(dt) * GEMV_UNROLL;
+
+/** Whether the kernels take x [M, K] (else the caller composes the plain ops). */
+export function gemvFits(dtype: CudaDType, M: number, K: number): boolean {
+  return Number.isInteger(M) && M >= 1 && M <= GEMV_MAX_ROWS && Number.isInteger(K) && K > 0 && K % gemvVec(dtype) === 0;
+}
+
+/** Chunk of x staged at a time: a multiple of the stage width, at most GEMV_SMEM_CAP bytes for M rows. */
+export function gemvChunk(dtype: CudaDType, M: number, K: number): number {
+  const batch = gemvBatch(dtype);
+  const cap = Math.max(1, Math.floor(GEMV_SMEM_CAP / (M * ESZ[dtype] * batch))) * batch;
+  return Math.min(Math.ceil(K / batch) * batch, cap);
+}
+
+let tpl: Handlebars.TemplateDelegate | undefined;
+export function renderGemv(dtype: CudaDType): { name: string; source: string } {
+  tpl ??= Handlebars.compile(readFileSync(join(TEMPLATE_DIR, "gemv.cu.hbs"), "utf8"), { noEscape: true, strict: true });
+  const rows = Array.from({ length: GEMV_MAX_ROWS }, (_, i) => i + 1);
+  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, rows }) };
+}
+export const gemvEntry = (dtype: CudaDType, M: number): string => `zv_gemv_${dtype}_m${M}`;
+
+/** One weight matrix of a launch: w [n, K]; y [M, n] row-major, or [n / d, M, d] with `heads`. */
+export interface GemvSegment {
+  readonly w: DeviceBuffer;
+  readonly bias?: DeviceBuffer | null;
+  readonly y: DeviceBuffer;
+  readonly n: number;
+  /** Rotary embedding on the rows of each head (pairs i, i + d/2). */
+  readonly rope?: boolean;
+  readonly heads?: boolean;
+}
+
+export interface GemvLaunch {
+  readonly M: number;
+  readonly K: number;
+  readonly x: DeviceBuffer | bigint;
+  /** x is head-major [K / xHeadDim, M, xHeadDim]. */
+  readonly xHeadDim?: number;
+  readonly norm?: { readonly w: DeviceBuffer; readonly eps: number };
+  /** Residual [M, n] added to segment 0. */
+  readonly res?: DeviceBuffer;
+  readonly segments: readonly GemvSegment[];
+  /** silu(segment 0) * segment 1 into segment 0's y. */
+  readonly gated?: boolean;
+  /** Head dim of rope / head-major outputs. */
+  readonly d?: number;
+  readonly rope?: { readonly positions: DeviceBuffer | bigint; readonly invFreq: DeviceBuffer | bigint; readonly scale: number };
+}
+
+type Nvrtc = Parameters<typeof compileKernel>[2];
+
+export class GemvKernels {
+  readonly compiled: CompiledKernel;
+  private readonly fns: CudaFunction[] = [];
+  private readonly module: CudaModule;
+
+  constructor(private readonly dev: CudaDevice, readonly dtype: CudaDType, arch: Arch, private readonly stream: CudaStream | null, nvrtc?: Nvrtc) {
+    const src = renderGemv(dtype);
+    const k = { stage: "decode", name: src.name, source: src.source, dtype, headDim: 0, config: {} } satisfies KernelSource;
+    this.compiled = compileKernel(k, arch, nvrtc);
+    this.module = dev.loadModule(this.compiled.cubin);
+    for (let m = 1; m <= GEMV_MAX_ROWS; m++) this.fns.push(this.module.getFunction(gemvEntry(dtype, m)));
+  }
+
+  unload(): void {
+    this.module.unload();
+  }
+
+  /** Units (warps) of a launch. */
+  static units(l: GemvLaunch): number {
+    if (l.gated) return l.segments[0]!.n;
+    return l.segments.reduce((s, g) => s + Math.ceil(g.n / 2), 0);
+  }
+
+  run(l: GemvLaunch): void {
+    const { M, K, segments: segs } = l;
+    if (!gemvFits(this.dtype, M, K)) throw new RangeError(`gemv: ${M} rows of K ${K} (${this.dtype})`);
+    if (segs.length < 1 || segs.length > 3 || (l.gated && (segs.length !== 2 || segs[1]!.n !== segs[0]!.n))) throw new RangeError(`gemv: ${segs.length} segments${l.gated ? " (gated: two of equal rows)" : ""}`);
+    if (l.xHeadDim && (l.xHeadDim % gemvVec(this.dtype) !== 0 || K % l.xHeadDim !== 0)) throw new RangeError(`gemv: head-major x with head dim ${l.xHeadDim} for K ${K}`);
+    const d = l.d ?? 0;
+    let ropeMask = 0;
+    let headsMask = 0;
+    segs.forEach((s, i) => {
+      if ((s.rope || s.heads) && !(d > 0 && d % 2 === 0 && s.n % d === 0)) throw new RangeError(`gemv: segment ${i} of ${s.n} rows in heads of ${d}`);
+      if (s.rope) ropeMask |= 1 << i;
+      if (s.heads) headsMask |= 1 << i;
+    });
+    if (ropeMask && !l.rope) throw new RangeError("gemv: rope segments without positions");
+    const units = GemvKernels.units(l);
+    if (units === 0) return;
+    const kc = gemvChunk(this.dtype, M, K);
+    const s = (i: number): GemvSegment | undefined => segs[i];
+    const args = packModelArgs("ZvGemvArgs", {
+      x: l.x,
+      norm_w: l.norm?.w ?? null,
+      res: l.res ?? null,
+      positions: l.rope?.positions ?? null,
+      inv_freq: l.rope?.invFreq ?? null,
+      w0: segs[0]!.w,
+      w1: s(1)?.w ?? null,
+      w2: s(2)?.w ?? null,
+      b0: segs[0]!.bias ?? null,
+      b1: s(1)?.bias ?? null,
+      b2: s(2)?.bias ?? null,
+      y0: segs[0]!.y,
+      y1: l.gated ? null : (s(1)?.y ?? null),
+      y2: s(2)?.y ?? null,
+      K: { i64: K },
+      x_head_dim: { i64: l.xHeadDim ?? 0 },
+      n0: { i64: segs[0]!.n },
+      n1: { i64: s(1)?.n ?? 0 },
+      n2: { i64: s(2)?.n ?? 0 },
+      nseg: { i64: segs.length },
+      mode: { i64: l.gated ? 1 : 0 },
+      d: { i64: d },
+      rope_mask: { i64: ropeMask },
+      heads_mask: { i64: headsMask },
+      kc: { i64: kc },
+      eps: { f64: l.norm?.eps ?? 0 },
+      rope_scale: { f64: l.rope?.scale ?? 1 },
+    });
+    this.dev.launch(this.fns[M - 1]!, { grid: [Math.ceil(units / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: M * kc * ESZ[this.dtype], stream: this.stream }, args);
+  }
+}
