@@ -8,7 +8,7 @@
 //   bundle here:  npx esbuild bench/serve-bench.ts --bundle --platform=node --format=esm --target=node20 --external:webgpu \
 //                   --outfile=.gpu/serve-bench.mjs "--banner:js=import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 //   GPU host:     node .gpu/serve-bench.mjs [--quick] [--layers=N] [--lengths=2900,16000,32000] [--steps=N] [--no-128k]
-//                 [--only-128k] [--modes=dense,zipvl] [--no-eager] [--max-batch=64] [--memory-gib=G]
+//                 [--only-128k] [--modes=dense,zipvl] [--no-eager] [--max-batch=64] [--memory-gib=G] [--profile]
 // Each decode row is timed twice: through the engine's step runner (CUDA graphs, one per batch bucket) and eagerly
 // (op by op), so the line says what graphs save. Split a long run with --lengths / --modes / --no-128k / --only-128k.
 import { readFileSync } from "node:fs";
@@ -36,6 +36,9 @@ const memCap = Number(flag("memory-gib") ?? Infinity) * 2 ** 30;
 const modes = (flag("modes") ?? "dense,zipvl").split(",");
 const eagerToo = !args.includes("--no-eager");
 const only128k = args.includes("--only-128k");
+// Per-kernel GPU time of batch-1 steps (events around every launch of an eager step; cuBLASLt's own launches are
+// not seen, so with more rows than the fused kernels take the table misses the GEMMs).
+const profile = args.includes("--profile");
 const log = (s: string): void => void process.stdout.write(s + "\n");
 
 const CFG: LlavaConfig = llavaNext13b(layers, 131072 + 1024);
@@ -54,8 +57,9 @@ const ckpt = { cfg: CFG, tok: noTok, proc: {}, w, weightBytes: 0 };
 log(`weights: ${layers} layers bf16 on the device; free ${fmtBytes(ctx.dev.memInfo().free)}`);
 
 // The bytes floor of a decode step: every weight matrix read once plus every live K/V row, over the copy rate of
-// this card measured here (the model kernels' copy of 1 GiB, read + write bytes, best of 5).
-const copyTbps = (() => {
+// this card: --copy-tbps (PyTorch's copy_ measured in the same session by bench/gpu-session.sh), else the model
+// kernels' copy of 1 GiB here (read + write bytes, best of 5; a scalar kernel, so a lower rate).
+const copyTbps = Number(flag("copy-tbps") ?? 0) || (() => {
   const n = 1 << 29;
   const a = ops.empty([n]), b = ops.empty([n]);
   let best = Infinity;
@@ -68,7 +72,7 @@ const copyTbps = (() => {
   return (4 * n) / (best * 1e9);
 })();
 const weightBytes = 2 * (layers * (t.hiddenSize * (t.numHeads + 2 * t.numKvHeads) * t.headDim + t.numHeads * t.headDim * t.hiddenSize + 3 * t.hiddenSize * t.intermediateSize + 2 * t.hiddenSize) + t.hiddenSize + t.vocabSize * t.hiddenSize);
-log(`copy rate ${copyTbps.toFixed(2)} TB/s; weights read per decode step ${(weightBytes / 1e9).toFixed(2)} GB (floor ${(weightBytes / (copyTbps * 1e9)).toFixed(2)} ms)`);
+log(`copy rate ${copyTbps.toFixed(2)} TB/s (${flag("copy-tbps") ? "--copy-tbps" : "elt copy here"}); weights read per decode step ${(weightBytes / 1e9).toFixed(2)} GB (floor ${(weightBytes / (copyTbps * 1e9)).toFixed(2)} ms)`);
 const floorMs = (kvRows: number): number => (weightBytes + kvRows * t.numKvHeads * t.headDim * 2 * 2) / (copyTbps * 1e9);
 
 const ids = (n: number): Int32Array => Int32Array.from({ length: n }, (_, i) => 3 + ((i * 7919) % 31000));
@@ -95,6 +99,42 @@ function engineFor(policy: Policy | undefined, maxPrompt: number): LlavaEngine {
   });
   const attn = createCudaAttention(ops, { layers, heads: t.numHeads, kvHeads: t.numKvHeads, headDim: t.headDim, pageTokens: 16, layout: "per-layer", numPages: plan.numPages, maxBatch: maxBatchCap });
   return new LlavaEngine(ops, ckpt, attn, plan, { modelId: "13b-shaped", ...(policy ? { policy } : {}) });
+}
+
+/** Runs `step` 3 times with events around every kernel launch; prints the kernels by GPU time per step. */
+function profileSteps(step: () => void, graphMs: number): void {
+  const dev = ctx.dev;
+  const orig = dev.launch;
+  const evs: [string, ReturnType<typeof dev.createEvent>, ReturnType<typeof dev.createEvent>][] = [];
+  const grids = new Map<object, string>();
+  dev.launch = function (this: typeof dev, fn, cfg, a) {
+    const e0 = dev.createEvent(), e1 = dev.createEvent();
+    e0.record(cfg.stream);
+    orig.call(this, fn, cfg, a);
+    e1.record(cfg.stream);
+    evs.push([(fn as { name?: string }).name ?? "?", e0, e1]);
+    grids.set(e0, `grid ${cfg.grid[0]}`);
+  };
+  try {
+    ops.sync();
+    for (let i = 0; i < 3; i++) step();
+    ops.sync();
+  } finally {
+    dev.launch = orig;
+  }
+  const by = new Map<string, { calls: number; ms: number }>();
+  for (const [name, e0, e1] of evs) {
+    const k = `${name.replace(/_d\d+/, "")} ${grids.get(e0)}`;
+    const r = by.get(k) ?? { calls: 0, ms: 0 };
+    r.calls++;
+    r.ms += e1.elapsedSince(e0);
+    by.set(k, r);
+    e0.destroy();
+    e1.destroy();
+  }
+  const total = [...by.values()].reduce((a, r) => a + r.ms, 0) / 3;
+  log(`  profile (eager steps, GPU time per step by kernel; sum ${total.toFixed(2)} ms vs ${graphMs.toFixed(2)} ms per graph step):`);
+  for (const [k, r] of [...by].sort((a, b) => b[1].ms - a[1].ms).slice(0, 10)) log(`    ${k.padEnd(30)} ${String(r.calls / 3).padStart(5)} calls ${(r.ms / 3).toFixed(3).padStart(8)} ms ${((100 * r.ms) / 3 / total).toFixed(1).padStart(5)}%`);
 }
 
 function bench(n: number, policy: Policy | undefined): void {
@@ -133,6 +173,7 @@ function bench(n: number, policy: Policy | undefined): void {
         return (performance.now() - b) / steps;
       };
       const ms = time((b) => eng!.decode(b));
+      if (profile && B === 1) profileSteps(() => eng!.eager.run(batch.map((x) => ({ ...x, position: pos++ }))), ms);
       const eagerMs = eagerToo ? time((b) => eng!.eager.run(b)) : NaN;
       const tps = (t: number): string => ((B * 1000) / t).toFixed(1).padStart(8);
       // Live rows per layer at the middle of the timed steps, for each of the B sequences.

@@ -20,4 +20,7 @@ export const knobs = {
   tuning: process.env.ZIPVL_TUNING === "off" ? "off" : "on",
   /** "off" sends decode's small-batch linear layers to cuBLASLt instead of the fused zv_gemv kernels (baselines). */
   gemv: process.env.ZIPVL_GEMV === "off" ? "off" : "on",
+  /** Most token rows the fused zv_gemv kernels take (1..8; default 1: on the H100 cuBLASLt's tensor cores win from
+   *  2 rows, docs/PERFORMANCE.md). */
+  gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
 } as const;

@@ -119,7 +119,15 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     expect(dev.mockLastLaunch()!.launches - first).toBe(3 * captured.length);
 
     // A batch change: 1 sequence -> bucket 1 (a new graph), back to 3 -> the bucket-4 graph replays.
+    launches.length = 0;
     graph.decode([{ seq: "a", token: 3, position: 11 }]);
+    // One row: each layer is the fused q/k/v launch (RMSNorm prologue, rope and head-major epilogues), the paged
+    // append/split/combine, o_proj + residual, RMSNorm + gate/up + silu, down + residual; then the final norm and
+    // lm_head. Units of two weight rows per warp, 4 warps per CTA.
+    const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").slice(0, 3).join(" ").replace(/_d\d+/, ""));
+    const H = t.hiddenSize, d = t.headDim, qkvUnits = (t.numHeads * d + 2 * t.numKvHeads * d) / 2;
+    const layer = [`zv_gemv_bf16_m1 ${qkvUnits / 4}x1x1 128x1x1`, "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), expect.stringMatching(/^zv_paged_bf16_combine /), `zv_gemv_bf16_m1 ${H / 2 / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1 ${t.intermediateSize / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1 ${H / 2 / 4}x1x1 128x1x1`];
+    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", `zv_gemv_bf16_m1 ${Math.ceil(t.vocabSize / 2 / 4)}x1x1 128x1x1`]);
     graph.decode([{ seq: "a", token: 3, position: 12 }]);
     expect(runner.shapes).toEqual(["4/1", "1/1"]);
     expect(runner.stats.replays).toBe(3);

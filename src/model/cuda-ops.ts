@@ -71,10 +71,12 @@ export interface CudaOpsHandle extends ModelOps {
 export interface CudaOpsOptions {
   /** Decode's small-batch linear layers through the fused zv_gemv kernels (default: knobs.gemv, on). */
   readonly gemv?: boolean;
+  /** Most token rows they take (default knobs.gemvRows); more rows go to cuBLASLt and the composed ops. */
+  readonly gemvRows?: number;
 }
 
 export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Program, opts: CudaOpsOptions = {}): CudaOpsHandle {
-  const gemvWanted = opts.gemv ?? knobs.gemv !== "off";
+  const gemvRows = (opts.gemv ?? knobs.gemv !== "off") ? (opts.gemvRows ?? knobs.gemvRows) : 0;
   // Every allocation of these ops (pools, pipeline arenas, workspaces) goes through the meter.
   const meter = new DeviceMeter();
   const dev = meter.device(ctx.dev);
@@ -140,7 +142,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
   // Decode's small-batch linear layers (<= 8 rows): the zv_gemv kernels, compiled on first use.
   let gemv: GemvKernels | undefined;
   const gemvK = (): GemvKernels => (gemv ??= new GemvKernels(dev, dtype, ctx.arch, stream, nvrtc));
-  const gemvOn = (M: number, K: number): boolean => gemvWanted && gemvFits(dtype, M, K);
+  const gemvOn = (M: number, K: number): boolean => M <= gemvRows && gemvFits(dtype, M, K);
   const freqBuf = (invFreq: Float32Array): DeviceBuffer => {
     const key = invFreq.join(",");
     let fb = freqs.get(key);

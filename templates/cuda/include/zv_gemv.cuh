@@ -21,7 +21,7 @@ using zv::from_float;
 using zv::to_float;
 
 constexpr int kGemvWarps = 4;
-constexpr int kGemvUnroll = 4;  // 16-byte vectors per row per lane in flight per stage (2 above 4 rows: registers)
+constexpr int kGemvUnroll = 4;  // 16-byte vectors per row per lane in flight per stage (2 above 1 row: registers)
 
 template <typename T> struct Pack {
   static constexpr int N = 16 / static_cast<int>(sizeof(T));
@@ -111,7 +111,7 @@ __device__ __forceinline__ Unit unit_of(const ZvGemvArgs& a, long long u) {
 
 template <typename T, int M> __device__ void gemv_kernel(const ZvGemvArgs& a) {
   constexpr int V = Pack<T>::N;
-  constexpr int U = M > 4 ? kGemvUnroll / 2 : kGemvUnroll;
+  constexpr int U = M > 1 ? kGemvUnroll / 2 : kGemvUnroll;
   constexpr long long BATCH = 32LL * V * U;
   extern __shared__ __align__(16) unsigned char zv_gemv_smem[];
   T* xs = reinterpret_cast<T*>(zv_gemv_smem);
@@ -145,13 +145,21 @@ template <typename T, int M> __device__ void gemv_kernel(const ZvGemvArgs& a) {
     float ss[M];
 #pragma unroll
     for (int m = 0; m < M; m++) ss[m] = 0.f;
-    for (long long k = static_cast<long long>(threadIdx.x) * V; k < K; k += 32LL * kGemvWarps * V) {
+    // Four independent 16-byte loads per row in flight per thread (a dependent chain of L2 round trips otherwise).
+    constexpr long long STEP = 32LL * kGemvWarps * V;
+    for (long long k0 = static_cast<long long>(threadIdx.x) * V; k0 < K; k0 += 4 * STEP) {
 #pragma unroll
       for (int m = 0; m < M; m++) {
-        float f[V];
-        unpack(*reinterpret_cast<const uint4*>(static_cast<const T*>(a.x) + x_index<M>(a, m, k)), f, static_cast<T*>(nullptr));
+        uint4 v[4];
 #pragma unroll
-        for (int i = 0; i < V; i++) ss[m] += f[i] * f[i];
+        for (int j = 0; j < 4; j++) v[j] = k0 + j * STEP < K ? *reinterpret_cast<const uint4*>(static_cast<const T*>(a.x) + x_index<M>(a, m, k0 + j * STEP)) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          float f[V];
+          unpack(v[j], f, static_cast<T*>(nullptr));
+#pragma unroll
+          for (int i = 0; i < V; i++) ss[m] += f[i] * f[i];
+        }
       }
     }
 #pragma unroll
@@ -178,20 +186,35 @@ template <typename T, int M> __device__ void gemv_kernel(const ZvGemvArgs& a) {
       chunk0 = kb / kc;
       const long long c0 = chunk0 * kc, clen = min(kc, K - c0), per = clen / V;
       __syncthreads();
-      for (long long e = threadIdx.x; e < M * per; e += 32 * kGemvWarps) {
-        const int m = static_cast<int>(e / per);
-        const long long kk = c0 + (e - m * per) * V;
-        uint4 v = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.x) + x_index<M>(a, m, kk));
-        if (a.norm_w) {
-          float f[V], g[V];
-          unpack(v, f, static_cast<T*>(nullptr));
-          unpack(*reinterpret_cast<const uint4*>(static_cast<const T*>(a.norm_w) + kk), g, static_cast<T*>(nullptr));
-          const float r = rnorm[m];
+      constexpr int S = 3;  // vectors per thread in flight while staging
+      for (long long e0 = threadIdx.x; e0 < M * per; e0 += S * 32 * kGemvWarps) {
+        uint4 v[S], g[S];
 #pragma unroll
-          for (int i = 0; i < V; i++) f[i] = g[i] * roundT<T>(f[i] * r);
-          v = pack<T>(f);
+        for (int j = 0; j < S; j++) {
+          const long long e = e0 + j * 32 * kGemvWarps;
+          const int m = static_cast<int>(e / per);
+          const long long kk = c0 + (e - m * per) * V;
+          const bool in = e < M * per;
+          v[j] = in ? *reinterpret_cast<const uint4*>(static_cast<const T*>(a.x) + x_index<M>(a, m, kk)) : make_uint4(0, 0, 0, 0);
+          g[j] = in && a.norm_w ? *reinterpret_cast<const uint4*>(static_cast<const T*>(a.norm_w) + kk) : make_uint4(0, 0, 0, 0);
         }
-        *reinterpret_cast<uint4*>(xs + m * kc + (kk - c0)) = v;
+#pragma unroll
+        for (int j = 0; j < S; j++) {
+          const long long e = e0 + j * 32 * kGemvWarps;
+          if (e >= M * per) break;
+          const int m = static_cast<int>(e / per);
+          const long long kk = c0 + (e - m * per) * V;
+          if (a.norm_w) {
+            float f[V], gf[V];
+            unpack(v[j], f, static_cast<T*>(nullptr));
+            unpack(g[j], gf, static_cast<T*>(nullptr));
+            const float r = rnorm[m];
+#pragma unroll
+            for (int i = 0; i < V; i++) f[i] = gf[i] * roundT<T>(f[i] * r);
+            v[j] = pack<T>(f);
+          }
+          *reinterpret_cast<uint4*>(xs + m * kc + (kk - c0)) = v[j];
+        }
       }
       __syncthreads();
     }
