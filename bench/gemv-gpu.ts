@@ -11,6 +11,7 @@ import { BufferPool } from "../src/backends/cuda/model-pool.ts";
 import { parseProgram } from "../src/ir/parse.ts";
 import { verifyProgram } from "../src/ir/verify.ts";
 import { createCudaOpsWith, type CudaOpsHandle } from "../src/model/cuda-ops.ts";
+import { knobs } from "../src/knobs.ts";
 import { linearAdd, normGatedUp, normProject } from "../src/model/fused.ts";
 import type { DTensor, ModelOps } from "../src/model/ops.ts";
 import type { DeviceBuffer } from "../src/runtime/native.ts";
@@ -23,7 +24,7 @@ const log = (s: string): void => void process.stdout.write(s + "\n");
 
 const dense = verifyProgram(parseProgram(readFileSync("test/golden/dense.final.ir", "utf8")));
 const ctx = openCuda();
-log(`device: ${ctx.dev.info.name} SMs ${ctx.dev.info.smCount}; seed ${seed}`);
+log(`device: ${ctx.dev.info.name} SMs ${ctx.dev.info.smCount}; seed ${seed}; units per warp ${knobs.gemvUnits ?? "auto"}, PDL ${knobs.pdl}`);
 const A = createCudaOpsWith(ctx, "bf16", dense, { gemv: true, gemvRows: 8 });
 const B = createCudaOpsWith(ctx, "bf16", dense, { gemv: false });
 
@@ -183,7 +184,7 @@ if (!args.includes("--no-bench")) {
   log("\n| piece | M | weights MB | fused us | GB/s | composed us | GB/s | composed / fused |");
   log("|---|---:|---:|---:|---:|---:|---:|---:|");
   const totals = new Map<number, [number, number, number]>();
-  for (const M of [1, 2, 4, 8]) {
+  for (const M of (flag("rows") ?? "1,2,4,8").split(",").map(Number)) {
     const pieces: [string, number, (ops: CudaOpsHandle, w: ReturnType<typeof set>, x: DTensor, o: DTensor, m: DTensor) => DTensor[]][] = [
       ["norm+qkv+rope", 3 * H * H * 2, (ops, w, x) => normProject(onDevice(ops), x, { w: w.nw, eps: 1e-5 }, [{ w: w.wq, heads: Hq, rope: true }, { w: w.wk, heads: Hq, rope: true }, { w: w.wv, heads: Hq, rope: false }], { positions: Int32Array.from({ length: M }, (_, i) => 3000 + i), invFreq, scale: 1 })],
       ["o_proj+residual", H * H * 2, (ops, w, x, o) => [linearAdd(ops, o, w.wo, undefined, x)]],

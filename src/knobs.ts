@@ -22,5 +22,9 @@ export const knobs = {
   gemv: process.env.ZIPVL_GEMV === "off" ? "off" : "on",
   /** Most token rows the fused zv_gemv kernels take (1..8; default 1: on the H100 cuBLASLt's tensor cores win from
    *  2 rows, docs/PERFORMANCE.md). */
+  /** "off" launches the fused zv_gemv kernels without programmatic dependent launch (A/B of the overlap). */
+  pdl: process.env.ZIPVL_PDL === "off" ? "off" : "on",
+  /** Force the fused kernels' units (row pairs) per warp, 1 or 2 (benchmarks; default: chosen per launch). */
+  gemvUnits: process.env.ZIPVL_GEMV_UNITS === "1" ? 1 : process.env.ZIPVL_GEMV_UNITS === "2" ? 2 : undefined,
   gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
 } as const;

@@ -111,8 +111,8 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     const warm = gSteps[0]!.slice(0, captured.length);
     expect(captured).toEqual(warm);
     expect(gSteps[1]).toEqual([]);
-    // (Kernels instantiated per row count, zv_gemv_*_m<M>, run at 3 rows eagerly and at the bucket's 4 captured.)
-    const strip = (l: string) => l.split(" ")[0]!.replace(/_m\d+$/, "_m*") + " " + l.split(" ")[3];
+    // (Kernels instantiated per row count, zv_gemv_*_m<M>_p<P>, run at 3 rows eagerly and at the bucket's 4 captured.)
+    const strip = (l: string) => l.split(" ")[0]!.replace(/_m\d+_p\d+$/, "_m*") + " " + l.split(" ")[3];
     expect(captured.map(strip)).toEqual(eagerSteps[0]!.map(strip));
     // The driver ran the warm-up's launches, then each replay ran the captured nodes (the capture itself ran none).
     expect(captured.length).toBe(eagerSteps[0]!.length);
@@ -120,14 +120,17 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
 
     // A batch change: 1 sequence -> bucket 1 (a new graph), back to 3 -> the bucket-4 graph replays.
     launches.length = 0;
+    const pdl0 = dev.mockLastLaunch()!.pdlLaunches;
     graph.decode([{ seq: "a", token: 3, position: 11 }]);
+    // The fused linear kernels go through cuLaunchKernelEx with programmatic dependent launch, the others plainly.
+    expect(dev.mockLastLaunch()!.pdlLaunches - pdl0).toBe(launches.filter((l) => l.startsWith("zv_gemv_")).length);
     // One row: each layer is the fused q/k/v launch (RMSNorm prologue, rope and head-major epilogues), the paged
     // append/split/combine, o_proj + residual, RMSNorm + gate/up + silu, down + residual; then the final norm and
     // lm_head. Units of two weight rows per warp, 4 warps per CTA.
     const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").slice(0, 3).join(" ").replace(/_d\d+/, ""));
     const H = t.hiddenSize, d = t.headDim, qkvUnits = (t.numHeads * d + 2 * t.numKvHeads * d) / 2;
-    const layer = [`zv_gemv_bf16_m1 ${qkvUnits / 4}x1x1 128x1x1`, "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), expect.stringMatching(/^zv_paged_bf16_combine /), `zv_gemv_bf16_m1 ${H / 2 / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1 ${t.intermediateSize / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1 ${H / 2 / 4}x1x1 128x1x1`];
-    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", `zv_gemv_bf16_m1 ${Math.ceil(t.vocabSize / 2 / 4)}x1x1 128x1x1`]);
+    const layer = [`zv_gemv_bf16_m1_p1 ${qkvUnits / 4}x1x1 128x1x1`, "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), expect.stringMatching(/^zv_paged_bf16_combine /), `zv_gemv_bf16_m1_p1 ${H / 2 / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1_p1 ${t.intermediateSize / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1_p1 ${H / 2 / 4}x1x1 128x1x1`];
+    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", `zv_gemv_bf16_m1_p1 ${Math.ceil(t.vocabSize / 2 / 4)}x1x1 128x1x1`]);
     graph.decode([{ seq: "a", token: 3, position: 12 }]);
     expect(runner.shapes).toEqual(["4/1", "1/1"]);
     expect(runner.stats.replays).toBe(3);

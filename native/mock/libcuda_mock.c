@@ -19,13 +19,13 @@ typedef struct { MockFunc* f; unsigned g[3], b[3], shared; size_t n; unsigned ch
 typedef struct CUgraph_st { int count; Launch nodes[MAX_NODES]; } MockGraph;
 typedef struct CUstream_st { MockGraph* capture; } MockStream;
 
-static unsigned long long g_used, g_launches;
+static unsigned long long g_used, g_launches, g_pdl;
 static Launch g_last;
 static int g_ctx_dummy;
 
-EXPORT int zvmock_last_launch(unsigned long long out[9]) {
+EXPORT int zvmock_last_launch(unsigned long long out[10]) {
   for (int i = 0; i < 3; i++) { out[i] = g_last.g[i]; out[3 + i] = g_last.b[i]; }
-  out[6] = g_last.shared; out[7] = g_last.n; out[8] = g_launches;
+  out[6] = g_last.shared; out[7] = g_last.n; out[8] = g_launches; out[9] = g_pdl;
   return g_launches > 0;
 }
 
@@ -137,6 +137,15 @@ EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned 
   }
   execute(&l);
   return CUDA_SUCCESS;
+}
+/* Launches with attributes: only programmatic stream serialization (PDL) is accepted; counted, then as above. */
+EXPORT CUresult cuLaunchKernelEx(const CUlaunchConfig* c, CUfunction f, void** params, void** extra) {
+  if (!c || c->numAttrs != 1 || !c->attrs || c->attrs[0].id != CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION ||
+      c->attrs[0].value.programmaticStreamSerializationAllowed != 1)
+    return CUDA_ERROR_INVALID_VALUE;
+  CUresult r = cuLaunchKernel(f, c->gridDimX, c->gridDimY, c->gridDimZ, c->blockDimX, c->blockDimY, c->blockDimZ, c->sharedMemBytes, c->hStream, params, extra);
+  if (r == CUDA_SUCCESS) g_pdl++;
+  return r;
 }
 
 EXPORT CUresult cuStreamCreate(CUstream* s, unsigned f) { (void)f; *s = (CUstream)calloc(1, sizeof(MockStream)); return CUDA_SUCCESS; }

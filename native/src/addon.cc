@@ -260,9 +260,11 @@ long long paramSize(CuApi& a, CUfunction f) {
   return n;
 }
 
-// launch(fn, grid, block, sharedBytes, stream, argsBlock): the kernel takes ONE by-value struct whose bytes are
+// launch(fn, grid, block, sharedBytes, stream, argsBlock, pdl): the kernel takes ONE by-value struct whose bytes are
 // argsBlock. It is passed through cuLaunchKernel's `extra` (BUFFER_POINTER + BUFFER_SIZE) so the driver gets the
 // exact byte count rather than trusting the kernel signature; the block is copied to 8-byte aligned storage first.
+// pdl true: cuLaunchKernelEx with programmatic stream serialization (the kernel may start before the previous one
+// on the stream ends and must griddepcontrol.wait before reading its outputs); a driver without it launches plainly.
 void Launch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CuApi& a = cu(env);
@@ -282,6 +284,16 @@ void Launch(const Napi::CallbackInfo& info) {
   if (args.size) memcpy(aligned.data(), args.data, args.size);
   size_t size = args.size;
   void* extra[] = {CU_LAUNCH_PARAM_BUFFER_POINTER, aligned.data(), CU_LAUNCH_PARAM_BUFFER_SIZE, &size, CU_LAUNCH_PARAM_END};
+  const bool pdl = info.Length() > 6 && info[6].IsBoolean() && info[6].As<Napi::Boolean>().Value();
+  if (pdl && a.launchKernelEx) {
+    CUlaunchAttribute attr;
+    memset(&attr, 0, sizeof attr);
+    attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig c = {g[0], g[1], g[2], b[0], b[1], b[2], shared, s, &attr, 1};
+    check(env, a.launchKernelEx(&c, f, nullptr, args.size ? extra : nullptr), "cuLaunchKernelEx");
+    return;
+  }
   check(env, a.launchKernel(f, g[0], g[1], g[2], b[0], b[1], b[2], shared, s, nullptr, args.size ? extra : nullptr),
         "cuLaunchKernel");
 }
@@ -356,7 +368,7 @@ Napi::Value MockLastLaunch(const Napi::CallbackInfo& info) {
   void* h = driver().handle;
   auto fn = h ? reinterpret_cast<int (*)(unsigned long long*)>(dlsym(h, "zvmock_last_launch")) : nullptr;
   if (!fn) return env.Null();
-  unsigned long long v[9] = {0};
+  unsigned long long v[10] = {0};
   fn(v);
   Napi::Object o = Napi::Object::New(env);
   auto arr3 = [&](int at) {
@@ -369,6 +381,7 @@ Napi::Value MockLastLaunch(const Napi::CallbackInfo& info) {
   o.Set("sharedBytes", Napi::Number::New(env, static_cast<double>(v[6])));
   o.Set("argsBytes", Napi::Number::New(env, static_cast<double>(v[7])));
   o.Set("launches", Napi::Number::New(env, static_cast<double>(v[8])));
+  o.Set("pdlLaunches", Napi::Number::New(env, static_cast<double>(v[9])));
   return o;
 }
 

@@ -65,6 +65,7 @@ void loadDriver(Napi::Env env, const std::string& pathArg, int ordinal) {
     api.eventElapsed = reinterpret_cast<decltype(api.eventElapsed)>(sym(h, "cuEventElapsedTime_v2", ignored));
     if (!api.eventElapsed) api.eventElapsed = reinterpret_cast<decltype(api.eventElapsed)>(sym(h, "cuEventElapsedTime", missing));
     api.funcGetParamInfo = reinterpret_cast<decltype(api.funcGetParamInfo)>(sym(h, "cuFuncGetParamInfo", ignored));
+    api.launchKernelEx = reinterpret_cast<decltype(api.launchKernelEx)>(sym(h, "cuLaunchKernelEx", ignored));
     if (!missing.empty()) {
       std::string list;
       for (auto& m : missing) list += (list.empty() ? "" : ", ") + m;

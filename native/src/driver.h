@@ -69,6 +69,8 @@ struct CuApi {
   CUresult(CUDAAPI* eventElapsed)(float* ms, CUevent a, CUevent b) = nullptr;
   // Optional (driver 12.4+): lets launch() check the packed args block against the kernel's parameter size.
   CUresult(CUDAAPI* funcGetParamInfo)(CUfunction f, size_t index, size_t* offset, size_t* size) = nullptr;
+  // Optional (driver 12.0+): launches with programmatic dependent launch (PDL); without it such launches are plain.
+  CUresult(CUDAAPI* launchKernelEx)(const CUlaunchConfig* config, CUfunction f, void** params, void** extra) = nullptr;
 };
 
 // Loaded state. All calls come from JS threads; the primary context is made current per thread on first use.

@@ -73,6 +73,8 @@ export interface CudaOpsOptions {
   readonly gemv?: boolean;
   /** Most token rows they take (default knobs.gemvRows); more rows go to cuBLASLt and the composed ops. */
   readonly gemvRows?: number;
+  /** Launch them with programmatic dependent launch (default knobs.pdl, on). */
+  readonly pdl?: boolean;
 }
 
 export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Program, opts: CudaOpsOptions = {}): CudaOpsHandle {
@@ -141,7 +143,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
 
   // Decode's small-batch linear layers (<= 8 rows): the zv_gemv kernels, compiled on first use.
   let gemv: GemvKernels | undefined;
-  const gemvK = (): GemvKernels => (gemv ??= new GemvKernels(dev, dtype, ctx.arch, stream, nvrtc));
+  const gemvK = (): GemvKernels => (gemv ??= new GemvKernels(dev, dtype, ctx.arch, stream, nvrtc, opts.pdl ?? knobs.pdl !== "off"));
   const gemvOn = (M: number, K: number): boolean => M <= gemvRows && gemvFits(dtype, M, K);
   const freqBuf = (invFreq: Float32Array): DeviceBuffer => {
     const key = invFreq.join(",");

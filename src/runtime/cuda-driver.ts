@@ -37,6 +37,8 @@ export interface MockLaunchRecord {
   readonly sharedBytes: number;
   readonly argsBytes: number;
   readonly launches: number;
+  /** Of them, launched through cuLaunchKernelEx with programmatic stream serialization. */
+  readonly pdlLaunches: number;
 }
 
 type Handle = bigint;
@@ -63,7 +65,7 @@ export interface NativeAddon {
   moduleUnload(module: Handle): void;
   getFunction(module: Handle, name: string): Handle;
   setMaxDynamicShared(fn: Handle, bytes: number): void;
-  launch(fn: Handle, grid: Dims, block: Dims, sharedBytes: number, stream: Handle, args?: Bytes): void;
+  launch(fn: Handle, grid: Dims, block: Dims, sharedBytes: number, stream: Handle, args?: Bytes, pdl?: boolean): void;
   eventCreate(): Handle;
   eventRecord(event: Handle, stream: Handle): void;
   eventSynchronize(event: Handle): void;

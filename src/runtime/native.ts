@@ -34,6 +34,10 @@ export interface LaunchConfig {
   readonly sharedBytes?: number;
   /** Omitted or null: the legacy default stream. */
   readonly stream?: CudaStream | null;
+  /** Programmatic dependent launch: the kernel may start while the previous one on the stream finishes, so it must
+   *  run griddepcontrol.wait before reading that kernel's outputs (zv_gemv.cuh does). Plain launch where the driver
+   *  lacks cuLaunchKernelEx. */
+  readonly pdl?: boolean;
 }
 export interface CompileOptions {
   /** File name used in NVRTC diagnostics. */
@@ -265,7 +269,7 @@ export class CudaDevice {
     const shared = cfg.sharedBytes ?? 0;
     checkCount(shared, "sharedBytes", 0);
     for (const d of [...cfg.grid, ...cfg.block]) checkCount(d, "grid/block dimension", 1);
-    fn.addon().launch(fn.handle, cfg.grid, cfg.block, shared, streamOf(cfg.stream), args);
+    fn.addon().launch(fn.handle, cfg.grid, cfg.block, shared, streamOf(cfg.stream), args, cfg.pdl === true);
   }
   createEvent(): CudaEvent {
     return new CudaEvent(this.n, this.n.eventCreate());

@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import Handlebars from "handlebars";
 import type { CudaDevice, CudaFunction, CudaModule, CudaStream, DeviceBuffer } from "../../runtime/native.ts";
+import { knobs } from "../../knobs.ts";
 import { compileKernel, type Arch, type CompiledKernel } from "./compile.ts";
 import { packModelArgs } from "./model-args.ts";
 import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
@@ -35,13 +36,32 @@ export function gemvChunk(dtype: CudaDType, M: number, K: number): number {
   return Math.min(Math.ceil(K / batch) * batch, cap);
 }
 
+/** Units (row pairs) per warp: one bf16 row takes 1 or 2 (fewer, longer warps so a narrow matrix fits one wave;
+ *  4, and 2 for f16/f32, spill at 128 registers); more rows take 1. */
+export type UnitsPerWarp = 1 | 2;
+export function gemvEntries(dtype: CudaDType): readonly { m: number; p: UnitsPerWarp }[] {
+  return [
+    ...(dtype === "bf16" ? ([1, 2] as const) : [1 as const]).map((p) => ({ m: 1, p })),
+    ...Array.from({ length: GEMV_MAX_ROWS - 1 }, (_, i) => ({ m: i + 2, p: 1 as const })),
+  ];
+}
+
 let tpl: Handlebars.TemplateDelegate | undefined;
 export function renderGemv(dtype: CudaDType): { name: string; source: string } {
   tpl ??= Handlebars.compile(readFileSync(join(TEMPLATE_DIR, "gemv.cu.hbs"), "utf8"), { noEscape: true, strict: true });
-  const rows = Array.from({ length: GEMV_MAX_ROWS }, (_, i) => i + 1);
-  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, rows }) };
+  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries(dtype) }) };
 }
-export const gemvEntry = (dtype: CudaDType, M: number): string => `zv_gemv_${dtype}_m${M}`;
+export const gemvEntry = (dtype: CudaDType, M: number, P: UnitsPerWarp = 1): string => `zv_gemv_${dtype}_m${M}_p${P}`;
+
+/** CTAs of 128 threads resident per SM (__launch_bounds__(128, 4) in gemv.cu.hbs). */
+export const GEMV_CTAS_PER_SM = 4;
+
+/** Units per warp of a launch: 1 when the units fit the resident warps (one wave), else 2 (half the warps, each
+ *  twice as long: one wave where that fits, and fewer CTA starts otherwise). f16/f32 and more than one row: 1. */
+export function gemvUnitsPerWarp(dtype: CudaDType, M: number, units: number, smCount: number): UnitsPerWarp {
+  if (M > 1 || dtype !== "bf16") return 1;
+  return units <= smCount * GEMV_CTAS_PER_SM * GEMV_WARPS ? 1 : 2;
+}
 
 /** One weight matrix of a launch: w [n, K]; y [M, n] row-major, or [n / d, M, d] with `heads`. */
 export interface GemvSegment {
@@ -69,21 +89,24 @@ export interface GemvLaunch {
   /** Head dim of rope / head-major outputs. */
   readonly d?: number;
   readonly rope?: { readonly positions: DeviceBuffer | bigint; readonly invFreq: DeviceBuffer | bigint; readonly scale: number };
+  /** Force the units per warp (benchmarks); default gemvUnitsPerWarp. */
+  readonly unitsPerWarp?: UnitsPerWarp;
 }
 
 type Nvrtc = Parameters<typeof compileKernel>[2];
 
 export class GemvKernels {
   readonly compiled: CompiledKernel;
-  private readonly fns: CudaFunction[] = [];
+  private readonly fns = new Map<string, CudaFunction>();
   private readonly module: CudaModule;
 
-  constructor(private readonly dev: CudaDevice, readonly dtype: CudaDType, arch: Arch, private readonly stream: CudaStream | null, nvrtc?: Nvrtc) {
+  /** pdl: launch with programmatic dependent launch (the kernels wait before reading the previous one's outputs). */
+  constructor(private readonly dev: CudaDevice, readonly dtype: CudaDType, arch: Arch, private readonly stream: CudaStream | null, nvrtc?: Nvrtc, private readonly pdl = true) {
     const src = renderGemv(dtype);
     const k = { stage: "decode", name: src.name, source: src.source, dtype, headDim: 0, config: {} } satisfies KernelSource;
     this.compiled = compileKernel(k, arch, nvrtc);
     this.module = dev.loadModule(this.compiled.cubin);
-    for (let m = 1; m <= GEMV_MAX_ROWS; m++) this.fns.push(this.module.getFunction(gemvEntry(dtype, m)));
+    for (const e of gemvEntries(dtype)) this.fns.set(`${e.m}/${e.p}`, this.module.getFunction(gemvEntry(dtype, e.m, e.p)));
   }
 
   unload(): void {
@@ -143,6 +166,10 @@ export class GemvKernels {
       eps: { f64: l.norm?.eps ?? 0 },
       rope_scale: { f64: l.rope?.scale ?? 1 },
     });
-    this.dev.launch(this.fns[M - 1]!, { grid: [Math.ceil(units / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: M * kc * ESZ[this.dtype], stream: this.stream }, args);
+    const forced = knobs.gemvUnits && M === 1 && this.dtype === "bf16" ? knobs.gemvUnits : undefined;
+    const P = l.unitsPerWarp ?? forced ?? gemvUnitsPerWarp(this.dtype, M, units, this.dev.info.smCount);
+    const fn = this.fns.get(`${M}/${P}`);
+    if (!fn) throw new RangeError(`gemv: no kernel for ${M} rows with ${P} units per warp`);
+    this.dev.launch(fn, { grid: [Math.ceil(units / (P * GEMV_WARPS)), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: M * kc * ESZ[this.dtype], stream: this.stream, pdl: this.pdl }, args);
   }
 }

@@ -6,12 +6,13 @@
 //   body      up to three weight matrices sharing x (q, k, v), each [N_s, K] row-major;
 //   epilogue  bias, rotary embedding (HF rotate_half on rows i and i + d/2 of a head), head-major output
 //             [N_s / d, M, d], residual add (segment 0), or the gated MLP silu(x Wg^T) * (x Wu^T).
-// Work split: one warp owns one "unit" = two weight rows (a rope pair, two adjacent rows, or gate row p with up row
-// p), streams both rows once with 16-byte non-allocating loads, double-buffered in registers, and reduces with
-// shuffles. x for all M rows sits in shared memory in chunks of kc elements (normalized once per CTA). Every value
+// Work split: a "unit" = two weight rows (a rope pair, two adjacent rows, or gate row p with up row p); one warp owns
+// P consecutive units (P = 1, 2, 4: fewer, longer warps for narrow matrices, so the launch fits in one wave), streams
+// their rows once with 16-byte non-allocating loads, double-buffered in registers, and reduces with shuffles. Launched
+// with PDL, a CTA issues its first weight loads before waiting for the previous kernel. x for all M rows sits in shared memory in chunks of kc elements (normalized once per CTA). Every value
 // is rounded to T where the unfused ops round (after the linear, after bias, after rope, after the add), so the
 // fused result equals the composition of cuda-ops' plain ops up to f32 summation order.
-// Launch: grid ceil(units / kGemvWarps), block 32 * kGemvWarps, dynamic shared memory M * kc * sizeof(T).
+// Launch: grid ceil(units / (P * kGemvWarps)), block 32 * kGemvWarps, dynamic shared memory M * kc * sizeof(T).
 #pragma once
 #include "zv_common.cuh"
 #include "zv_model_args.cuh"
@@ -88,16 +89,15 @@ __device__ __forceinline__ Unit unit_of(const ZvGemvArgs& a, long long u) {
     r.ra = r.rb = u;
     return r;
   }
-  const long long n[3] = {a.n0, a.n1, a.n2};
   for (int s = 0; s < a.nseg; s++) {
-    const long long units = (n[s] + 1) / 2;
+    const long long units = ((s == 0 ? a.n0 : s == 1 ? a.n1 : a.n2) + 1) / 2;
     if (r.p < units) {
       r.seg = s;
       break;
     }
     r.p -= units;
   }
-  const long long N = n[r.seg];
+  const long long N = r.seg == 0 ? a.n0 : r.seg == 1 ? a.n1 : a.n2;
   if ((a.rope_mask >> r.seg) & 1) {
     const long long half = a.d / 2, h = r.p / half, i = r.p - h * half;
     r.ra = h * a.d + i;
@@ -109,9 +109,65 @@ __device__ __forceinline__ Unit unit_of(const ZvGemvArgs& a, long long u) {
   return r;
 }
 
-template <typename T, int M> __device__ void gemv_kernel(const ZvGemvArgs& a) {
+// Output of one unit for token row m: bias, then gated / rope / residual, rounding where the plain ops round.
+template <typename T, int M> __device__ __forceinline__ void epilogue(const ZvGemvArgs& a, const Unit& un, int m, float va, float vb) {
+  if (a.mode == 1) {
+    float g = va + (a.b0 ? ldT<T>(a.b0, un.ra) : 0.f), up = vb + (a.b1 ? ldT<T>(a.b1, un.ra) : 0.f);
+    g = roundT<T>(g);
+    up = roundT<T>(up);
+    static_cast<T*>(a.y0)[m * a.n0 + un.ra] = from_float<T>(g / (1.f + expf(-g)) * up);
+    return;
+  }
+  const int s = un.seg;
+  const long long N = s == 0 ? a.n0 : s == 1 ? a.n1 : a.n2;
+  const void* bias = s == 0 ? a.b0 : s == 1 ? a.b1 : a.b2;
+  va = roundT<T>(va + (bias ? ldT<T>(bias, un.ra) : 0.f));
+  if (un.rb >= 0) vb = roundT<T>(vb + (bias ? ldT<T>(bias, un.rb) : 0.f));
+  if ((a.rope_mask >> s) & 1) {
+    const long long i = un.ra % a.d;
+    const float ang = static_cast<float>(a.positions[m]) * a.inv_freq[i];
+    double sn, cs;
+    sincos(static_cast<double>(ang), &sn, &cs);
+    const float c = static_cast<float>(cs * a.rope_scale), si = static_cast<float>(sn * a.rope_scale);
+    const float x1 = va, x2 = vb;
+    va = x1 * c - x2 * si;
+    vb = x2 * c + x1 * si;
+  }
+  if (s == 0 && a.res) {
+    va = roundT<T>(va) + ldT<T>(a.res, m * N + un.ra);
+    if (un.rb >= 0) vb = roundT<T>(vb) + ldT<T>(a.res, m * N + un.rb);
+  }
+  const bool heads = (a.heads_mask >> s) & 1;
+  auto at = [&](long long row) -> long long {
+    if (heads) {
+      const long long h = row / a.d;
+      return (h * M + m) * a.d + (row - h * a.d);
+    }
+    return m * N + row;
+  };
+  T* y = static_cast<T*>(s == 0 ? a.y0 : s == 1 ? a.y1 : a.y2);
+  y[at(un.ra)] = from_float<T>(va);
+  if (un.rb >= 0) y[at(un.rb)] = from_float<T>(vb);
+}
+
+// Programmatic dependent launch (sm_90): the CTA may start while the previous kernel on the stream finishes; weights
+// are constants, so only the reads of x / res / positions wait. No-ops where the launch was a plain one.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
+// M token rows; P units (row pairs) per warp, consecutive in the launch's unit order.
+template <typename T, int M, int P> __device__ void gemv_kernel(const ZvGemvArgs& a) {
   constexpr int V = Pack<T>::N;
-  constexpr int U = M > 1 ? kGemvUnroll / 2 : kGemvUnroll;
+  // 16-byte vectors per row per stage: 4 for one row and one unit, 2 for more rows, 1 for two units (registers).
+  constexpr int U = P > 1 ? 1 : M > 1 ? kGemvUnroll / 2 : kGemvUnroll;
   constexpr long long BATCH = 32LL * V * U;
   extern __shared__ __align__(16) unsigned char zv_gemv_smem[];
   T* xs = reinterpret_cast<T*>(zv_gemv_smem);
@@ -120,26 +176,36 @@ template <typename T, int M> __device__ void gemv_kernel(const ZvGemvArgs& a) {
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const long long units = a.mode == 1 ? a.n0 : (a.n0 + 1) / 2 + (a.nseg > 1 ? (a.n1 + 1) / 2 : 0) + (a.nseg > 2 ? (a.n2 + 1) / 2 : 0);
-  const long long uidx = static_cast<long long>(blockIdx.x) * kGemvWarps + warp;
-  const bool active = uidx < units;
-  const Unit un = unit_of(a, active ? uidx : 0);
-  const void* ws[3] = {a.w0, a.w1, a.w2};
-  const T* wa = static_cast<const T*>(ws[un.seg]) + un.ra * a.K;
-  const T* wb = a.mode == 1 ? static_cast<const T*>(a.w1) + un.rb * a.K : (un.rb >= 0 ? static_cast<const T*>(ws[un.seg]) + un.rb * a.K : nullptr);
+  const long long u0 = (static_cast<long long>(blockIdx.x) * kGemvWarps + warp) * P;
+  // Only the row pointers stay live through the loop (the units are recomputed for the epilogue: registers).
+  const T* wa[P];
+  const T* wb[P];
+#pragma unroll
+  for (int j = 0; j < P; j++) {
+    const bool in = u0 + j < units;
+    const Unit un = unit_of(a, in ? u0 + j : 0);
+    const void* w = un.seg == 0 ? a.w0 : un.seg == 1 ? a.w1 : a.w2;
+    wa[j] = in ? static_cast<const T*>(w) + un.ra * a.K : nullptr;
+    wb[j] = !in ? nullptr : a.mode == 1 ? static_cast<const T*>(a.w1) + un.rb * a.K : (un.rb >= 0 ? static_cast<const T*>(w) + un.rb * a.K : nullptr);
+  }
   const long long K = a.K, nb = (K + BATCH - 1) / BATCH;
 
-  uint4 ca[U], cb[U], na[U], nbv[U];
-  auto load = [&](long long b, uint4 (&ra)[U], uint4 (&rb)[U]) {
+  uint4 ca[P][U], cb[P][U], na[P][U], nbv[P][U];
+  auto load = [&](long long b, uint4 (&ra)[P][U], uint4 (&rb)[P][U]) {
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const long long k = b * BATCH + static_cast<long long>(u) * 32 * V + lane * V;
-      const bool in = active && k < K;
-      ra[u] = in ? ld_stream(wa + k) : make_uint4(0, 0, 0, 0);
-      rb[u] = in && wb ? ld_stream(wb + k) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int j = 0; j < P; j++) {
+        const bool in = wa[j] && k < K;
+        ra[j][u] = in ? ld_stream(wa[j] + k) : make_uint4(0, 0, 0, 0);
+        rb[j][u] = in && wb[j] ? ld_stream(wb[j] + k) : make_uint4(0, 0, 0, 0);
+      }
     }
   };
-  // The first stage is in flight while the CTA normalizes x.
+  // The first stage is in flight while the previous kernel finishes and the CTA normalizes x.
   load(0, ca, cb);
+  pdl_wait();
 
   if (a.norm_w) {
     float ss[M];
@@ -175,9 +241,11 @@ template <typename T, int M> __device__ void gemv_kernel(const ZvGemvArgs& a) {
     }
   }
 
-  float acc[M][2];
+  float acc[M][P][2];
 #pragma unroll
-  for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = 0.f;
+  for (int m = 0; m < M; m++)
+#pragma unroll
+    for (int j = 0; j < P; j++) acc[m][j][0] = acc[m][j][1] = 0.f;
   const long long kc = a.kc;
   long long chunk0 = -1;
   for (long long b = 0; b < nb; b++) {
@@ -224,79 +292,49 @@ template <typename T, int M> __device__ void gemv_kernel(const ZvGemvArgs& a) {
     for (int u = 0; u < U; u++) {
       const long long k = kb + static_cast<long long>(u) * 32 * V + lane * V;
       if (k < K) {
-        float fa[V], fb[V];
-        unpack(ca[u], fa, static_cast<T*>(nullptr));
-        unpack(cb[u], fb, static_cast<T*>(nullptr));
+        // One unit at a time (x re-read from shared memory per unit): fewer live registers.
 #pragma unroll
-        for (int m = 0; m < M; m++) {
-          float fx[V];
-          unpack(*reinterpret_cast<const uint4*>(xs + m * kc + (k - cbase)), fx, static_cast<T*>(nullptr));
+        for (int j = 0; j < P; j++) {
+          float fa[V], fb[V];
+          unpack(ca[j][u], fa, static_cast<T*>(nullptr));
+          unpack(cb[j][u], fb, static_cast<T*>(nullptr));
 #pragma unroll
-          for (int i = 0; i < V; i++) {
-            acc[m][0] = fmaf(fa[i], fx[i], acc[m][0]);
-            acc[m][1] = fmaf(fb[i], fx[i], acc[m][1]);
+          for (int m = 0; m < M; m++) {
+            float fx[V];
+            unpack(*reinterpret_cast<const uint4*>(xs + m * kc + (k - cbase)), fx, static_cast<T*>(nullptr));
+#pragma unroll
+            for (int i = 0; i < V; i++) {
+              acc[m][j][0] = fmaf(fa[i], fx[i], acc[m][j][0]);
+              acc[m][j][1] = fmaf(fb[i], fx[i], acc[m][j][1]);
+            }
           }
         }
       }
     }
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      ca[u] = na[u];
-      cb[u] = nbv[u];
-    }
-  }
-  if (!active) return;
-
-  float va = 0.f, vb = 0.f;
+    for (int u = 0; u < U; u++)
 #pragma unroll
-  for (int m = 0; m < M; m++) {
-    const float s0 = zv::warp_sum(acc[m][0]), s1 = zv::warp_sum(acc[m][1]);
-    if (lane == m) {
-      va = s0;
-      vb = s1;
+      for (int j = 0; j < P; j++) {
+        ca[j][u] = na[j][u];
+        cb[j][u] = nbv[j][u];
+      }
+  }
+  // Every weight byte of this CTA is read: the next kernel's CTAs may take the SM's free slots.
+  pdl_launch_dependents();
+
+#pragma unroll
+  for (int j = 0; j < P; j++) {
+    float va = 0.f, vb = 0.f;
+#pragma unroll
+    for (int m = 0; m < M; m++) {
+      const float s0 = zv::warp_sum(acc[m][j][0]), s1 = zv::warp_sum(acc[m][j][1]);
+      if (lane == m) {
+        va = s0;
+        vb = s1;
+      }
     }
+    if (u0 + j < units && lane < M) epilogue<T, M>(a, unit_of(a, u0 + j), lane, va, vb);
   }
-  if (lane >= M) return;
-  const int m = lane;
-  const void* bs[3] = {a.b0, a.b1, a.b2};
-  void* ys[3] = {a.y0, a.y1, a.y2};
-  const long long n[3] = {a.n0, a.n1, a.n2};
-  if (a.mode == 1) {
-    float g = va + (a.b0 ? ldT<T>(a.b0, un.ra) : 0.f), up = vb + (a.b1 ? ldT<T>(a.b1, un.ra) : 0.f);
-    g = roundT<T>(g);
-    up = roundT<T>(up);
-    static_cast<T*>(a.y0)[m * a.n0 + un.ra] = from_float<T>(g / (1.f + expf(-g)) * up);
-    return;
-  }
-  const int s = un.seg;
-  const long long N = n[s];
-  va = roundT<T>(va + (bs[s] ? ldT<T>(bs[s], un.ra) : 0.f));
-  if (un.rb >= 0) vb = roundT<T>(vb + (bs[s] ? ldT<T>(bs[s], un.rb) : 0.f));
-  if ((a.rope_mask >> s) & 1) {
-    const long long half = a.d / 2, i = un.ra % a.d;
-    const float ang = static_cast<float>(a.positions[m]) * a.inv_freq[i];
-    double sn, cs;
-    sincos(static_cast<double>(ang), &sn, &cs);
-    const float c = static_cast<float>(cs * a.rope_scale), si = static_cast<float>(sn * a.rope_scale);
-    const float x1 = va, x2 = vb;
-    va = x1 * c - x2 * si;
-    vb = x2 * c + x1 * si;
-    (void)half;
-  }
-  if (s == 0 && a.res) {
-    va = roundT<T>(va) + ldT<T>(a.res, m * N + un.ra);
-    if (un.rb >= 0) vb = roundT<T>(vb) + ldT<T>(a.res, m * N + un.rb);
-  }
-  auto at = [&](long long row) -> long long {
-    if ((a.heads_mask >> s) & 1) {
-      const long long h = row / a.d;
-      return (h * M + m) * a.d + (row - h * a.d);
-    }
-    return m * N + row;
-  };
-  T* y = static_cast<T*>(ys[s]);
-  y[at(un.ra)] = from_float<T>(va);
-  if (un.rb >= 0) y[at(un.rb)] = from_float<T>(vb);
 }
 
 }  // namespace zvg
