@@ -48,6 +48,8 @@ function poison(ops: CudaOpsHandle, shape: number[]): void {
   ops.bufferOf(t).write(new Uint8Array(2 * n).fill(0xff), 0, ops.stream);
   ops.free(t);
 }
+/** Within 2% of the largest reference value: both sides round to bf16 after the linear, the bias, rope / silu and the
+ *  residual, so a value near a rounding boundary may land a few ulps (2^-8 each) apart; an index error is O(100%). */
 function compare(what: string, a: DTensor, b: DTensor): void {
   const x = A.toF32(a), y = B.toF32(b);
   if (a.shape.join() !== b.shape.join()) throw new Error(`${what}: shapes [${a.shape}] vs [${b.shape}]`);
@@ -57,7 +59,7 @@ function compare(what: string, a: DTensor, b: DTensor): void {
     const e = Math.abs(x[i]! - y[i]!);
     if (!(e <= err)) (err = Number.isNaN(e) ? Infinity : e), (at = i);
   }
-  if (!(err <= 1e-2 * max + 1e-4)) throw new Error(`${what}: max error ${err} at ${at} (fused ${x[at]}, composed ${y[at]}) over max |ref| ${max}`);
+  if (!(err <= 2e-2 * max + 1e-4)) throw new Error(`${what}: max error ${err} at ${at} (fused ${x[at]}, composed ${y[at]}) over max |ref| ${max}`);
 }
 
 const caseArb = fc.record({

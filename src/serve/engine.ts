@@ -257,7 +257,8 @@ function runPrefill(ops: ModelOps, cfg: TextConfig, w: Weights, policy: Policy |
 }
 
 export interface CalibrateOptions {
-  /** Prompt lengths to measure (default 512, 1024, 2048; at least two). */
+  /** Prompt lengths to measure (default 1024, 4096, 16384: long enough that a per-token growth past the size
+   *  classes shows, as seen at 128k tokens on the H200; at least two). */
   readonly lengths?: readonly number[];
 }
 
@@ -276,7 +277,7 @@ export function calibratePrefill(ops: ModelOps, ckpt: LoadedCheckpoint, policy: 
   const memory = opsMemory(ops);
   if (!memory) return undefined;
   const cfg = ckpt.cfg.text;
-  const lengths = [...new Set((o.lengths ?? [512, 1024, 2048]).map((n) => Math.min(n, cfg.maxPositionEmbeddings)))].sort((a, b) => a - b);
+  const lengths = [...new Set((o.lengths ?? [1024, 4096, 16384]).map((n) => Math.min(n, cfg.maxPositionEmbeddings)))].sort((a, b) => a - b);
   if (lengths.length < 2 || lengths[0]! < 1) serveFail("ZV7040", [`prefill calibration needs two distinct prompt lengths >= 1, got ${lengths.join(", ")}`]);
   const sub: TextConfig = { ...cfg, numLayers: Math.min(2, cfg.numLayers) };
   const table = ckpt.w.get(`${TEXT}embed_tokens.weight`);

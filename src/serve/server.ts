@@ -32,7 +32,7 @@ export interface ServerOptions {
   readonly log?: (line: string) => void;
   /** CUDA graphs for the decode steps on cuda (default true). */
   readonly graphs?: boolean;
-  /** Prompt lengths the prefill peak is measured at (engine.ts calibratePrefill; default 512, 1024, 2048). */
+  /** Prompt lengths the prefill peak is measured at (engine.ts calibratePrefill; default 1024, 4096, 16384). */
   readonly calibrationLengths?: readonly number[];
 }
 

@@ -56,11 +56,14 @@ export const gemvEntry = (dtype: CudaDType, M: number, P: UnitsPerWarp = 1): str
 /** CTAs of 128 threads resident per SM (__launch_bounds__(128, 4) in gemv.cu.hbs). */
 export const GEMV_CTAS_PER_SM = 4;
 
-/** Units per warp of a launch: 1 when the units fit the resident warps (one wave), else 2 (half the warps, each
- *  twice as long: one wave where that fits, and fewer CTA starts otherwise). f16/f32 and more than one row: 1. */
+/** Units per warp of a launch: 2 where that makes a launch that does not fit the resident warps fit them (one wave
+ *  instead of a short second one: the 5120-row o_proj / down_proj of a 13B model), else 1 (measured on the H100:
+ *  two units of one vector per stage lose to one unit of four on multi-wave launches, docs/PERFORMANCE.md). bf16
+ *  with one row only. */
 export function gemvUnitsPerWarp(dtype: CudaDType, M: number, units: number, smCount: number): UnitsPerWarp {
   if (M > 1 || dtype !== "bf16") return 1;
-  return units <= smCount * GEMV_CTAS_PER_SM * GEMV_WARPS ? 1 : 2;
+  const resident = smCount * GEMV_CTAS_PER_SM * GEMV_WARPS;
+  return units > resident && Math.ceil(units / 2) <= resident ? 2 : 1;
 }
 
 /** One weight matrix of a launch: w [n, K]; y [M, n] row-major, or [n / d, M, d] with `heads`. */
