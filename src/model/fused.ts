@@ -38,13 +38,18 @@ export function normProject(ops: ModelOps, x: DTensor, norm: NormSpec | undefine
   }
 }
 
-/** residual + linear(x, w, bias); a 3-D x is head-major [H, M, d] (the attention output). */
+/** residual + linear(x, w, bias); a 3-D x is head-major [H, M, d] (the attention output). Frees what it made, also
+ *  when an op throws (an out-of-memory prefill must not leak). */
 export function linearAdd(ops: ModelOps, x: DTensor, w: DTensor, bias: DTensor | undefined, residual: DTensor): DTensor {
   const fused = ops.linearAdd?.(x, w, bias, residual);
   if (fused) return fused;
   const rows = x.shape.length === 3 ? ops.fromHeads(x) : x;
-  const y = ops.linear(rows, w, bias);
-  if (rows !== x) ops.free(rows);
+  let y: DTensor;
+  try {
+    y = ops.linear(rows, w, bias);
+  } finally {
+    if (rows !== x) ops.free(rows);
+  }
   try {
     return ops.add(residual, y);
   } finally {
@@ -56,14 +61,16 @@ export function linearAdd(ops: ModelOps, x: DTensor, w: DTensor, bias: DTensor |
 export function normGatedUp(ops: ModelOps, x: DTensor, norm: NormSpec, gate: { w: DTensor; bias?: DTensor | undefined }, up: { w: DTensor; bias?: DTensor | undefined }): DTensor {
   const fused = ops.normGatedUp?.(x, norm, gate, up);
   if (fused) return fused;
-  const n = ops.rmsNorm(x, norm.w, norm.eps);
-  const g = ops.linear(n, gate.w, gate.bias);
-  const u = ops.linear(n, up.w, up.bias);
-  ops.free(n);
+  const made: DTensor[] = [];
   try {
+    const n = ops.rmsNorm(x, norm.w, norm.eps);
+    made.push(n);
+    const g = ops.linear(n, gate.w, gate.bias);
+    made.push(g);
+    const u = ops.linear(n, up.w, up.bias);
+    made.push(u);
     return ops.siluMul(g, u);
   } finally {
-    ops.free(g);
-    ops.free(u);
+    for (const t of made) ops.free(t);
   }
 }

@@ -112,8 +112,20 @@ export interface PrefillOptions {
 export function prefillAttention(ops: ModelOps, policy: Policy | undefined, keep: (l: number, k: DTensor, v: DTensor, count: number) => void): LayerAttention {
   return (l, q, k, v) => {
     if (!policy) {
-      const o = ops.attention(q, k, v, true);
-      keep(l, k, v, k.shape[1]!);
+      let o: DTensor;
+      try {
+        o = ops.attention(q, k, v, true);
+      } catch (e) {
+        ops.free(k);
+        ops.free(v);
+        throw e;
+      }
+      try {
+        keep(l, k, v, k.shape[1]!);
+      } catch (e) {
+        ops.free(o);
+        throw e;
+      }
       return o;
     }
     // (With attention_bias, o_proj's bias still reaches unselected tokens: ZipVL zeroes their attention output.)

@@ -101,67 +101,73 @@ export class CudaPrefill {
 
   constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, private stream: CudaStream | null = null, device?: DeviceInputs) {
     this.arena = new Arena(dev);
-    const plan = (this.plan = planPrefill(p, inputs, opts, "the cuda backend"));
-    const { b, probes, S, perKvHead } = plan;
-    const q = inputs.get("q")!;
-    this.dtype = q.dtype as CudaDType;
-    const m = probes.length;
-    const { n, d, Hq, Hkv } = b;
-    const esz = this.dtype === "f32" ? 4 : 2;
-    const alloc = (bytes: number): DeviceBuffer => this.arena.alloc(bytes);
-    const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
-    const qb = device ? device.q : upload(q);
-    const kb = device ? device.k : upload(inputs.get("k")!);
-    const vb = device ? device.v : upload(inputs.get("v")!);
-    const probesB = alloc(4 * m);
-    if (m > 0) probesB.write(probes);
-    const P = alloc(8 * Math.max(1, paramSlots(p).names.length));
-    P.write(slotValues(paramSlots(p), b.env));
-    const colmass = (this.out.scores = alloc(4 * S * n));
-    const visible = alloc(4 * n);
-    const normScores = (this.out.norm_scores = alloc(4 * S * n));
-    const count = (this.out.count = alloc(4 * S));
-    const order = (this.out.order = alloc(4 * S * n));
-    const o = (this.out.o = alloc(Hq * n * d * esz));
-    const kc = (this.out.k_cache = alloc(Hkv * n * d * esz));
-    const vc = (this.out.v_cache = alloc(Hkv * n * d * esz));
-    const dims = { Hq, Hkv, n, d, m, S };
-    const per = i64(perKvHead ? 1 : 0);
+    // An allocation that fails part-way (out of memory) must not leak what the arena already holds.
+    try {
+      const plan = (this.plan = planPrefill(p, inputs, opts, "the cuda backend"));
+      const { b, probes, S, perKvHead } = plan;
+      const q = inputs.get("q")!;
+      this.dtype = q.dtype as CudaDType;
+      const m = probes.length;
+      const { n, d, Hq, Hkv } = b;
+      const esz = this.dtype === "f32" ? 4 : 2;
+      const alloc = (bytes: number): DeviceBuffer => this.arena.alloc(bytes);
+      const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
+      const qb = device ? device.q : upload(q);
+      const kb = device ? device.k : upload(inputs.get("k")!);
+      const vb = device ? device.v : upload(inputs.get("v")!);
+      const probesB = alloc(4 * m);
+      if (m > 0) probesB.write(probes);
+      const P = alloc(8 * Math.max(1, paramSlots(p).names.length));
+      P.write(slotValues(paramSlots(p), b.env));
+      const colmass = (this.out.scores = alloc(4 * S * n));
+      const visible = alloc(4 * n);
+      const normScores = (this.out.norm_scores = alloc(4 * S * n));
+      const count = (this.out.count = alloc(4 * S));
+      const order = (this.out.order = alloc(4 * S * n));
+      const o = (this.out.o = alloc(Hq * n * d * esz));
+      const kc = (this.out.k_cache = alloc(Hkv * n * d * esz));
+      const vc = (this.out.v_cache = alloc(Hkv * n * d * esz));
+      const dims = { Hq, Hkv, n, d, m, S };
+      const per = i64(perKvHead ? 1 : 0);
 
-    // 1. probe scoring: column mass over probe rows and heads (+ probe-visible counts).
-    const probeArgs = packStruct("ZvProbeArgs", {
-      q: qb, k: kb, probes: probesB, colmass, visible, params: P, n: i64(n), m: i64(m), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), per_kv_head: per, scale: f64(plan.probe.scale),
-    });
-    const pc = kernels.config("probe");
-    // A key split over a thread-block cluster (__cluster_dims__ in the kernel; the launch itself is plain).
-    if (probeCluster(pc) > 1 && dev.info.computeCapability[0] < 9)
-      fail("ZV4002", ["the cuda backend", `probe config cluster ${probeCluster(pc)} on compute capability ${dev.info.computeCapability.join(".")} (thread-block clusters need 9.0)`]);
-    const pg = probeGeometry(pc, this.dtype, dims);
-    const probeFn = kernels.fn("probe");
-    this.launches.push(() => {
-      colmass.zero(this.stream);
-      visible.zero(this.stream);
-      if (m > 0) this.dev.launch(probeFn, { grid: pg.grid, block: pg.block, sharedBytes: pg.smem, stream: this.stream }, probeArgs);
-    });
-    // 2. selection: tau count from raw mass, identity from normalized scores, order = selected then the rest.
-    const sl = plan.select;
-    const selArgs = packStruct("ZvSelectArgs", {
-      colmass, visible, norm_scores: normScores, count, order, params: P, n: i64(n), S: i64(S), mode: i64(MODE[sl.mode]!), amount: f64(sl.amount),
-      normalizer: i64(NORMALIZER[plan.probe.normalizer]!), pool_kind: i64(POOL[sl.pool]!), pool_size: i64(sl.poolSize), keep_first: i64(sl.keepFirst), keep_last: i64(sl.keepLast),
-    });
-    const sg = selectGeometry(kernels.config("select"), dims, dev.info.maxSharedPerBlockOptin);
-    const selFn = kernels.fn("select");
-    // The kernel also has ~26 KB of static shared memory: opt in whenever dynamic memory is used at all.
-    if (sg.smem > 0) selFn.setMaxDynamicShared(sg.smem);
-    this.launches.push(() => this.dev.launch(selFn, { grid: sg.grid, block: sg.block, sharedBytes: sg.smem, stream: this.stream }, selArgs));
-    // 3. token-sparse attention with gathered loads, zero rows and the compacted cache in the same pass.
-    const saArgs = packStruct("ZvSparseArgs", {
-      q: qb, k: kb, v: vb, o, k_cache: kc, v_cache: vc, count, order, params: P, n: i64(n), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), per_kv_head: per, scale: f64(plan.attn.scale),
-    });
-    const ag = sparseGeometry(kernels.config("sparse_attn"), this.dtype, dims);
-    const saFn = kernels.fn("sparse_attn");
-    if (ag.smem > 0) saFn.setMaxDynamicShared(ag.smem);
-    this.launches.push(() => this.dev.launch(saFn, { grid: ag.grid, block: ag.block, sharedBytes: ag.smem, stream: this.stream }, saArgs));
+      // 1. probe scoring: column mass over probe rows and heads (+ probe-visible counts).
+      const probeArgs = packStruct("ZvProbeArgs", {
+        q: qb, k: kb, probes: probesB, colmass, visible, params: P, n: i64(n), m: i64(m), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), per_kv_head: per, scale: f64(plan.probe.scale),
+      });
+      const pc = kernels.config("probe");
+      // A key split over a thread-block cluster (__cluster_dims__ in the kernel; the launch itself is plain).
+      if (probeCluster(pc) > 1 && dev.info.computeCapability[0] < 9)
+        fail("ZV4002", ["the cuda backend", `probe config cluster ${probeCluster(pc)} on compute capability ${dev.info.computeCapability.join(".")} (thread-block clusters need 9.0)`]);
+      const pg = probeGeometry(pc, this.dtype, dims);
+      const probeFn = kernels.fn("probe");
+      this.launches.push(() => {
+        colmass.zero(this.stream);
+        visible.zero(this.stream);
+        if (m > 0) this.dev.launch(probeFn, { grid: pg.grid, block: pg.block, sharedBytes: pg.smem, stream: this.stream }, probeArgs);
+      });
+      // 2. selection: tau count from raw mass, identity from normalized scores, order = selected then the rest.
+      const sl = plan.select;
+      const selArgs = packStruct("ZvSelectArgs", {
+        colmass, visible, norm_scores: normScores, count, order, params: P, n: i64(n), S: i64(S), mode: i64(MODE[sl.mode]!), amount: f64(sl.amount),
+        normalizer: i64(NORMALIZER[plan.probe.normalizer]!), pool_kind: i64(POOL[sl.pool]!), pool_size: i64(sl.poolSize), keep_first: i64(sl.keepFirst), keep_last: i64(sl.keepLast),
+      });
+      const sg = selectGeometry(kernels.config("select"), dims, dev.info.maxSharedPerBlockOptin);
+      const selFn = kernels.fn("select");
+      // The kernel also has ~26 KB of static shared memory: opt in whenever dynamic memory is used at all.
+      if (sg.smem > 0) selFn.setMaxDynamicShared(sg.smem);
+      this.launches.push(() => this.dev.launch(selFn, { grid: sg.grid, block: sg.block, sharedBytes: sg.smem, stream: this.stream }, selArgs));
+      // 3. token-sparse attention with gathered loads, zero rows and the compacted cache in the same pass.
+      const saArgs = packStruct("ZvSparseArgs", {
+        q: qb, k: kb, v: vb, o, k_cache: kc, v_cache: vc, count, order, params: P, n: i64(n), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), per_kv_head: per, scale: f64(plan.attn.scale),
+      });
+      const ag = sparseGeometry(kernels.config("sparse_attn"), this.dtype, dims);
+      const saFn = kernels.fn("sparse_attn");
+      if (ag.smem > 0) saFn.setMaxDynamicShared(ag.smem);
+      this.launches.push(() => this.dev.launch(saFn, { grid: ag.grid, block: ag.block, sharedBytes: ag.smem, stream: this.stream }, saArgs));
+    } catch (e) {
+      this.arena.free();
+      throw e;
+    }
   }
 
   /** Fills every output with NaN bytes so a kernel that skips a write cannot pass a comparison. */
@@ -259,22 +265,28 @@ export class DecodeWorkspace {
   /** `b` is the bound decode (its env gives parameters and the scale; its c is not used). */
   constructor(private readonly dev: CudaDevice, p: Program, readonly b: Binding, kernels: KernelSet, private readonly stream: CudaStream | null = null) {
     this.arena = new Arena(dev);
-    const { Hq, Hkv, d } = b;
-    this.config = kernels.config("decode");
-    this.splitScale = this.config.splitScale ?? 1;
-    this.maxSplits = decodeSplits(dev.info.smCount, Hkv, Number.MAX_SAFE_INTEGER, this.splitScale, this.config.warps);
-    this.partO = this.arena.alloc(4 * Hq * this.maxSplits * d);
-    this.partMl = this.arena.alloc(4 * Hq * this.maxSplits * 2);
-    this.counters = this.arena.alloc(4 * Hkv);
-    this.counters.zero(stream);
-    this.P = this.arena.alloc(8 * Math.max(1, paramSlots(p).names.length));
-    this.P.write(slotValues(paramSlots(p), b.env), 0, stream);
-    const nd = fusedNode(p, "decode", "decode_attn", "the cuda backend");
-    const scaleExpr = nd.attrs.scale as Expr;
-    this.scaleOf = (len) => knobValue(scaleExpr, { ...b.env, n: len }, "scale", "scale");
-    this.split = kernels.fn("decode", "_split");
-    this.combine = kernels.fn("decode", "_combine");
-    this.geometry = (splits) => decodeGeometry(this.config, { Hq, Hkv, d, splits });
+    // An allocation that fails part-way (out of memory) must not leak what the arena already holds.
+    try {
+      const { Hq, Hkv, d } = b;
+      this.config = kernels.config("decode");
+      this.splitScale = this.config.splitScale ?? 1;
+      this.maxSplits = decodeSplits(dev.info.smCount, Hkv, Number.MAX_SAFE_INTEGER, this.splitScale, this.config.warps);
+      this.partO = this.arena.alloc(4 * Hq * this.maxSplits * d);
+      this.partMl = this.arena.alloc(4 * Hq * this.maxSplits * 2);
+      this.counters = this.arena.alloc(4 * Hkv);
+      this.counters.zero(stream);
+      this.P = this.arena.alloc(8 * Math.max(1, paramSlots(p).names.length));
+      this.P.write(slotValues(paramSlots(p), b.env), 0, stream);
+      const nd = fusedNode(p, "decode", "decode_attn", "the cuda backend");
+      const scaleExpr = nd.attrs.scale as Expr;
+      this.scaleOf = (len) => knobValue(scaleExpr, { ...b.env, n: len }, "scale", "scale");
+      this.split = kernels.fn("decode", "_split");
+      this.combine = kernels.fn("decode", "_combine");
+      this.geometry = (splits) => decodeGeometry(this.config, { Hq, Hkv, d, splits });
+    } catch (e) {
+      this.arena.free();
+      throw e;
+    }
   }
 
   /** Splits a cache of `len` live rows gets (the same count a cache of exactly len rows gets). */
@@ -326,19 +338,25 @@ export class CudaDecode {
 
   constructor(private readonly dev: CudaDevice, p: Program, inputs: ReadonlyMap<string, Tensor>, kernels: KernelSet, opts: ExecOptions, stream: CudaStream | null = null, device?: DeviceInputs) {
     this.arena = new Arena(dev);
-    const b = (this.b = bindDecode(p, inputs, opts.params ?? {}, opts.layer ?? 0));
-    this.dtype = inputs.get("q")!.dtype as CudaDType;
-    const { Hq, d, c } = b;
-    const esz = this.dtype === "f32" ? 4 : 2;
-    const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
-    const q = device ? device.q : upload(inputs.get("q")!);
-    const kc = device ? device.k : upload(inputs.get("k_cache")!);
-    const vc = device ? device.v : upload(inputs.get("v_cache")!);
-    this.o = this.arena.alloc(Hq * d * esz);
-    const length = this.arena.alloc(4);
-    length.write(Int32Array.of(c), 0, stream);
-    this.ws = new DecodeWorkspace(dev, p, b, kernels, stream);
-    this.io = { q, kCache: kc, vCache: vc, o: this.o, length, len: c, capacity: c };
+    // An allocation that fails part-way (out of memory) must not leak what the arena already holds.
+    try {
+      const b = (this.b = bindDecode(p, inputs, opts.params ?? {}, opts.layer ?? 0));
+      this.dtype = inputs.get("q")!.dtype as CudaDType;
+      const { Hq, d, c } = b;
+      const esz = this.dtype === "f32" ? 4 : 2;
+      const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
+      const q = device ? device.q : upload(inputs.get("q")!);
+      const kc = device ? device.k : upload(inputs.get("k_cache")!);
+      const vc = device ? device.v : upload(inputs.get("v_cache")!);
+      this.o = this.arena.alloc(Hq * d * esz);
+      const length = this.arena.alloc(4);
+      length.write(Int32Array.of(c), 0, stream);
+      this.ws = new DecodeWorkspace(dev, p, b, kernels, stream);
+      this.io = { q, kCache: kc, vCache: vc, o: this.o, length, len: c, capacity: c };
+    } catch (e) {
+      this.arena.free();
+      throw e;
+    }
   }
   poison(): void {
     this.o.fill32(0xffffffff);
