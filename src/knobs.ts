@@ -24,7 +24,7 @@ export const knobs = {
    *  2 rows, docs/PERFORMANCE.md). */
   /** "off" launches the fused zv_gemv kernels without programmatic dependent launch (A/B of the overlap). */
   pdl: process.env.ZIPVL_PDL === "off" ? "off" : "on",
-  /** Force the fused kernels' units (row pairs) per warp, 1 or 2 (benchmarks; default: chosen per launch). */
-  gemvUnits: process.env.ZIPVL_GEMV_UNITS === "1" ? 1 : process.env.ZIPVL_GEMV_UNITS === "2" ? 2 : undefined,
+  /** Weight-ring stages of the one-row fused kernels: 4, 8 or 16 (default 8; benchmarks). */
+  gemvRing: (["4", "8", "16"].includes(process.env.ZIPVL_GEMV_RING ?? "") ? Number(process.env.ZIPVL_GEMV_RING) : 8) as 4 | 8 | 16,
   gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
 } as const;

@@ -33,11 +33,11 @@ describe.skipIf(!haveNvcc)("model kernels compile (nvcc)", () => {
     }));
     const [rows, gemvRows] = await Promise.all([compile("model"), compile("gemv")]);
     for (const r of gemvRows) {
-      // The small-batch linear kernels: one entry per row count; 4 CTAs of 128 threads per SM fit (<= 128 registers).
-      expect(r.reports.map((p) => p.kernel).sort()).toEqual(gemvEntries(r.dtype).map((e) => gemvEntry(r.dtype, e.m, e.p)).sort());
+      // The small-batch linear kernels: one entry per row count; 3 CTAs of 128 threads per SM fit (<= 168 registers).
+      expect(r.reports.map((p) => p.kernel).sort()).toEqual(gemvEntries().map((e) => gemvEntry(r.dtype, e.m, e.r)).sort());
       for (const p of r.reports) {
         console.log(`${p.kernel.padEnd(24)} sm_${r.arch}${r.arch === 90 ? "a" : " "} regs ${String(p.registers).padStart(3)} spill ${p.spillStores}/${p.spillLoads}`);
-        expect(p.registers, `${p.kernel} sm_${r.arch} registers`).toBeLessThanOrEqual(128);
+        expect(p.registers, `${p.kernel} sm_${r.arch} registers`).toBeLessThanOrEqual(168);
         expect(p.spillStores + p.spillLoads, `${p.kernel} sm_${r.arch} spills`).toBe(0);
       }
     }

@@ -143,7 +143,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
 
   // Decode's small-batch linear layers (<= 8 rows): the zv_gemv kernels, compiled on first use.
   let gemv: GemvKernels | undefined;
-  const gemvK = (): GemvKernels => (gemv ??= new GemvKernels(dev, dtype, ctx.arch, stream, nvrtc, opts.pdl ?? knobs.pdl !== "off"));
+  const gemvK = (): GemvKernels => (gemv ??= new GemvKernels(dev, dtype, ctx.arch, stream, nvrtc, opts.pdl ?? knobs.pdl !== "off", knobs.gemvRing));
   const gemvOn = (M: number, K: number): boolean => M <= gemvRows && gemvFits(dtype, M, K);
   const freqBuf = (invFreq: Float32Array): DeviceBuffer => {
     const key = invFreq.join(",");

@@ -5,24 +5,30 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import Handlebars from "handlebars";
 import type { CudaDevice, CudaFunction, CudaModule, CudaStream, DeviceBuffer } from "../../runtime/native.ts";
-import { knobs } from "../../knobs.ts";
 import { compileKernel, type Arch, type CompiledKernel } from "./compile.ts";
 import { packModelArgs } from "./model-args.ts";
 import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
 
 /** Largest token-row count the kernels are instantiated for; more rows go to cuBLASLt. */
 export const GEMV_MAX_ROWS = 8;
-/** Warps per CTA and 16-byte vectors per row in flight per lane (kGemvWarps / kGemvUnroll in zv_gemv.cuh). */
+/** Warps per CTA (kGemvWarps in zv_gemv.cuh). */
 export const GEMV_WARPS = 4;
-export const GEMV_UNROLL = 4;
-/** Shared memory for the staged x of one CTA: small enough for several CTAs per SM. */
+/** Ring stages instantiated (1 KiB a warp each; R - 1 in flight): one row takes each, more rows the default. */
+export const GEMV_RINGS = [4, 8, 16] as const;
+export type GemvRing = (typeof GEMV_RINGS)[number];
+export const GEMV_RING_DEFAULT: GemvRing = 8;
+/** Shared memory for the staged x of one CTA (the rings take GEMV_WARPS * R KiB more). */
 export const GEMV_SMEM_CAP = 32 * 1024;
+const ringBytes = (r: number): number => GEMV_WARPS * r * 2 * 512;
+export function gemvEntries(): readonly { m: number; r: GemvRing }[] {
+  return [...GEMV_RINGS.map((r) => ({ m: 1, r })), ...Array.from({ length: GEMV_MAX_ROWS - 1 }, (_, i) => ({ m: i + 2, r: GEMV_RING_DEFAULT }))];
+}
 
 const ESZ: Record<CudaDType, number> = { f32: 4, f16: 2, bf16: 2 };
 /** Elements of one 16-byte vector. */
 export const gemvVec = (dt: CudaDType): number => 16 / ESZ[dt];
-/** Elements of K one warp covers per pipeline stage. */
-export const gemvBatch = (dt: CudaDType): number => 32 * gemvVec(dt) * GEMV_UNROLL;
+/** Elements of K a warp covers per ring stage. */
+export const gemvStage = (dt: CudaDType): number => 32 * gemvVec(dt);
 
 /** Whether the kernels take x [M, K] (else the caller composes the plain ops). */
 export function gemvFits(dtype: CudaDType, M: number, K: number): boolean {
@@ -31,40 +37,19 @@ export function gemvFits(dtype: CudaDType, M: number, K: number): boolean {
 
 /** Chunk of x staged at a time: a multiple of the stage width, at most GEMV_SMEM_CAP bytes for M rows. */
 export function gemvChunk(dtype: CudaDType, M: number, K: number): number {
-  const batch = gemvBatch(dtype);
+  const batch = gemvStage(dtype);
   const cap = Math.max(1, Math.floor(GEMV_SMEM_CAP / (M * ESZ[dtype] * batch))) * batch;
   return Math.min(Math.ceil(K / batch) * batch, cap);
-}
-
-/** Units (row pairs) per warp: one bf16 row takes 1 or 2 (fewer, longer warps so a narrow matrix fits one wave;
- *  4, and 2 for f16/f32, spill at 128 registers); more rows take 1. */
-export type UnitsPerWarp = 1 | 2;
-export function gemvEntries(dtype: CudaDType): readonly { m: number; p: UnitsPerWarp }[] {
-  return [
-    ...(dtype === "bf16" ? ([1, 2] as const) : [1 as const]).map((p) => ({ m: 1, p })),
-    ...Array.from({ length: GEMV_MAX_ROWS - 1 }, (_, i) => ({ m: i + 2, p: 1 as const })),
-  ];
 }
 
 let tpl: Handlebars.TemplateDelegate | undefined;
 export function renderGemv(dtype: CudaDType): { name: string; source: string } {
   tpl ??= Handlebars.compile(readFileSync(join(TEMPLATE_DIR, "gemv.cu.hbs"), "utf8"), { noEscape: true, strict: true });
-  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries(dtype) }) };
+  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries() }) };
 }
-export const gemvEntry = (dtype: CudaDType, M: number, P: UnitsPerWarp = 1): string => `zv_gemv_${dtype}_m${M}_p${P}`;
-
-/** CTAs of 128 threads resident per SM (__launch_bounds__(128, 4) in gemv.cu.hbs). */
-export const GEMV_CTAS_PER_SM = 4;
-
-/** Units per warp of a launch: 2 where that makes a launch that does not fit the resident warps fit them (one wave
- *  instead of a short second one: the 5120-row o_proj / down_proj of a 13B model), else 1 (measured on the H100:
- *  two units of one vector per stage lose to one unit of four on multi-wave launches, docs/PERFORMANCE.md). bf16
- *  with one row only. */
-export function gemvUnitsPerWarp(dtype: CudaDType, M: number, units: number, smCount: number): UnitsPerWarp {
-  if (M > 1 || dtype !== "bf16") return 1;
-  const resident = smCount * GEMV_CTAS_PER_SM * GEMV_WARPS;
-  return units > resident && Math.ceil(units / 2) <= resident ? 2 : 1;
-}
+export const gemvEntry = (dtype: CudaDType, M: number, r: GemvRing = GEMV_RING_DEFAULT): string => `zv_gemv_${dtype}_m${M}_r${r}`;
+/** Dynamic shared memory of a launch: the staged x chunk and the warps' rings. */
+export const gemvSharedBytes = (dtype: CudaDType, M: number, K: number, r: GemvRing): number => M * gemvChunk(dtype, M, K) * ESZ[dtype] + ringBytes(r);
 
 /** One weight matrix of a launch: w [n, K]; y [M, n] row-major, or [n / d, M, d] with `heads`. */
 export interface GemvSegment {
@@ -92,8 +77,6 @@ export interface GemvLaunch {
   /** Head dim of rope / head-major outputs. */
   readonly d?: number;
   readonly rope?: { readonly positions: DeviceBuffer | bigint; readonly invFreq: DeviceBuffer | bigint; readonly scale: number };
-  /** Force the units per warp (benchmarks); default gemvUnitsPerWarp. */
-  readonly unitsPerWarp?: UnitsPerWarp;
 }
 
 type Nvrtc = Parameters<typeof compileKernel>[2];
@@ -104,12 +87,17 @@ export class GemvKernels {
   private readonly module: CudaModule;
 
   /** pdl: launch with programmatic dependent launch (the kernels wait before reading the previous one's outputs). */
-  constructor(private readonly dev: CudaDevice, readonly dtype: CudaDType, arch: Arch, private readonly stream: CudaStream | null, nvrtc?: Nvrtc, private readonly pdl = true) {
+  /** ring: stages of the one-row kernels' weight rings (knobs.gemvRing, default GEMV_RING_DEFAULT). */
+  constructor(private readonly dev: CudaDevice, readonly dtype: CudaDType, arch: Arch, private readonly stream: CudaStream | null, nvrtc?: Nvrtc, private readonly pdl = true, private readonly ring: GemvRing = GEMV_RING_DEFAULT) {
     const src = renderGemv(dtype);
     const k = { stage: "decode", name: src.name, source: src.source, dtype, headDim: 0, config: {} } satisfies KernelSource;
     this.compiled = compileKernel(k, arch, nvrtc);
     this.module = dev.loadModule(this.compiled.cubin);
-    for (const e of gemvEntries(dtype)) this.fns.set(`${e.m}/${e.p}`, this.module.getFunction(gemvEntry(dtype, e.m, e.p)));
+    for (const e of gemvEntries()) {
+      const fn = this.module.getFunction(gemvEntry(dtype, e.m, e.r));
+      fn.setMaxDynamicShared(GEMV_SMEM_CAP + ringBytes(e.r));
+      this.fns.set(`${e.m}/${e.r}`, fn);
+    }
   }
 
   unload(): void {
@@ -169,10 +157,7 @@ export class GemvKernels {
       eps: { f64: l.norm?.eps ?? 0 },
       rope_scale: { f64: l.rope?.scale ?? 1 },
     });
-    const forced = knobs.gemvUnits && M === 1 && this.dtype === "bf16" ? knobs.gemvUnits : undefined;
-    const P = l.unitsPerWarp ?? forced ?? gemvUnitsPerWarp(this.dtype, M, units, this.dev.info.smCount);
-    const fn = this.fns.get(`${M}/${P}`);
-    if (!fn) throw new RangeError(`gemv: no kernel for ${M} rows with ${P} units per warp`);
-    this.dev.launch(fn, { grid: [Math.ceil(units / (P * GEMV_WARPS)), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: M * kc * ESZ[this.dtype], stream: this.stream, pdl: this.pdl }, args);
+    const r: GemvRing = M === 1 ? this.ring : GEMV_RING_DEFAULT;
+    this.dev.launch(this.fns.get(`${M}/${r}`)!, { grid: [Math.ceil(units / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: gemvSharedBytes(this.dtype, M, K, r), stream: this.stream, pdl: this.pdl }, args);
   }
 }

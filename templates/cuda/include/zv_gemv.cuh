@@ -7,12 +7,13 @@
 //   epilogue  bias, rotary embedding (HF rotate_half on rows i and i + d/2 of a head), head-major output
 //             [N_s / d, M, d], residual add (segment 0), or the gated MLP silu(x Wg^T) * (x Wu^T).
 // Work split: a "unit" = two weight rows (a rope pair, two adjacent rows, or gate row p with up row p); one warp owns
-// P consecutive units (P = 1, 2, 4: fewer, longer warps for narrow matrices, so the launch fits in one wave), streams
-// their rows once with 16-byte non-allocating loads, double-buffered in registers, and reduces with shuffles. Launched
-// with PDL, a CTA issues its first weight loads before waiting for the previous kernel. x for all M rows sits in shared memory in chunks of kc elements (normalized once per CTA). Every value
+// one unit, streams its rows once through a cp.async ring in shared memory (R - 1 stages of 1 KiB in flight a warp,
+// no registers held), and reduces with shuffles. Launched with PDL, a CTA issues its first stages before waiting for the
+// previous kernel. x for all M rows sits in shared memory in chunks of kc elements (normalized once per CTA). Every value
 // is rounded to T where the unfused ops round (after the linear, after bias, after rope, after the add), so the
 // fused result equals the composition of cuda-ops' plain ops up to f32 summation order.
-// Launch: grid ceil(units / (P * kGemvWarps)), block 32 * kGemvWarps, dynamic shared memory M * kc * sizeof(T).
+// Launch: grid ceil(units / kGemvWarps), block 32 * kGemvWarps, dynamic shared memory M * kc * sizeof(T) (staged x)
+// + kGemvWarps * R * 1 KiB (the rings).
 #pragma once
 #include "zv_common.cuh"
 #include "zv_model_args.cuh"
@@ -22,17 +23,11 @@ using zv::from_float;
 using zv::to_float;
 
 constexpr int kGemvWarps = 4;
-constexpr int kGemvUnroll = 4;  // 16-byte vectors per row per lane in flight per stage (2 above 1 row: registers)
+// Stages of a warp's weight ring in shared memory (2 rows x 512 bytes each): a template parameter R of the kernel.
 
 template <typename T> struct Pack {
   static constexpr int N = 16 / static_cast<int>(sizeof(T));
 };
-
-__device__ __forceinline__ uint4 ld_stream(const void* p) {
-  uint4 r;
-  asm("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w) : "l"(p));
-  return r;
-}
 
 // 16 bytes of T to f32.
 __device__ __forceinline__ void unpack(const uint4& v, float (&f)[8], __nv_bfloat16*) {
@@ -163,48 +158,43 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 #endif
 }
 
-// M token rows; P units (row pairs) per warp, consecutive in the launch's unit order.
-template <typename T, int M, int P> __device__ void gemv_kernel(const ZvGemvArgs& a) {
+// M token rows, R ring stages. One unit (two weight rows) per warp; its rows stream through a per-warp ring of R
+// stages in shared memory (cp.async, 16 bytes a lane a row a stage): each lane reads back only the bytes it copied,
+// so the ring needs no barrier, keeps R - 1 stages (R - 1 KiB a warp) in flight without registers, and its first
+// stages are issued before the PDL wait, while the previous kernel drains.
+template <typename T, int M, int R> __device__ void gemv_kernel(const ZvGemvArgs& a) {
   constexpr int V = Pack<T>::N;
-  // 16-byte vectors per row per stage: 4 for one row and one unit, 2 for more rows, 1 for two units (registers).
-  constexpr int U = P > 1 ? 1 : M > 1 ? kGemvUnroll / 2 : kGemvUnroll;
-  constexpr long long BATCH = 32LL * V * U;
+  constexpr long long STAGE = 32LL * V;  // elements of K per stage
   extern __shared__ __align__(16) unsigned char zv_gemv_smem[];
+  const long long kc = a.kc;
   T* xs = reinterpret_cast<T*>(zv_gemv_smem);
   __shared__ float rnorm[M];
   __shared__ float red[kGemvWarps][M];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  uint4* ring = reinterpret_cast<uint4*>(zv_gemv_smem + M * kc * sizeof(T)) + warp * R * 2 * 32 + lane;
   const long long units = a.mode == 1 ? a.n0 : (a.n0 + 1) / 2 + (a.nseg > 1 ? (a.n1 + 1) / 2 : 0) + (a.nseg > 2 ? (a.n2 + 1) / 2 : 0);
-  const long long u0 = (static_cast<long long>(blockIdx.x) * kGemvWarps + warp) * P;
-  // Only the row pointers stay live through the loop (the units are recomputed for the epilogue: registers).
-  const T* wa[P];
-  const T* wb[P];
-#pragma unroll
-  for (int j = 0; j < P; j++) {
-    const bool in = u0 + j < units;
-    const Unit un = unit_of(a, in ? u0 + j : 0);
-    const void* w = un.seg == 0 ? a.w0 : un.seg == 1 ? a.w1 : a.w2;
-    wa[j] = in ? static_cast<const T*>(w) + un.ra * a.K : nullptr;
-    wb[j] = !in ? nullptr : a.mode == 1 ? static_cast<const T*>(a.w1) + un.rb * a.K : (un.rb >= 0 ? static_cast<const T*>(w) + un.rb * a.K : nullptr);
-  }
-  const long long K = a.K, nb = (K + BATCH - 1) / BATCH;
+  const long long u = static_cast<long long>(blockIdx.x) * kGemvWarps + warp;
+  const bool active = u < units;
+  const Unit un = unit_of(a, active ? u : 0);
+  const void* w = un.seg == 0 ? a.w0 : un.seg == 1 ? a.w1 : a.w2;
+  const T* wa = static_cast<const T*>(w) + un.ra * a.K;
+  const T* wb = a.mode == 1 ? static_cast<const T*>(a.w1) + un.rb * a.K : (un.rb >= 0 ? static_cast<const T*>(w) + un.rb * a.K : nullptr);
+  const long long K = a.K, nb = (K + STAGE - 1) / STAGE;
 
-  uint4 ca[P][U], cb[P][U], na[P][U], nbv[P][U];
-  auto load = [&](long long b, uint4 (&ra)[P][U], uint4 (&rb)[P][U]) {
-#pragma unroll
-    for (int u = 0; u < U; u++) {
-      const long long k = b * BATCH + static_cast<long long>(u) * 32 * V + lane * V;
-#pragma unroll
-      for (int j = 0; j < P; j++) {
-        const bool in = wa[j] && k < K;
-        ra[j][u] = in ? ld_stream(wa[j] + k) : make_uint4(0, 0, 0, 0);
-        rb[j][u] = in && wb[j] ? ld_stream(wb[j] + k) : make_uint4(0, 0, 0, 0);
-      }
+  // Stage b into slot b % R (an empty group past the last stage keeps the wait counts uniform).
+  auto issue = [&](long long b) {
+    if (b < nb) {
+      const long long k = b * STAGE + lane * V;
+      const bool in = active && k < K;
+      uint4* slot = ring + (b % R) * 2 * 32;
+      zv::cp_async_16(slot, in ? wa + k : wa, in);
+      zv::cp_async_16(slot + 32, in && wb ? wb + k : wa, in && wb != nullptr);
     }
+    zv::cp_async_commit();
   };
-  // The first stage is in flight while the previous kernel finishes and the CTA normalizes x.
-  load(0, ca, cb);
+#pragma unroll
+  for (int b = 0; b < R - 1; b++) issue(b);
   pdl_wait();
 
   if (a.norm_w) {
@@ -236,21 +226,18 @@ template <typename T, int M, int P> __device__ void gemv_kernel(const ZvGemvArgs
     __syncthreads();
     if (threadIdx.x < M) {
       float t = 0.f;
-      for (int w = 0; w < kGemvWarps; w++) t += red[w][threadIdx.x];
+      for (int ww = 0; ww < kGemvWarps; ww++) t += red[ww][threadIdx.x];
       rnorm[threadIdx.x] = rsqrtf(t / static_cast<float>(K) + static_cast<float>(a.eps));
     }
   }
 
-  float acc[M][P][2];
+  float acc[M][2];
 #pragma unroll
-  for (int m = 0; m < M; m++)
-#pragma unroll
-    for (int j = 0; j < P; j++) acc[m][j][0] = acc[m][j][1] = 0.f;
-  const long long kc = a.kc;
+  for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = 0.f;
   long long chunk0 = -1;
   for (long long b = 0; b < nb; b++) {
-    const long long kb = b * BATCH;
-    if (kb / kc != chunk0) {  // stage the chunk of x holding this batch (kc is a multiple of BATCH)
+    const long long kb = b * STAGE;
+    if (kb / kc != chunk0) {  // stage the chunk of x holding this stage (kc is a multiple of STAGE)
       chunk0 = kb / kc;
       const long long c0 = chunk0 * kc, clen = min(kc, K - c0), per = clen / V;
       __syncthreads();
@@ -286,55 +273,41 @@ template <typename T, int M, int P> __device__ void gemv_kernel(const ZvGemvArgs
       }
       __syncthreads();
     }
-    if (b + 1 < nb) load(b + 1, na, nbv);
-    const long long cbase = chunk0 * kc;
+    zv::cp_async_wait<R - 2>();  // stage b has landed (this lane's copies)
+    const uint4* slot = ring + (b % R) * 2 * 32;
+    const uint4 wva = slot[0], wvb = slot[32];
+    issue(b + R - 1);  // into the slot read at b - 1
+    const long long k = kb + lane * V;
+    if (k < K) {
+      float fa[V], fb[V];
+      unpack(wva, fa, static_cast<T*>(nullptr));
+      unpack(wvb, fb, static_cast<T*>(nullptr));
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      const long long k = kb + static_cast<long long>(u) * 32 * V + lane * V;
-      if (k < K) {
-        // One unit at a time (x re-read from shared memory per unit): fewer live registers.
+      for (int m = 0; m < M; m++) {
+        float fx[V];
+        unpack(*reinterpret_cast<const uint4*>(xs + m * kc + (k - chunk0 * kc)), fx, static_cast<T*>(nullptr));
 #pragma unroll
-        for (int j = 0; j < P; j++) {
-          float fa[V], fb[V];
-          unpack(ca[j][u], fa, static_cast<T*>(nullptr));
-          unpack(cb[j][u], fb, static_cast<T*>(nullptr));
-#pragma unroll
-          for (int m = 0; m < M; m++) {
-            float fx[V];
-            unpack(*reinterpret_cast<const uint4*>(xs + m * kc + (k - cbase)), fx, static_cast<T*>(nullptr));
-#pragma unroll
-            for (int i = 0; i < V; i++) {
-              acc[m][j][0] = fmaf(fa[i], fx[i], acc[m][j][0]);
-              acc[m][j][1] = fmaf(fb[i], fx[i], acc[m][j][1]);
-            }
-          }
+        for (int i = 0; i < V; i++) {
+          acc[m][0] = fmaf(fa[i], fx[i], acc[m][0]);
+          acc[m][1] = fmaf(fb[i], fx[i], acc[m][1]);
         }
       }
     }
-#pragma unroll
-    for (int u = 0; u < U; u++)
-#pragma unroll
-      for (int j = 0; j < P; j++) {
-        ca[j][u] = na[j][u];
-        cb[j][u] = nbv[j][u];
-      }
   }
+  zv::cp_async_wait<0>();
   // Every weight byte of this CTA is read: the next kernel's CTAs may take the SM's free slots.
   pdl_launch_dependents();
 
+  float va = 0.f, vb = 0.f;
 #pragma unroll
-  for (int j = 0; j < P; j++) {
-    float va = 0.f, vb = 0.f;
-#pragma unroll
-    for (int m = 0; m < M; m++) {
-      const float s0 = zv::warp_sum(acc[m][j][0]), s1 = zv::warp_sum(acc[m][j][1]);
-      if (lane == m) {
-        va = s0;
-        vb = s1;
-      }
+  for (int m = 0; m < M; m++) {
+    const float s0 = zv::warp_sum(acc[m][0]), s1 = zv::warp_sum(acc[m][1]);
+    if (lane == m) {
+      va = s0;
+      vb = s1;
     }
-    if (u0 + j < units && lane < M) epilogue<T, M>(a, unit_of(a, u0 + j), lane, va, vb);
   }
+  if (active && lane < M) epilogue<T, M>(a, un, lane, va, vb);
 }
 
 }  // namespace zvg
