@@ -24,7 +24,9 @@ export const knobs = {
    *  2 rows, docs/PERFORMANCE.md). */
   /** "off" launches the fused zv_gemv kernels without programmatic dependent launch (A/B of the overlap). */
   pdl: process.env.ZIPVL_PDL === "off" ? "off" : "on",
-  /** Weight-ring stages of the one-row fused kernels: 4, 8 or 16 (default 8; benchmarks). */
-  gemvRing: (["4", "8", "16"].includes(process.env.ZIPVL_GEMV_RING ?? "") ? Number(process.env.ZIPVL_GEMV_RING) : 8) as 4 | 8 | 16,
+  /** Weight-ring stages of the one-row fused kernels: 4, 8 or 16 (default 4: fastest on the H100; benchmarks). */
+  gemvRing: (["4", "8", "16"].includes(process.env.ZIPVL_GEMV_RING ?? "") ? Number(process.env.ZIPVL_GEMV_RING) : 4) as 4 | 8 | 16,
+  /** CTA waves the paged decode attention splits a batch's caches into (default 2; benchmarks). */
+  pagedWaves: Math.max(1, Math.floor(Number(process.env.ZIPVL_PAGED_WAVES ?? "2")) || 2),
   gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
 } as const;

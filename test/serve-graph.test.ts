@@ -129,8 +129,8 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     // lm_head. Units of two weight rows per warp, 4 warps per CTA.
     const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").slice(0, 3).join(" ").replace(/_d\d+/, ""));
     const H = t.hiddenSize, d = t.headDim, qkvUnits = (t.numHeads * d + 2 * t.numKvHeads * d) / 2;
-    const layer = [`zv_gemv_bf16_m1_r8 ${qkvUnits / 4}x1x1 128x1x1`, "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), expect.stringMatching(/^zv_paged_bf16_combine /), `zv_gemv_bf16_m1_r8 ${H / 2 / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1_r8 ${t.intermediateSize / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1_r8 ${H / 2 / 4}x1x1 128x1x1`];
-    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", `zv_gemv_bf16_m1_r8 ${Math.ceil(t.vocabSize / 2 / 4)}x1x1 128x1x1`]);
+    const layer = [`zv_gemv_bf16_m1_r4 ${qkvUnits / 4}x1x1 128x1x1`, "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), expect.stringMatching(/^zv_paged_bf16_combine /), `zv_gemv_bf16_m1_r4 ${H / 2 / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1_r4 ${t.intermediateSize / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1_r4 ${H / 2 / 4}x1x1 128x1x1`];
+    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", `zv_gemv_bf16_m1_r4 ${Math.ceil(t.vocabSize / 2 / 4)}x1x1 128x1x1`]);
     graph.decode([{ seq: "a", token: 3, position: 12 }]);
     expect(runner.shapes).toEqual(["4/1", "1/1"]);
     expect(runner.stats.replays).toBe(3);

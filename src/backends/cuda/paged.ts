@@ -6,6 +6,7 @@ import { join } from "node:path";
 import Handlebars from "handlebars";
 import { bf16BitsToFloat, f16BitsToFloat, floatToBf16Bits, floatToF16Bits } from "../../io/dtype.ts";
 import { packArgs, type ArgField, type CudaDevice, type CudaFunction, type CudaStream, type DeviceBuffer } from "../../runtime/native.ts";
+import { knobs } from "../../knobs.ts";
 import { serveFail } from "../../serve/errors.ts";
 import { checkGeometry, headsPerPage, type PageStorage, type PageTables, type PoolGeometry } from "../../serve/pool.ts";
 import { compileKernel, type Arch, type NvrtcFn } from "./compile.ts";
@@ -41,9 +42,10 @@ export function renderPaged(dtype: CudaDType, headDim: number, config: { warps?:
   return { stage: "decode", name, source: tpl({ kernelName: name, dtype: C_TYPE[dtype], headDim, config }), dtype, headDim, config };
 }
 
-/** Split count of a batch: enough CTAs for two waves, no slice shorter than 64 tokens of the longest cache. */
-export function pagedSplits(smCount: number, Hkv: number, batch: number, maxLen: number): number {
-  return Math.max(1, Math.min(Math.ceil((2 * smCount) / (Hkv * batch)), Math.ceil(maxLen / 64)));
+/** Split count of a batch: enough CTAs for `waves` waves (knobs.pagedWaves, default 2), no slice shorter than 64
+ *  tokens of the longest cache. */
+export function pagedSplits(smCount: number, Hkv: number, batch: number, maxLen: number, waves = knobs.pagedWaves): number {
+  return Math.max(1, Math.min(Math.ceil((waves * smCount) / (Hkv * batch)), Math.ceil(maxLen / 64)));
 }
 
 export interface PagedKernels {
