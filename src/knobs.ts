@@ -28,5 +28,7 @@ export const knobs = {
   gemvRing: (["4", "8", "16"].includes(process.env.ZIPVL_GEMV_RING ?? "") ? Number(process.env.ZIPVL_GEMV_RING) : 4) as 4 | 8 | 16,
   /** CTA waves the paged decode attention splits a batch's caches into (default 2; benchmarks). */
   pagedWaves: Math.max(1, Math.floor(Number(process.env.ZIPVL_PAGED_WAVES ?? "2")) || 2),
+  /** Force the one-row fused kernels' warps per unit (split K), 1 or 2 (benchmarks; default: per launch). */
+  gemvSplitK: process.env.ZIPVL_GEMV_SPLITK === "1" ? (1 as const) : process.env.ZIPVL_GEMV_SPLITK === "2" ? (2 as const) : undefined,
   gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
 } as const;

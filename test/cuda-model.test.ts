@@ -34,7 +34,7 @@ describe.skipIf(!haveNvcc)("model kernels compile (nvcc)", () => {
     const [rows, gemvRows] = await Promise.all([compile("model"), compile("gemv")]);
     for (const r of gemvRows) {
       // The small-batch linear kernels: one entry per row count; 3 CTAs of 128 threads per SM fit (<= 168 registers).
-      expect(r.reports.map((p) => p.kernel).sort()).toEqual(gemvEntries().map((e) => gemvEntry(r.dtype, e.m, e.r)).sort());
+      expect(r.reports.map((p) => p.kernel).sort()).toEqual(gemvEntries().map((e) => gemvEntry(r.dtype, e.m, e.r, e.ks)).sort());
       for (const p of r.reports) {
         console.log(`${p.kernel.padEnd(24)} sm_${r.arch}${r.arch === 90 ? "a" : " "} regs ${String(p.registers).padStart(3)} spill ${p.spillStores}/${p.spillLoads}`);
         expect(p.registers, `${p.kernel} sm_${r.arch} registers`).toBeLessThanOrEqual(168);

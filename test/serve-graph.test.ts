@@ -112,7 +112,7 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     expect(captured).toEqual(warm);
     expect(gSteps[1]).toEqual([]);
     // (Kernels instantiated per row count, zv_gemv_*_m<M>_r<R>, run at 3 rows eagerly and at the bucket's 4 captured.)
-    const strip = (l: string) => l.split(" ")[0]!.replace(/_m\d+_r\d+$/, "_m*") + " " + l.split(" ")[3];
+    const strip = (l: string) => l.split(" ")[0]!.replace(/_m\d+_r\d+_k\d+$/, "_m*") + " " + l.split(" ")[3];
     expect(captured.map(strip)).toEqual(eagerSteps[0]!.map(strip));
     // The driver ran the warm-up's launches, then each replay ran the captured nodes (the capture itself ran none).
     expect(captured.length).toBe(eagerSteps[0]!.length);
@@ -128,9 +128,16 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     // append/split/combine, o_proj + residual, RMSNorm + gate/up + silu, down + residual; then the final norm and
     // lm_head. Units of two weight rows per warp, 4 warps per CTA.
     const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").slice(0, 3).join(" ").replace(/_d\d+/, ""));
-    const H = t.hiddenSize, d = t.headDim, qkvUnits = (t.numHeads * d + 2 * t.numKvHeads * d) / 2;
-    const layer = [`zv_gemv_bf16_m1_r4 ${qkvUnits / 4}x1x1 128x1x1`, "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), expect.stringMatching(/^zv_paged_bf16_combine /), `zv_gemv_bf16_m1_r4 ${H / 2 / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1_r4 ${t.intermediateSize / 4}x1x1 128x1x1`, `zv_gemv_bf16_m1_r4 ${H / 2 / 4}x1x1 128x1x1`];
-    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", `zv_gemv_bf16_m1_r4 ${Math.ceil(t.vocabSize / 2 / 4)}x1x1 128x1x1`]);
+    const H = t.hiddenSize, d = t.headDim;
+    const { gemvSplitK } = await import("../src/backends/cuda/gemv.ts");
+    // One row: a unit (two weight rows) per warp, or per two warps (split K) for small launches whose K allows it.
+    const gv = (units: number, K: number) => {
+      const ks = gemvSplitK("bf16", 1, K, units, 4);
+      return `zv_gemv_bf16_m1_r4_k${ks} ${Math.ceil((units * ks) / 4)}x1x1 128x1x1`;
+    };
+    const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H), "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), expect.stringMatching(/^zv_paged_bf16_combine /), gv(H / 2, t.numHeads * d), gv(t.intermediateSize, H), gv(H / 2, t.intermediateSize)];
+    expect(layer.filter((l) => typeof l === "string" && l.includes("_k2 ")).length).toBeGreaterThan(0);
+    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", gv(Math.ceil(t.vocabSize / 2), H)]);
     graph.decode([{ seq: "a", token: 3, position: 12 }]);
     expect(runner.shapes).toEqual(["4/1", "1/1"]);
     expect(runner.stats.replays).toBe(3);

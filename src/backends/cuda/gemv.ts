@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import Handlebars from "handlebars";
 import type { CudaDevice, CudaFunction, CudaModule, CudaStream, DeviceBuffer } from "../../runtime/native.ts";
+import { knobs } from "../../knobs.ts";
 import { compileKernel, type Arch, type CompiledKernel } from "./compile.ts";
 import { packModelArgs } from "./model-args.ts";
 import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
@@ -20,8 +21,24 @@ export const GEMV_RING_DEFAULT: GemvRing = 8;
 /** Shared memory for the staged x of one CTA (the rings take GEMV_WARPS * R KiB more). */
 export const GEMV_SMEM_CAP = 32 * 1024;
 const ringBytes = (r: number): number => GEMV_WARPS * r * 2 * 512;
-export function gemvEntries(): readonly { m: number; r: GemvRing }[] {
-  return [...GEMV_RINGS.map((r) => ({ m: 1, r })), ...Array.from({ length: GEMV_MAX_ROWS - 1 }, (_, i) => ({ m: i + 2, r: GEMV_RING_DEFAULT }))];
+/** Warps per unit: 2 splits K for one row (x in one chunk), else 1. */
+export type GemvSplitK = 1 | 2;
+export function gemvEntries(): readonly { m: number; r: GemvRing; ks: GemvSplitK }[] {
+  return [
+    ...GEMV_RINGS.map((r) => ({ m: 1, r, ks: 1 as const })),
+    { m: 1, r: 4, ks: 2 },
+    ...Array.from({ length: GEMV_MAX_ROWS - 1 }, (_, i) => ({ m: i + 2, r: GEMV_RING_DEFAULT, ks: 1 as const })),
+  ];
+}
+
+/** Split K over 2 warps for a one-row launch of fewer than GEMV_SPLITK_BELOW CTAs (its x in one chunk, two stages or
+ *  more): on the H100, CTA counts of 640 (o_proj, down_proj) and 1920 (q/k/v) ran at 2.45-2.67 TB/s against
+ *  2.74-2.94 for 3456 and 4008 (docs/PERFORMANCE.md). knobs.gemvSplitK forces 1 or 2. */
+export const GEMV_SPLITK_BELOW = 3000;
+export function gemvSplitK(dtype: CudaDType, M: number, K: number, units: number, ring: GemvRing, force?: GemvSplitK): GemvSplitK {
+  const can = M === 1 && ring === 4 && gemvChunk(dtype, M, K) >= K && K >= 2 * gemvStage(dtype);
+  if (!can) return 1;
+  return force ?? (Math.ceil(units / GEMV_WARPS) < GEMV_SPLITK_BELOW ? 2 : 1);
 }
 
 const ESZ: Record<CudaDType, number> = { f32: 4, f16: 2, bf16: 2 };
@@ -47,7 +64,7 @@ export function renderGemv(dtype: CudaDType): { name: string; source: string } {
   tpl ??= Handlebars.compile(readFileSync(join(TEMPLATE_DIR, "gemv.cu.hbs"), "utf8"), { noEscape: true, strict: true });
   return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries() }) };
 }
-export const gemvEntry = (dtype: CudaDType, M: number, r: GemvRing = GEMV_RING_DEFAULT): string => `zv_gemv_${dtype}_m${M}_r${r}`;
+export const gemvEntry = (dtype: CudaDType, M: number, r: GemvRing = GEMV_RING_DEFAULT, ks: GemvSplitK = 1): string => `zv_gemv_${dtype}_m${M}_r${r}_k${ks}`;
 /** Dynamic shared memory of a launch: the staged x chunk and the warps' rings. */
 export const gemvSharedBytes = (dtype: CudaDType, M: number, K: number, r: GemvRing): number => M * gemvChunk(dtype, M, K) * ESZ[dtype] + ringBytes(r);
 
@@ -94,9 +111,9 @@ export class GemvKernels {
     this.compiled = compileKernel(k, arch, nvrtc);
     this.module = dev.loadModule(this.compiled.cubin);
     for (const e of gemvEntries()) {
-      const fn = this.module.getFunction(gemvEntry(dtype, e.m, e.r));
+      const fn = this.module.getFunction(gemvEntry(dtype, e.m, e.r, e.ks));
       fn.setMaxDynamicShared(GEMV_SMEM_CAP + ringBytes(e.r));
-      this.fns.set(`${e.m}/${e.r}`, fn);
+      this.fns.set(`${e.m}/${e.r}/${e.ks}`, fn);
     }
   }
 
@@ -158,6 +175,7 @@ export class GemvKernels {
       rope_scale: { f64: l.rope?.scale ?? 1 },
     });
     const r: GemvRing = M === 1 ? this.ring : GEMV_RING_DEFAULT;
-    this.dev.launch(this.fns.get(`${M}/${r}`)!, { grid: [Math.ceil(units / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: gemvSharedBytes(this.dtype, M, K, r), stream: this.stream, pdl: this.pdl }, args);
+    const ks = gemvSplitK(this.dtype, M, K, units, r, knobs.gemvSplitK);
+    this.dev.launch(this.fns.get(`${M}/${r}/${ks}`)!, { grid: [Math.ceil((units * ks) / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: gemvSharedBytes(this.dtype, M, K, r), stream: this.stream, pdl: this.pdl }, args);
   }
 }

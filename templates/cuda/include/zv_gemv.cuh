@@ -12,7 +12,7 @@
 // previous kernel. x for all M rows sits in shared memory in chunks of kc elements (normalized once per CTA). Every value
 // is rounded to T where the unfused ops round (after the linear, after bias, after rope, after the add), so the
 // fused result equals the composition of cuda-ops' plain ops up to f32 summation order.
-// Launch: grid ceil(units / kGemvWarps), block 32 * kGemvWarps, dynamic shared memory M * kc * sizeof(T) (staged x)
+// Launch: grid ceil(units * KS / kGemvWarps), block 32 * kGemvWarps, dynamic shared memory M * kc * sizeof(T) (staged x)
 // + kGemvWarps * R * 1 KiB (the rings).
 #pragma once
 #include "zv_common.cuh"
@@ -162,7 +162,9 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 // stages in shared memory (cp.async, 16 bytes a lane a row a stage): each lane reads back only the bytes it copied,
 // so the ring needs no barrier, keeps R - 1 stages (R - 1 KiB a warp) in flight without registers, and its first
 // stages are issued before the PDL wait, while the previous kernel drains.
-template <typename T, int M, int R> __device__ void gemv_kernel(const ZvGemvArgs& a) {
+// KS > 1 (one row, x staged in one chunk): KS warps share a unit, each streaming 1/KS of K, and add up through shared
+// memory at the end: twice the CTAs for a narrow matrix, so its launch ramps and drains in shorter steps.
+template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const ZvGemvArgs& a) {
   constexpr int V = Pack<T>::N;
   constexpr long long STAGE = 32LL * V;  // elements of K per stage
   extern __shared__ __align__(16) unsigned char zv_gemv_smem[];
@@ -170,22 +172,26 @@ template <typename T, int M, int R> __device__ void gemv_kernel(const ZvGemvArgs
   T* xs = reinterpret_cast<T*>(zv_gemv_smem);
   __shared__ float rnorm[M];
   __shared__ float red[kGemvWarps][M];
+  __shared__ float parts[kGemvWarps][M][2];
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   uint4* ring = reinterpret_cast<uint4*>(zv_gemv_smem + M * kc * sizeof(T)) + warp * R * 2 * 32 + lane;
   const long long units = a.mode == 1 ? a.n0 : (a.n0 + 1) / 2 + (a.nseg > 1 ? (a.n1 + 1) / 2 : 0) + (a.nseg > 2 ? (a.n2 + 1) / 2 : 0);
-  const long long u = static_cast<long long>(blockIdx.x) * kGemvWarps + warp;
+  const long long u = static_cast<long long>(blockIdx.x) * (kGemvWarps / KS) + warp / KS;
+  const int part = warp % KS;
   const bool active = u < units;
   const Unit un = unit_of(a, active ? u : 0);
   const void* w = un.seg == 0 ? a.w0 : un.seg == 1 ? a.w1 : a.w2;
   const T* wa = static_cast<const T*>(w) + un.ra * a.K;
   const T* wb = a.mode == 1 ? static_cast<const T*>(a.w1) + un.rb * a.K : (un.rb >= 0 ? static_cast<const T*>(w) + un.rb * a.K : nullptr);
-  const long long K = a.K, nb = (K + STAGE - 1) / STAGE;
+  const long long K = a.K, nall = (K + STAGE - 1) / STAGE;
+  // This warp's stages [b0, b0 + nb) of K.
+  const long long b0 = part * nall / KS, nb = (part + 1) * nall / KS - b0;
 
   // Stage b into slot b % R (an empty group past the last stage keeps the wait counts uniform).
   auto issue = [&](long long b) {
     if (b < nb) {
-      const long long k = b * STAGE + lane * V;
+      const long long k = (b0 + b) * STAGE + lane * V;
       const bool in = active && k < K;
       uint4* slot = ring + (b % R) * 2 * 32;
       zv::cp_async_16(slot, in ? wa + k : wa, in);
@@ -236,7 +242,7 @@ template <typename T, int M, int R> __device__ void gemv_kernel(const ZvGemvArgs
   for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = 0.f;
   long long chunk0 = -1;
   for (long long b = 0; b < nb; b++) {
-    const long long kb = b * STAGE;
+    const long long kb = (b0 + b) * STAGE;
     if (kb / kc != chunk0) {  // stage the chunk of x holding this stage (kc is a multiple of STAGE)
       chunk0 = kb / kc;
       const long long c0 = chunk0 * kc, clen = min(kc, K - c0), per = clen / V;
@@ -306,6 +312,19 @@ template <typename T, int M, int R> __device__ void gemv_kernel(const ZvGemvArgs
       va = s0;
       vb = s1;
     }
+  }
+  if constexpr (KS > 1) {
+    if (lane < M) {
+      parts[warp][lane][0] = va;
+      parts[warp][lane][1] = vb;
+    }
+    __syncthreads();
+    if (part != 0) return;
+    if (lane < M)
+      for (int j = 1; j < KS; j++) {
+        va += parts[warp + j][lane][0];
+        vb += parts[warp + j][lane][1];
+      }
   }
   if (active && lane < M) epilogue<T, M>(a, un, lane, va, vb);
 }
