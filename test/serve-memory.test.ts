@@ -1,6 +1,6 @@
 // The serving memory planner against the measured prefill peak: the device meter (model-pool.ts DeviceMeter: bytes
 // held from the driver, high-water mark, cap, give-back-and-retry), the fit of the calibration points (linear, and
-// superlinear when the slope grows), the plan using the fit (10% margin, ZV7011 before any work for a prompt past
+// superlinear when the slope grows), the plan using the fit (10% margin, more past the measured lengths, ZV7011 before any work for a prompt past
 // it), and on the mock driver (native/mock): the engine's calibration over the real prefill code path, and a
 // prefill that runs out of device memory failing alone (ZV7040) while the server and the other requests go on.
 import { existsSync, mkdtempSync, readFileSync } from "node:fs";
@@ -9,7 +9,7 @@ import { join, resolve } from "node:path";
 import { describe, expect, it } from "vitest";
 import { nvccVersion } from "../src/backends/cuda/compile.ts";
 import { fitPeak } from "../src/serve/engine.ts";
-import { checkRequest, describePlan, planMemory, prefillBytes, type ModelShape, type PrefillFit } from "../src/serve/planner.ts";
+import { checkRequest, describePlan, planMemory, prefillBytes, prefillMargin, type ModelShape, type PrefillFit } from "../src/serve/planner.ts";
 
 const SHAPE_13B: ModelShape = { layers: 40, hidden: 5120, intermediate: 13824, heads: 40, kvHeads: 40, headDim: 128, vocab: 32064, maxPositions: 131072 + 1024 };
 
@@ -25,16 +25,22 @@ describe("prefill peak fit and plan", () => {
     expect(sup.a + sup.b * 131072 + sup.c * 131072 ** 2).toBeGreaterThanOrEqual(q(131072));
   });
 
-  it("reserves the fitted peak with a 10% margin and rejects longer prompts before any work", () => {
+  it("reserves the fitted peak with a 10% margin (+5% per doubling past the measured lengths) and rejects longer prompts before any work", () => {
     // The shape of the H200 failure: a measured peak well above the hand formula.
-    const fit: PrefillFit = { a: 2 ** 28, b: 240 * 1024, c: 0, points: [], source: "measured on cuda (test)" };
+    const line = (n: number) => 2 ** 28 + 240 * 1024 * n;
+    const fit: PrefillFit = { a: 2 ** 28, b: 240 * 1024, c: 0, points: [[1024, line(1024)], [16384, line(16384)]], source: "measured on cuda (test)" };
+    expect(prefillMargin(16384, fit)).toBeCloseTo(1.1, 12);
+    expect(prefillMargin(4 * 16384, fit)).toBeCloseTo(1.2, 12);
+    expect(prefillMargin(8 * 16384, fit)).toBeCloseTo(1.25, 12); // 128k: covers the 17% the H100 measured
+    expect(prefillMargin(2 ** 30, fit)).toBe(1.3);
     const opts = { freeBytes: 100 * 2 ** 30, elemBytes: 2, pageTokens: 16, layout: "per-layer" as const, keptRatio: 0.367, sparse: true, maxBatch: 64 };
     const plan = planMemory(SHAPE_13B, { ...opts, prefill: fit, maxPromptTokens: 65536 });
-    expect(prefillBytes(SHAPE_13B, 65536, 2, fit)).toBe(Math.ceil(1.1 * (2 ** 28 + 240 * 1024 * 65536)));
+    expect(prefillBytes(SHAPE_13B, 65536, 2, fit)).toBe(Math.ceil(prefillMargin(65536, fit) * line(65536)));
+    expect(prefillBytes(SHAPE_13B, 4096, 2, fit)).toBe(Math.ceil(1.1 * line(4096)));
     expect(plan.activationBytes).toBeGreaterThanOrEqual(prefillBytes(SHAPE_13B, 65536, 2, fit));
     checkRequest(plan, 65536 - 16, 16);
     expect(() => checkRequest(plan, 131072 - 16, 16)).toThrow(/ZV7011.*measured/);
-    expect(describePlan(plan)).toMatch(/prefill peak measured on cuda \(test\).*\+10% margin/);
+    expect(describePlan(plan)).toMatch(/prefill peak measured on cuda \(test\).*\+20% margin at 65536 tokens/);
     // Without a fit: the hand formula, said so in the report lines.
     expect(describePlan(planMemory(SHAPE_13B, { ...opts, maxPromptTokens: 65536 }))).toMatch(/hand formula.*cpu/);
     // Default longest prompt: the largest whose measured reserve fits a quarter of the memory.

@@ -61,8 +61,20 @@ export interface PrefillFit {
   readonly source: string;
 }
 
-/** Margin on a calibrated prefill peak. */
+/** Margin on a calibrated prefill peak within the measured lengths. */
 export const PREFILL_MARGIN = 1.1;
+/** Extra margin per doubling of n past the longest measured length, at most PREFILL_EXTRAPOLATION_CAP in all: on the
+ *  H100 a ZipVL prefill of 131072 tokens peaked at 31.9 GiB, 17% over the line fitted through 1024..16384 tokens
+ *  (three doublings out), which this margin (+15% there, 25% in all) covers. */
+export const PREFILL_MARGIN_PER_DOUBLING = 0.05;
+export const PREFILL_EXTRAPOLATION_CAP = 1.3;
+
+/** The margin a calibrated prefill of n tokens is reserved with. */
+export function prefillMargin(n: number, fit: PrefillFit): number {
+  const longest = Math.max(1, ...fit.points.map((p) => p[0]));
+  const doublings = n > longest ? Math.log2(n / longest) : 0;
+  return Math.min(PREFILL_EXTRAPOLATION_CAP, PREFILL_MARGIN + PREFILL_MARGIN_PER_DOUBLING * doublings);
+}
 
 export interface MemoryPlan {
   readonly shape: ModelShape;
@@ -83,7 +95,7 @@ export function kvBytesPerToken(s: ModelShape, elemBytes: number): number {
 /** Bytes to reserve for a prefill of n tokens: the calibrated fit with its margin, else the hand formula. */
 export function prefillBytes(s: ModelShape, n: number, elemBytes: number, fit?: PrefillFit): number {
   if (!fit) return prefillActivationBytes(s, n, elemBytes);
-  return Math.ceil(PREFILL_MARGIN * Math.max(0, fit.a + fit.b * n + fit.c * n * n));
+  return Math.ceil(prefillMargin(n, fit) * Math.max(0, fit.a + fit.b * n + fit.c * n * n));
 }
 
 /** Peak activation bytes of one prefill layer over n tokens (the hand formula: the fallback without calibration). */
@@ -170,7 +182,7 @@ export function describePlan(p: MemoryPlan): string {
     `KV pool ${fmtBytes(p.poolBytes)}: ${p.numPages} pages of ${o.pageTokens} tokens (${fmtBytes(p.pageBytes)}, ${o.layout}), ${tokens} cached tokens in all layers`,
     `prefill reserve ${fmtBytes(p.activationBytes)}: prompts up to ${p.maxPromptTokens} tokens, layer by layer`,
     o.prefill
-      ? `prefill peak ${o.prefill.source}: ${fmtBytes(o.prefill.a)} + ${(o.prefill.b / 1024).toFixed(1)} KiB/token${o.prefill.c > 0 ? ` + ${o.prefill.c.toExponential(2)} B/token^2` : ""}, +${Math.round((PREFILL_MARGIN - 1) * 100)}% margin`
+      ? `prefill peak ${o.prefill.source}: ${fmtBytes(o.prefill.a)} + ${(o.prefill.b / 1024).toFixed(1)} KiB/token${o.prefill.c > 0 ? ` + ${o.prefill.c.toExponential(2)} B/token^2` : ""}, +${Math.round((prefillMargin(p.maxPromptTokens, o.prefill) - 1) * 100)}% margin at ${p.maxPromptTokens} tokens`
       : "prefill peak estimated by the hand formula (no device calibration: host memory on cpu)",
     `${o.sparse ? `ZipVL at an expected kept ratio of ${o.keptRatio}` : "dense"}: ${tokens > 0 ? Math.floor(tokens / Math.max(1, o.sparse ? o.keptRatio : 1)) : 0} prompt tokens in flight`,
   ].join("\n");

@@ -32,9 +32,10 @@ export function gemvEntries(): readonly { m: number; r: GemvRing; ks: GemvSplitK
 }
 
 /** Split K over 2 warps for a one-row launch of fewer than GEMV_SPLITK_BELOW CTAs (its x in one chunk, two stages or
- *  more): on the H100, CTA counts of 640 (o_proj, down_proj) and 1920 (q/k/v) ran at 2.45-2.67 TB/s against
- *  2.74-2.94 for 3456 and 4008 (docs/PERFORMANCE.md). knobs.gemvSplitK forces 1 or 2. */
-export const GEMV_SPLITK_BELOW = 3000;
+ *  more). Off by default (0): on the H100 the 13B layer's linear work took 9.55 ms with it against 9.33 without, even
+ *  though the 640-CTA launches (o_proj, down_proj) run below the large ones (docs/PERFORMANCE.md); knobs.gemvSplitK
+ *  forces it (2) for a card where short launches drain worse. */
+export const GEMV_SPLITK_BELOW = 0;
 export function gemvSplitK(dtype: CudaDType, M: number, K: number, units: number, ring: GemvRing, force?: GemvSplitK): GemvSplitK {
   const can = M === 1 && ring === 4 && gemvChunk(dtype, M, K) >= K && K >= 2 * gemvStage(dtype);
   if (!can) return 1;
