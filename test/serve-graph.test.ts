@@ -122,8 +122,9 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     launches.length = 0;
     const pdl0 = dev.mockLastLaunch()!.pdlLaunches;
     graph.decode([{ seq: "a", token: 3, position: 11 }]);
-    // The fused linear kernels go through cuLaunchKernelEx with programmatic dependent launch, the others plainly.
-    expect(dev.mockLastLaunch()!.pdlLaunches - pdl0).toBe(launches.filter((l) => l.startsWith("zv_gemv_")).length);
+    // The fused linear and the paged attention kernels go through cuLaunchKernelEx with programmatic dependent
+    // launch (each waits for its predecessor first), the others (embed, final norm) plainly.
+    expect(dev.mockLastLaunch()!.pdlLaunches - pdl0).toBe(launches.filter((l) => /^zv_(gemv|paged)_/.test(l)).length);
     // One row: each layer is the fused q/k/v launch (RMSNorm prologue, rope and head-major epilogues), the paged
     // append/split/combine, o_proj + residual, RMSNorm + gate/up + silu, down + residual; then the final norm and
     // lm_head. Units of two weight rows per warp, 4 warps per CTA.

@@ -121,7 +121,7 @@ export class CudaPageStorage implements PageStorage {
     const g = this.geometry;
     if (src.t === 0) return;
     const args = packPaged("ZvPagedAppendArgs", { k: src.k, v: src.v, k_pages: this.k, v_pages: this.v, rows, Hkv: i64(g.kvHeads), t: i64(src.t), d: i64(g.headDim), src_stride: i64(src.srcStride ?? src.t) });
-    this.dev.launch(kernels.append, { grid: [Math.ceil(src.t / 4), g.kvHeads, 1], block: [128, 1, 1], stream: stream ?? null }, args);
+    this.dev.launch(kernels.append, { grid: [Math.ceil(src.t / 4), g.kvHeads, 1], block: [128, 1, 1], stream: stream ?? null, pdl: knobs.pdl !== "off" }, args);
   }
   dispose(): void {
     this.k.free();
@@ -241,8 +241,10 @@ export class CudaPagedDecode {
       scale: { f64: scale },
     });
     const s = stream ?? null;
-    this.dev.launch(this.kernels.split, { grid: [g.kvHeads, splits, t.batch], block: [32 * this.kernels.warps, 1, 1], stream: s }, args);
-    this.dev.launch(this.kernels.combine, { grid: [this.Hq, t.batch, 1], block: [128, 1, 1], stream: s }, args);
+    // Programmatic dependent launch (the kernels wait for their predecessor first): launch latency hides behind it.
+    const pdl = knobs.pdl !== "off";
+    this.dev.launch(this.kernels.split, { grid: [g.kvHeads, splits, t.batch], block: [32 * this.kernels.warps, 1, 1], stream: s, pdl }, args);
+    this.dev.launch(this.kernels.combine, { grid: [this.Hq, t.batch, 1], block: [128, 1, 1], stream: s, pdl }, args);
   }
 
   free(): void {

@@ -287,4 +287,21 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" :: "n"(N));
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Programmatic dependent launch (sm_90): a kernel launched with it may start while the previous one on the stream
+// finishes. pdl_wait() blocks until that kernel has completed and its writes are visible: call it before reading its
+// outputs or writing anything. pdl_launch_dependents() lets the next PDL kernel's CTAs start early. Both are no-ops
+// on older archs and for plain launches.
+// ---------------------------------------------------------------------------------------------------------------
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;");
+#endif
+}
+
 }  // namespace zv

@@ -145,19 +145,6 @@ template <typename T, int M> __device__ __forceinline__ void epilogue(const ZvGe
   if (un.rb >= 0) y[at(un.rb)] = from_float<T>(vb);
 }
 
-// Programmatic dependent launch (sm_90): the CTA may start while the previous kernel on the stream finishes; weights
-// are constants, so only the reads of x / res / positions wait. No-ops where the launch was a plain one.
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;");
-#endif
-}
-
 // M token rows, R ring stages. One unit (two weight rows) per warp; its rows stream through a per-warp ring of R
 // stages in shared memory (cp.async, 16 bytes a lane a row a stage): each lane reads back only the bytes it copied,
 // so the ring needs no barrier, keeps R - 1 stages (R - 1 KiB a warp) in flight without registers, and its first
@@ -201,7 +188,7 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   };
 #pragma unroll
   for (int b = 0; b < R - 1; b++) issue(b);
-  pdl_wait();
+  zv::pdl_wait();
 
   if (a.norm_w) {
     float ss[M];
@@ -302,7 +289,7 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   }
   zv::cp_async_wait<0>();
   // Every weight byte of this CTA is read: the next kernel's CTAs may take the SM's free slots.
-  pdl_launch_dependents();
+  zv::pdl_launch_dependents();
 
   float va = 0.f, vb = 0.f;
 #pragma unroll
