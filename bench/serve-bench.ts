@@ -209,7 +209,8 @@ for (const ratio of args.includes("--no-128k") ? [] : (flag("ratio-128k") ?? "0.
     checkRequest(eng.plan, n, 1);
     eng.pool.addSequence("long");
     ops.memory.resetPeak();
-    const base = ops.memory.stats().heldBytes;
+    const st0 = ops.memory.stats();
+    const base = st0.heldBytes, baseLive = st0.heldBytes - st0.cachedBytes;
     const a = performance.now();
     eng.prefill("long", { ids: ids(n) });
     ops.sync();
@@ -217,7 +218,7 @@ for (const ratio of args.includes("--no-128k") ? [] : (flag("ratio-128k") ?? "0.
     const mem = ctx.dev.memInfo();
     log(`  prefill of ${n} tokens: ${(ms / 1000).toFixed(1)} s; pool ${fmtBytes(eng.pool.usedBytes)} used; device ${fmtBytes(mem.total - mem.free)} in use of ${fmtBytes(mem.total)}`);
     const st = ops.memory.stats();
-    log(`  prefill peak measured ${fmtBytes(st.peakBytes - base)} (the ops' device high-water mark over what they held before; held now ${fmtBytes(st.heldBytes)}, cached ${fmtBytes(st.cachedBytes)}); reserve ${fmtBytes(eng.plan.activationBytes)}`);
+    log(`  prefill peak measured: live ${fmtBytes(st.peakLiveBytes - baseLive)} (held minus the pool's cached buffers, which go back under pressure), held ${fmtBytes(st.peakBytes - base)} (over what the ops held before; held now ${fmtBytes(st.heldBytes)}, cached ${fmtBytes(st.cachedBytes)}); reserve ${fmtBytes(eng.plan.activationBytes)}`);
     log(`  dense: ${(() => { try { checkRequest(planMemory(SHAPE, { ...eng.plan.options, keptRatio: 1, sparse: false }), n, 1); return "would fit"; } catch (e) { return (e as Error).message; } })()}`);
   } catch (e) {
     log(`  ${String((e as Error).message ?? e).slice(0, 400)}`);

@@ -88,6 +88,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
   if (knobs.jit === "nvrtc" || !nvccVersion()) nvrtc = { version: nvrtcVersion().join("."), compile: (src, o) => nvrtcCompile(src, o) };
   const k = new ModelKernels(dev, dtype, ctx.arch, stream, nvrtc);
   const mainPool = new BufferPool(dev);
+  meter.cached = () => mainPool.cachedBytes;
   meter.onPressure = () => {
     const had = mainPool.cachedBytes;
     if (had > 0) mainPool.release();
@@ -120,6 +121,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
   };
   const alloc = (shape: readonly number[]): CudaTensor => {
     const t = wrap(pool.take(numel(shape) * esz), shape);
+    meter.noteLive();
     if (pool !== mainPool) owners.set(t, pool);
     return t;
   };
@@ -257,7 +259,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     bufferOf: (x) => T(x).buf,
     memory: {
       meter,
-      stats: () => ({ heldBytes: meter.heldBytes, peakBytes: meter.peakBytes, cachedBytes: mainPool.cachedBytes }),
+      stats: () => ({ heldBytes: meter.heldBytes, peakBytes: meter.peakBytes, cachedBytes: mainPool.cachedBytes, peakLiveBytes: meter.peakLiveBytes }),
       resetPeak: () => meter.resetPeak(),
       releaseCached() {
         const had = mainPool.cachedBytes;

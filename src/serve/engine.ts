@@ -265,11 +265,12 @@ export interface CalibrateOptions {
 /**
  * Measures the device peak of a prefill on these ops, for the planner's prefill reserve: the real code path
  * (runPrefill: embeddings, dense or the policy's ZipVL layers, final norm, logits) over two layers, so the second
- * layer runs beside the pool's cached buffers of the first as every later layer does, at a few small n; the peak
- * is the ops' device high-water mark above what they held before. Fits a + b n through the points, or a + b n +
- * c n^2 when the per-token slope grows past what size classes explain (superlinear). b (and c) carry the size
- * classes' slack (1/16: a class at the planned n may round up more than the measured ones), the planner its 10%
- * margin. Also counted: the paged attention's row-index buffer (its own allocation, 8 bytes a KV head a token).
+ * layer runs beside the pool's cached buffers of the first as every later layer does, at a few n (default 1024,
+ * 4096, 16384); the peak is the high-water mark of live bytes (held minus the pool's cached buffers, which the
+ * meter gives back to the driver under pressure) above what the ops held before. Fits a + b n through the points,
+ * or a + b n + c n^2 when the per-token slope grows past what size classes explain (superlinear). b (and c) carry
+ * the size classes' slack (1/16: a class at the planned n may round up more than the measured ones), the planner
+ * its margin (10%, more past the measured lengths). Also counted: the paged attention's row-index buffer (its own allocation, 8 bytes a KV head a token).
  * Returns undefined where the ops report no device memory (cpu: the planner keeps its hand formula). The image
  * tower is not part of it (a constant per image, run before the layers).
  */
@@ -299,7 +300,8 @@ export function calibratePrefill(ops: ModelOps, ckpt: LoadedCheckpoint, policy: 
       memory.freeSince(mark);
       throw new ServeError("ZV7040", [`calibrating the ${policy ? "ZipVL" : "dense"} prefill peak at ${n} tokens: ${(e as Error).message}`], { cause: e });
     }
-    const peak = memory.stats().peakBytes - base;
+    // What must fit: held minus cached at its high-water mark (cached buffers go back to the driver under pressure).
+    const peak = memory.stats().peakLiveBytes - base;
     memory.releaseCached();
     return [n, peak + 8 * cfg.numKvHeads * n];
   };

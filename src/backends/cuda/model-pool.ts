@@ -85,6 +85,8 @@ export interface DeviceMemoryStats {
   readonly heldBytes: number;
   readonly peakBytes: number;
   readonly cachedBytes: number;
+  /** High-water mark of held minus cached bytes since resetPeak. */
+  readonly peakLiveBytes: number;
 }
 
 /**
@@ -97,12 +99,22 @@ export interface DeviceMemoryStats {
 export class DeviceMeter {
   heldBytes = 0;
   peakBytes = 0;
+  /** High-water mark of held minus cached bytes (what must fit: cached buffers go back under pressure). */
+  peakLiveBytes = 0;
   capBytes = Infinity;
+  /** Bytes held but cached for reuse (the owner's pool), reclaimable by onPressure. */
+  cached: () => number = () => 0;
   /** Gives cached memory back to the driver; true when it freed anything (then the allocation is retried). */
   onPressure: (() => boolean) | null = null;
 
   resetPeak(): void {
     this.peakBytes = this.heldBytes;
+    this.peakLiveBytes = this.heldBytes - this.cached();
+  }
+
+  /** Updates the live high-water mark (after an allocation or a take from the cache). */
+  noteLive(): void {
+    this.peakLiveBytes = Math.max(this.peakLiveBytes, this.heldBytes - this.cached());
   }
 
   /** A view of `dev` whose alloc (and upload, which allocates through it) is counted here. */
@@ -126,6 +138,7 @@ export class DeviceMeter {
     }
     this.heldBytes += bytes;
     this.peakBytes = Math.max(this.peakBytes, this.heldBytes);
+    this.noteLive();
     // Counted down on the buffer's first free() (later calls are no-ops, as DeviceBuffer's own).
     const free = buf.free.bind(buf);
     buf.free = () => {
