@@ -10,7 +10,7 @@ import { promisify } from "node:util";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { nvccFlags, nvccVersion, parsePtxas } from "../src/backends/cuda/compile.ts";
-import { PAGED_ARG_LAYOUTS, renderPaged } from "../src/backends/cuda/paged.ts";
+import { PAGED_ARG_LAYOUTS, packStepTables, renderPaged } from "../src/backends/cuda/paged.ts";
 import { knobs } from "../src/knobs.ts";
 import { decodeAttention } from "../src/interp/kernels.ts";
 import { ServeError } from "../src/serve/errors.ts";
@@ -165,6 +165,30 @@ describe("paged KV pool", () => {
 
 const haveNvcc = nvccVersion() !== null;
 if (!haveNvcc) console.warn(`NOTICE: nvcc not found at ${knobs.nvcc}; the paged kernel compile test is skipped`);
+
+describe("decode step tables (one upload per step, offsets fixed per bucket)", () => {
+  it("a bucket's padding rows get empty caches and no append rows", () => {
+    // 2 layers, 3 sequences in a bucket of 4, per-head groups (G = 2 KV heads).
+    const G = 2, B = 3, bucket = 4;
+    const table = (l: number) => ({
+      batch: B, groups: G,
+      indptr: Int32Array.from({ length: B * G + 1 }, (_, e) => 2 * e),
+      pages: Int32Array.from({ length: 2 * B * G }, (_, i) => 100 * l + i),
+      lengths: Int32Array.from({ length: B * G }, (_, e) => 10 + e + l),
+    });
+    const rows = [0, 1].map((l) => Int32Array.from({ length: G * B }, (_, i) => 1000 * l + i));
+    const { blob, offsets } = packStepTables([table(0), table(1)], rows, bucket, G);
+    offsets.forEach((o, l) => {
+      const t = table(l);
+      const lengths = Array.from(blob.subarray(o.lengths, o.lengths + bucket * G));
+      expect(lengths).toEqual([...Array.from(t.lengths), 0, 0]);
+      const r = Array.from(blob.subarray(o.rows, o.rows + G * bucket));
+      expect(r).toEqual([1000 * l + 0, 1000 * l + 1, 1000 * l + 2, -1, 1000 * l + 3, 1000 * l + 4, 1000 * l + 5, -1]);
+      // Real rows keep their page lists (indptr into the shared page area).
+      expect(Array.from(blob.subarray(o.pages + blob[o.indptr]!, o.pages + blob[o.indptr + 1]!))).toEqual(Array.from(t.pages.subarray(0, 2)));
+    });
+  });
+});
 
 describe.skipIf(!haveNvcc)("paged CUDA kernels compile (nvcc)", () => {
   it("bf16 d128, f32 d128, f16 d80, sm_90a and sm_80, no spills; arg layouts match the header", async () => {

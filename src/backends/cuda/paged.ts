@@ -171,10 +171,12 @@ export function packStepTables(tables: readonly PageTables[], rows: readonly Int
   let pAt = 0;
   tables.forEach((t, l) => {
     const o = { indptr: l * per, lengths: l * per + bucket * G + 1, rows: l * per + 2 * bucket * G + 1, pages: head };
+    // Rows past the batch (the bucket's padding) get empty caches: they read nothing and append nowhere, so a
+    // padded step costs the real rows' K/V only (their outputs are zero and dropped).
     for (let e = 0; e < bucket * G; e++) {
       const src = e < B * G ? e : e % G;
       blob[o.indptr + e] = t.indptr[src]! + pAt;
-      blob[o.lengths + e] = t.lengths[src]!;
+      blob[o.lengths + e] = e < B * G ? t.lengths[src]! : 0;
     }
     blob[o.indptr + bucket * G] = pAt + t.pages.length;
     const r = rows[l]!;
