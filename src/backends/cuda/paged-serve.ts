@@ -56,7 +56,7 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
   const G = groupsPerLayer(geom);
   // The current decode step (beginStep): every layer's rows reserved and all tables uploaded in one copy into one
   // buffer sized once for the largest batch, at offsets that depend only on the bucket (what a captured step needs).
-  type Step = { seqs: readonly string[]; offsets: StepOffsets[]; maxLen: number };
+  type Step = { seqs: readonly string[]; live: number; offsets: StepOffsets[]; maxLen: number };
   let step: Step | null = null;
   let last: Step | null = null;
   const stepBuf = dev.alloc(4 * (stepHeaderWords(o.layers, maxBatch, G, o.kvHeads) + o.numPages));
@@ -85,8 +85,9 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
       stepBuf.write(blob, 0, h.stream);
       const maxLen = Math.max(0, ...tables.map((t) => Math.max(0, ...t.lengths)));
       // Rows past the batch repeat seqs[0]: appendStep/attend of the step are called with the padded list.
-      step = { seqs: [...seqs, ...new Array<string>(bucket - B).fill(seqs[0]!)], offsets, maxLen };
-      return `${bucket}/${decode.splitsFor(bucket, maxLen)}`;
+      // Splits are sized for the B rows with caches (padding rows read nothing): part of the graph's key.
+      step = { seqs: [...seqs, ...new Array<string>(bucket - B).fill(seqs[0]!)], live: B, offsets, maxLen };
+      return `${bucket}/${decode.splitsFor(B, maxLen)}`;
     },
     rearm() {
       if (!last) serveFail("ZV7005", ["rearm() without a finished decode step"]);
@@ -127,7 +128,7 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
       const out = h.empty([o.heads, B, o.headDim]);
       if (inStep(layer, seqs)) {
         const off = step!.offsets[layer]!;
-        decode.launch({ indptr: at(off.indptr), pages: at(off.pages), lengths: at(off.lengths), batch: B, groups: G, maxLen: step!.maxLen }, h.bufferOf(q), h.bufferOf(out), scale, h.stream, "hbd");
+        decode.launch({ indptr: at(off.indptr), pages: at(off.pages), lengths: at(off.lengths), batch: B, groups: G, maxLen: step!.maxLen, liveRows: step!.live }, h.bufferOf(q), h.bufferOf(out), scale, h.stream, "hbd");
         if (layer === o.layers - 1) {
           last = step;
           step = null;

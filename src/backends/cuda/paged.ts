@@ -138,6 +138,8 @@ export interface DeviceTables {
   readonly groups: number;
   /** Longest cache of the batch (picks the split count). */
   readonly maxLen: number;
+  /** Rows with a cache (a bucket's padding has none; default batch): the split count is for these. */
+  readonly liveRows?: number;
 }
 
 /** Offsets (in i32 words) of one layer's arrays inside a packed step blob. */
@@ -233,7 +235,7 @@ export class CudaPagedDecode {
   launch(t: DeviceTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
     const g = this.storage.geometry;
     if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
-    const splits = this.splitsFor(t.batch, t.maxLen);
+    const splits = this.splitsFor(t.liveRows ?? t.batch, t.maxLen);
     const args = packPaged("ZvPagedDecodeArgs", {
       q, k_pages: this.storage.k, v_pages: this.storage.v, o, part_o: this.partO, part_ml: this.partMl, page_indptr: t.indptr, page_ids: t.pages, lengths: t.lengths,
       batch: i64(t.batch), Hq: i64(this.Hq), Hkv: i64(g.kvHeads), d: i64(g.headDim), page_tokens: i64(g.pageTokens), heads_per_page: i64(headsPerPage(g)), groups: i64(t.groups), splits: i64(splits),
