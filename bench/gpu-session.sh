@@ -32,12 +32,22 @@ bench)
 model)
   bash bench/gpu-model.sh --parts=acd --budget=540 2>&1 | grep -v "^Loading\|^Writing" | tail -60 ;;
 serve)
+  # The bytes floor uses PyTorch's copy_ rate on this card (read + write bytes of a 1 GiB bf16 copy, best of 5).
+  CP=$(python3 -c "
+import torch
+x = torch.empty(2**29, dtype=torch.bfloat16, device='cuda'); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True); best = 1e9
+for _ in range(5):
+  s.record(); y.copy_(x); e.record(); e.synchronize(); best = min(best, s.elapsed_time(e))
+print('%.3f' % (4 * x.numel() / (best * 1e9)))" 2>/dev/null || echo 0)
+  echo "copy rate (torch copy_): $CP TB/s" | tee -a "$OUT/card.txt"
+  echo "== fused linear layers: differential vs the composition, timings"
+  timeout 90 node .gpu/gemv-gpu.mjs --cases=200 --rows=1,2 2>&1 | strip | tee "$OUT/gemv.txt" | grep -E "seed|differential|layer|Error"
   echo "== serve checks"
-  timeout 200 node .gpu/serve-gpu.mjs --quick 2>&1 | strip | tail -30 | tee "$OUT/serve-gpu.txt"
-  echo "== serve bench"
-  timeout 230 node .gpu/serve-bench.mjs --lengths=2900,32000 --no-128k --steps=12 --max-batch=64 2>&1 | strip | tee "$OUT/serve-bench.txt" | tail -25
-  echo "== 128k ZipVL prefill"
-  timeout 150 node .gpu/serve-bench.mjs --only-128k --modes=zipvl 2>&1 | strip | tee "$OUT/serve-128k.txt" | tail -15 ;;
+  timeout 120 node .gpu/serve-gpu.mjs --quick 2>&1 | strip | tail -30 | tee "$OUT/serve-gpu.txt"
+  echo "== serve bench (CUDA graphs; batch 1 and the largest batch that fits; 128k ZipVL prefill at 36.7% and 20% kept)"
+  timeout 330 node .gpu/serve-bench.mjs --lengths=2900,16000,32000 --steps=16 --max-batch=64 --no-eager --profile --copy-tbps=$CP --ratio-128k=0.367,0.2 2>&1 | strip | tee "$OUT/serve-bench.txt" | grep -v "^    zv_" | tail -40 ;;
 wgsl)
   bash bench/wgsl-gpu.sh --quick 2>&1 | tail -50 ;;
 *) echo "usage: bash bench/gpu-session.sh kernels|bench|model|serve|wgsl" >&2; exit 2 ;;
