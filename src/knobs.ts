@@ -30,5 +30,7 @@ export const knobs = {
   pagedWaves: Math.max(1, Math.floor(Number(process.env.ZIPVL_PAGED_WAVES ?? "2")) || 2),
   /** Force the one-row fused kernels' warps per unit (split K), 1 or 2 (benchmarks; default: per launch). */
   gemvSplitK: process.env.ZIPVL_GEMV_SPLITK === "1" ? (1 as const) : process.env.ZIPVL_GEMV_SPLITK === "2" ? (2 as const) : undefined,
+  /** "off" merges the paged decode's splits in a second launch instead of in the split kernel's last CTA. */
+  pagedMerge: process.env.ZIPVL_PAGED_MERGE === "off" ? "off" : "on",
   gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
 } as const;

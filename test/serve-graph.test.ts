@@ -126,8 +126,8 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     // launch (each waits for its predecessor first), the others (embed, final norm) plainly.
     expect(dev.mockLastLaunch()!.pdlLaunches - pdl0).toBe(launches.filter((l) => /^zv_(gemv|paged)_/.test(l)).length);
     // One row: each layer is the fused q/k/v launch (RMSNorm prologue, rope and head-major epilogues), the paged
-    // append/split/combine, o_proj + residual, RMSNorm + gate/up + silu, down + residual; then the final norm and
-    // lm_head. Units of two weight rows per warp, 4 warps per CTA.
+    // append and split (its last CTAs merge the splits), o_proj + residual, RMSNorm + gate/up + silu, down +
+    // residual; then the final norm and lm_head. Units of two weight rows per warp, 4 warps per CTA.
     const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").slice(0, 3).join(" ").replace(/_d\d+/, ""));
     const H = t.hiddenSize, d = t.headDim;
     const { gemvSplitK } = await import("../src/backends/cuda/gemv.ts");
@@ -136,7 +136,7 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
       const ks = gemvSplitK("bf16", 1, K, units, 4);
       return `zv_gemv_bf16_m1_r4_k${ks} ${Math.ceil((units * ks) / 4)}x1x1 128x1x1`;
     };
-    const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H), "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), expect.stringMatching(/^zv_paged_bf16_combine /), gv(H / 2, t.numHeads * d), gv(t.intermediateSize, H), gv(H / 2, t.intermediateSize)];
+    const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H), "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), gv(H / 2, t.numHeads * d), gv(t.intermediateSize, H), gv(H / 2, t.intermediateSize)];
     expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", gv(Math.ceil(t.vocabSize / 2), H)]);
     graph.decode([{ seq: "a", token: 3, position: 12 }]);
     expect(runner.shapes).toEqual(["4/1", "1/1"]);

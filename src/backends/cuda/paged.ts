@@ -14,7 +14,7 @@ import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./rende
 
 /** Field order of ZvPagedDecodeArgs / ZvPagedAppendArgs in zv_paged.cuh (8 bytes each). */
 export const PAGED_ARG_LAYOUTS = {
-  ZvPagedDecodeArgs: ["q", "k_pages", "v_pages", "o", "part_o", "part_ml", "page_indptr", "page_ids", "lengths", "batch", "Hq", "Hkv", "d", "page_tokens", "heads_per_page", "groups", "splits", "q_stride_b", "q_stride_h", "o_stride_b", "o_stride_h", "scale"],
+  ZvPagedDecodeArgs: ["q", "k_pages", "v_pages", "o", "part_o", "part_ml", "page_indptr", "page_ids", "lengths", "batch", "Hq", "Hkv", "d", "page_tokens", "heads_per_page", "groups", "splits", "q_stride_b", "q_stride_h", "o_stride_b", "o_stride_h", "scale", "counters"],
   ZvPagedAppendArgs: ["k", "v", "k_pages", "v_pages", "rows", "Hkv", "t", "d", "src_stride"],
 } as const;
 
@@ -197,6 +197,8 @@ export class CudaPagedDecode {
   private readonly lengths: DeviceBuffer;
   private readonly partO: DeviceBuffer;
   private readonly partMl: DeviceBuffer;
+  /** Arrival counts of the last-CTA merge, [maxBatch * Hkv], zero between launches (null: knobs.pagedMerge off). */
+  private readonly counters: DeviceBuffer | null;
   private readonly maxSplits: number;
 
   constructor(
@@ -210,12 +212,14 @@ export class CudaPagedDecode {
     if (kernels.headDim !== g.headDim || kernels.dtype !== storage.dtype) serveFail("ZV7005", [`kernels for ${kernels.dtype} d${kernels.headDim}, pool of ${storage.dtype} d${g.headDim}`]);
     if (Hq % g.kvHeads !== 0) serveFail("ZV7005", [`query heads ${Hq} must be a multiple of KV heads ${g.kvHeads}`]);
     const G = g.layout === "per-layer" ? 1 : g.kvHeads;
-    this.maxSplits = Math.max(1, Math.ceil((2 * dev.info.smCount) / g.kvHeads));
+    this.maxSplits = Math.max(1, Math.ceil((knobs.pagedWaves * dev.info.smCount) / g.kvHeads));
     this.indptr = dev.alloc(4 * (maxBatch * G + 1));
     this.ids = dev.alloc(4 * Math.max(1, g.numPages));
     this.lengths = dev.alloc(4 * maxBatch * G);
     this.partO = dev.alloc(4 * maxBatch * Hq * this.maxSplits * g.headDim);
     this.partMl = dev.alloc(8 * maxBatch * Hq * this.maxSplits);
+    this.counters = knobs.pagedMerge === "off" ? null : dev.alloc(4 * maxBatch * g.kvHeads);
+    this.counters?.write(new Uint32Array(maxBatch * g.kvHeads));
   }
 
   /** Uploads the tables (queued on `stream`), then enqueues split and combine. q and o are [batch, Hq, d] ("bhd")
@@ -243,15 +247,18 @@ export class CudaPagedDecode {
         ? { q_stride_b: i64(this.Hq), q_stride_h: i64(1), o_stride_b: i64(this.Hq), o_stride_h: i64(1) }
         : { q_stride_b: i64(1), q_stride_h: i64(t.batch), o_stride_b: i64(1), o_stride_h: i64(t.batch) }),
       scale: { f64: scale },
+      counters: this.counters,
     });
     const s = stream ?? null;
     // Programmatic dependent launch (the kernels wait for their predecessor first): launch latency hides behind it.
     const pdl = knobs.pdl !== "off";
     this.dev.launch(this.kernels.split, { grid: [g.kvHeads, splits, t.batch], block: [32 * this.kernels.warps, 1, 1], stream: s, pdl }, args);
-    this.dev.launch(this.kernels.combine, { grid: [this.Hq, t.batch, 1], block: [128, 1, 1], stream: s, pdl }, args);
+    // Without the counters (knobs.pagedMerge off) the splits are merged by a second launch.
+    if (!this.counters) this.dev.launch(this.kernels.combine, { grid: [this.Hq, t.batch, 1], block: [128, 1, 1], stream: s, pdl }, args);
   }
 
   free(): void {
     for (const b of [this.indptr, this.ids, this.lengths, this.partO, this.partMl]) b.free();
+    this.counters?.free();
   }
 }

@@ -5,7 +5,8 @@
 // group = kv when every KV head has its own pages (groups = Hkv, slot 0) and 0 when a page holds all heads
 // (groups = 1, slot = kv). Lengths are ragged per sequence (and per head in the per-head layout).
 //
-// zv_paged_decode_split: grid (Hkv, splits, batch). One CTA takes one sequence, one KV head and one contiguous
+// zv_paged_decode_split: grid (Hkv, splits, batch); with counters the last CTA of each (sequence, KV head) also
+// merges the splits (one launch a layer), else zv_paged_decode_combine does. One CTA takes one sequence, one KV head and one contiguous
 // slice of that cache [s * ceil(len / splits), ...), and serves all g = Hq / Hkv query heads of the KV head, so each
 // K/V byte is read once per group. Same inner loop as zv_decode.cuh (lane groups with 16-byte loads, independent
 // online softmax per lane group and warp, register double buffer), with the row address taken from the page
@@ -30,6 +31,7 @@ struct ZvPagedDecodeArgs {
   long long batch, Hq, Hkv, d, page_tokens, heads_per_page, groups, splits;
   long long q_stride_b, q_stride_h, o_stride_b, o_stride_h;  // in rows
   double scale;
+  unsigned* counters;      // [batch * Hkv] arrival counts (zero between launches), or null: a separate combine launch
 };
 
 struct ZvPagedAppendArgs {
@@ -211,6 +213,41 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
   __syncthreads();
 }
 
+// o[b, h] = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s over the splits' partials; zero for an empty cache. The
+// whole CTA (kThreads) takes one (b, h). CG: the partials were written by other CTAs of the same launch, so they are
+// read through L2 (ld.global.cg), never a stale L1 line.
+template <typename T, int D, bool CG>
+__device__ void paged_combine_one(const ZvPagedDecodeArgs& a, long long b, long long h) {
+  constexpr int kMaxW = 1024;
+  __shared__ float w[kMaxW];
+  __shared__ float red[32];
+  auto ld = [](const float* p) { return CG ? __ldcg(p) : *p; };
+  const long long r0 = b * a.Hq + h, splits = a.splits;
+  const float* ml = a.part_ml + r0 * splits * 2;
+  float mx = neg_inf();
+  for (long long s = threadIdx.x; s < splits; s += blockDim.x) mx = fmaxf(mx, ld(ml + 2 * s));
+  mx = block_max(mx, red);
+  float sum = 0.f;
+  if (mx != neg_inf())
+    for (long long s = threadIdx.x; s < splits; s += blockDim.x) {
+      const float ws = fast_exp2(ld(ml + 2 * s) - mx);
+      if (s < kMaxW) w[s] = ws;
+      sum += ld(ml + 2 * s + 1) * ws;
+    }
+  sum = block_sum(sum, red);
+  const float inv = sum > 0.f ? 1.f / sum : 0.f;
+  const float* po = a.part_o + r0 * splits * D;
+  for (int e = threadIdx.x; e < D; e += blockDim.x) {
+    float acc = 0.f;
+    if (mx != neg_inf()) {
+#pragma unroll 8
+      for (long long s = 0; s < splits; ++s) acc += ld(po + s * D + e) * (s < kMaxW ? w[s] : fast_exp2(ld(ml + 2 * s) - mx));
+    }
+    static_cast<T*>(a.o)[(b * a.o_stride_b + h * a.o_stride_h) * D + e] = from_float<T>(acc * inv);
+  }
+  __syncthreads();  // w and red are reused by the next (b, h)
+}
+
 template <typename T, int D, class C>
 __device__ void paged_decode_split_kernel(const ZvPagedDecodeArgs& a) {
   __shared__ __align__(16) DecodeShared<C, D> sh;
@@ -226,37 +263,27 @@ __device__ void paged_decode_split_kernel(const ZvPagedDecodeArgs& a) {
   else
     for (long long h = 0; h < g; h += C::kMaxG)
       paged_heads<T, D, C, C::kMaxG>(a, sh, b, kv, kv * g + h, (int)min((long long)C::kMaxG, g - h), lo, hi, pages, slot);
+  // One launch per layer: the last CTA of (b, kv) to finish merges its g heads' splits (atomic arrival count, reset
+  // by that CTA for the next launch in stream order).
+  if (a.counters != nullptr) {
+    __shared__ int last;
+    __threadfence();  // this CTA's partials are visible device-wide before it arrives
+    __syncthreads();
+    unsigned* cnt = a.counters + b * a.Hkv + kv;
+    if (threadIdx.x == 0) last = atomicAdd(cnt, 1u) == (unsigned)(a.splits - 1);
+    __syncthreads();
+    if (last) {
+      __threadfence();
+      for (long long h = kv * g; h < kv * g + g; ++h) paged_combine_one<T, D, true>(a, b, h);
+      if (threadIdx.x == 0) *cnt = 0u;
+    }
+  }
 }
 
-// grid (Hq, batch): o[b, h] = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s; zero for an empty cache.
+// grid (Hq, batch): the separate combine launch (counters == null).
 template <typename T, int D, class C>
 __device__ void paged_decode_combine_kernel(const ZvPagedDecodeArgs& a) {
-  constexpr int kMaxW = 1024;
-  __shared__ float w[kMaxW];
-  __shared__ float red[32];
-  const long long r0 = blockIdx.y * a.Hq + blockIdx.x, splits = a.splits;
-  const float* ml = a.part_ml + r0 * splits * 2;
-  float mx = neg_inf();
-  for (long long s = threadIdx.x; s < splits; s += blockDim.x) mx = fmaxf(mx, ml[2 * s]);
-  mx = block_max(mx, red);
-  float sum = 0.f;
-  if (mx != neg_inf())
-    for (long long s = threadIdx.x; s < splits; s += blockDim.x) {
-      const float ws = fast_exp2(ml[2 * s] - mx);
-      if (s < kMaxW) w[s] = ws;
-      sum += ml[2 * s + 1] * ws;
-    }
-  sum = block_sum(sum, red);
-  const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  const float* po = a.part_o + r0 * splits * D;
-  for (int e = threadIdx.x; e < D; e += blockDim.x) {
-    float acc = 0.f;
-    if (mx != neg_inf()) {
-#pragma unroll 8
-      for (long long s = 0; s < splits; ++s) acc += po[s * D + e] * (s < kMaxW ? w[s] : fast_exp2(ml[2 * s] - mx));
-    }
-    static_cast<T*>(a.o)[(blockIdx.y * a.o_stride_b + blockIdx.x * a.o_stride_h) * D + e] = from_float<T>(acc * inv);
-  }
+  paged_combine_one<T, D, false>(a, blockIdx.y, blockIdx.x);
 }
 
 // grid (ceil(t / 4), Hkv), block 128: warp w copies source row blockIdx.x * 4 + w of head blockIdx.y.
