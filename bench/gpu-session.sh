@@ -47,7 +47,9 @@ print('%.3f' % (4 * x.numel() / (best * 1e9)))" 2>/dev/null || echo 0)
   echo "== serve checks"
   timeout 120 node .gpu/serve-gpu.mjs --quick 2>&1 | strip | tail -30 | tee "$OUT/serve-gpu.txt"
   echo "== serve bench (CUDA graphs; batch 1 and the largest batch that fits; 128k ZipVL prefill at 36.7% and 20% kept)"
-  timeout 330 node .gpu/serve-bench.mjs --lengths=2900,16000,32000 --steps=16 --max-batch=64 --no-eager --profile --copy-tbps=$CP --ratio-128k=0.367,0.2 2>&1 | strip | tee "$OUT/serve-bench.txt" | grep -v "^    zv_" | tail -40 ;;
+  timeout 330 node .gpu/serve-bench.mjs --lengths=2900,16000,32000 --steps=16 --max-batch=64 --no-eager --profile --copy-tbps=$CP --ratio-128k=0.367,0.2 2>&1 | strip | tee "$OUT/serve-bench.txt" | grep -v "^    zv_" | tail -40
+  echo "== the same at batch 1 with composed linear layers (ZIPVL_GEMV=off: cuBLASLt + the model kernels)"
+  ZIPVL_GEMV=off timeout 150 node .gpu/serve-bench.mjs --lengths=2900,16000,32000 --no-128k --steps=16 --max-batch=1 --no-eager --copy-tbps=$CP 2>&1 | strip | tee "$OUT/serve-bench-composed.txt" | grep "batch   1" ;;
 wgsl)
   bash bench/wgsl-gpu.sh --quick 2>&1 | tail -50 ;;
 *) echo "usage: bash bench/gpu-session.sh kernels|bench|model|serve|wgsl" >&2; exit 2 ;;
