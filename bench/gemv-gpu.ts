@@ -24,7 +24,7 @@ const log = (s: string): void => void process.stdout.write(s + "\n");
 
 const dense = verifyProgram(parseProgram(readFileSync("test/golden/dense.final.ir", "utf8")));
 const ctx = openCuda();
-log(`device: ${ctx.dev.info.name} SMs ${ctx.dev.info.smCount}; seed ${seed}; PDL ${knobs.pdl}, ring ${knobs.gemvRing}`);
+log(`device: ${ctx.dev.info.name} SMs ${ctx.dev.info.smCount}; seed ${seed}; PDL ${knobs.pdl}, ring ${knobs.gemvRing}, chunk ${knobs.gemvChunk || "auto"}`);
 const A = createCudaOpsWith(ctx, "bf16", dense, { gemv: true, gemvRows: 8 });
 const B = createCudaOpsWith(ctx, "bf16", dense, { gemv: false });
 

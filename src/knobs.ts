@@ -32,5 +32,8 @@ export const knobs = {
   gemvSplitK: process.env.ZIPVL_GEMV_SPLITK === "1" ? (1 as const) : process.env.ZIPVL_GEMV_SPLITK === "2" ? (2 as const) : undefined,
   /** "off" merges the paged decode's splits in a second launch instead of in the split kernel's last CTA. */
   pagedMerge: process.env.ZIPVL_PAGED_MERGE === "off" ? "off" : "on",
+  /** Most elements of x the fused kernels stage at a time (smaller chunks leave shared memory to the weight rings;
+   *  benchmarks; default: up to 32 KiB). */
+  gemvChunk: Math.max(0, Math.floor(Number(process.env.ZIPVL_GEMV_CHUNK ?? "0")) || 0),
   gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
 } as const;

@@ -54,9 +54,10 @@ export function gemvFits(dtype: CudaDType, M: number, K: number): boolean {
 }
 
 /** Chunk of x staged at a time: a multiple of the stage width, at most GEMV_SMEM_CAP bytes for M rows. */
-export function gemvChunk(dtype: CudaDType, M: number, K: number): number {
+export function gemvChunk(dtype: CudaDType, M: number, K: number, capElems = knobs.gemvChunk): number {
   const batch = gemvStage(dtype);
-  const cap = Math.max(1, Math.floor(GEMV_SMEM_CAP / (M * ESZ[dtype] * batch))) * batch;
+  let cap = Math.max(1, Math.floor(GEMV_SMEM_CAP / (M * ESZ[dtype] * batch))) * batch;
+  if (capElems) cap = Math.min(cap, Math.max(1, Math.floor(capElems / batch)) * batch);
   return Math.min(Math.ceil(K / batch) * batch, cap);
 }
 
