@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import fc from "fast-check";
 import { openCuda } from "../src/backends/cuda/executor.ts";
 import { BufferPool } from "../src/backends/cuda/model-pool.ts";
+import { eltCopyTbps } from "./shapes.ts";
 import { parseProgram } from "../src/ir/parse.ts";
 import { verifyProgram } from "../src/ir/verify.ts";
 import { createCudaOpsWith, type CudaOpsHandle } from "../src/model/cuda-ops.ts";
@@ -137,17 +138,7 @@ fc.assert(fc.property(caseArb, (c) => {
 log(`differential: ${ran} cases pass (${[...byKind].map(([k, n]) => `${k} ${n}`).join(", ")}), fused vs composed (cuBLASLt + model kernels)`);
 
 if (!args.includes("--no-bench")) {
-  // Copy rate: the model kernels' copy over 1 GiB (read + write bytes over the time), best of 5.
-  const n = 1 << 29;
-  const src = A.empty([n]), dst = A.empty([n]);
-  let best = Infinity;
-  for (let i = 0; i < 6; i++) {
-    const ms = A.ctx.dev.time(() => A.kernels.elt("copy", A.bufferOf(src), null, A.bufferOf(dst), n), A.stream);
-    if (i > 0) best = Math.min(best, ms);
-  }
-  A.free(src);
-  A.free(dst);
-  const copyTbps = (4 * n) / (best * 1e9);
+  const copyTbps = eltCopyTbps(A);
   log(`copy rate: ${copyTbps.toFixed(2)} TB/s (elt copy of 1 GiB, read + write)`);
 
   // 13B decoder-layer pieces.

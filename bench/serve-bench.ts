@@ -23,7 +23,7 @@ import type { ChatTokenizer } from "../src/model/hf/index.ts";
 import type { Policy } from "../src/model/ops.ts";
 import { calibratePrefill, LlavaEngine } from "../src/serve/engine.ts";
 import { checkRequest, describePlan, fmtBytes, planMemory, sequencesThatFit, type ModelShape } from "../src/serve/planner.ts";
-import { deviceDecoderWeights, llavaNext13b } from "./shapes.ts";
+import { deviceDecoderWeights, eltCopyTbps, llavaNext13b } from "./shapes.ts";
 
 const args = process.argv.slice(2);
 const flag = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -60,18 +60,7 @@ log(`weights: ${layers} layers bf16 on the device; free ${fmtBytes(ctx.dev.memIn
 // The bytes floor of a decode step: every weight matrix read once plus every live K/V row, over the copy rate of
 // this card: --copy-tbps (PyTorch's copy_ measured in the same session by bench/gpu-session.sh), else the model
 // kernels' copy of 1 GiB here (read + write bytes, best of 5; a scalar kernel, so a lower rate).
-const copyTbps = Number(flag("copy-tbps") ?? 0) || (() => {
-  const n = 1 << 29;
-  const a = ops.empty([n]), b = ops.empty([n]);
-  let best = Infinity;
-  for (let i = 0; i < 6; i++) {
-    const ms = ctx.dev.time(() => ops.kernels.elt("copy", ops.bufferOf(a), null, ops.bufferOf(b), n), ops.stream);
-    if (i > 0) best = Math.min(best, ms);
-  }
-  ops.free(a);
-  ops.free(b);
-  return (4 * n) / (best * 1e9);
-})();
+const copyTbps = Number(flag("copy-tbps") ?? 0) || eltCopyTbps(ops);
 const weightBytes = 2 * (layers * (t.hiddenSize * (t.numHeads + 2 * t.numKvHeads) * t.headDim + t.numHeads * t.headDim * t.hiddenSize + 3 * t.hiddenSize * t.intermediateSize + 2 * t.hiddenSize) + t.hiddenSize + t.vocabSize * t.hiddenSize);
 log(`copy rate ${copyTbps.toFixed(2)} TB/s (${flag("copy-tbps") ? "--copy-tbps" : "elt copy here"}); weights read per decode step ${(weightBytes / 1e9).toFixed(2)} GB (floor ${(weightBytes / (copyTbps * 1e9)).toFixed(2)} ms)`);
 const floorMs = (kvRows: number): number => (weightBytes + kvRows * t.numKvHeads * t.headDim * 2 * 2) / (copyTbps * 1e9);

@@ -133,7 +133,7 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     const { gemvSplitK } = await import("../src/backends/cuda/gemv.ts");
     // One row: a unit (two weight rows) per warp (per two warps where split K is on: off by default, ZIPVL_GEMV_SPLITK).
     const gv = (units: number, K: number) => {
-      const ks = gemvSplitK("bf16", 1, K, units, 4);
+      const ks = gemvSplitK("bf16", 1, K, 4);
       return `zv_gemv_bf16_m1_r4_k${ks} ${Math.ceil((units * ks) / 4)}x1x1 128x1x1`;
     };
     const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H), "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), gv(H / 2, t.numHeads * d), gv(t.intermediateSize, H), gv(H / 2, t.intermediateSize)];

@@ -31,15 +31,13 @@ export function gemvEntries(): readonly { m: number; r: GemvRing; ks: GemvSplitK
   ];
 }
 
-/** Split K over 2 warps for a one-row launch of fewer than GEMV_SPLITK_BELOW CTAs (its x in one chunk, two stages or
- *  more). Off by default (0): on the H100 the 13B layer's linear work took 9.55 ms with it against 9.33 without, even
- *  though the 640-CTA launches (o_proj, down_proj) run below the large ones (docs/PERFORMANCE.md); knobs.gemvSplitK
- *  forces it (2) for a card where short launches drain worse. */
-export const GEMV_SPLITK_BELOW = 0;
-export function gemvSplitK(dtype: CudaDType, M: number, K: number, units: number, ring: GemvRing, force?: GemvSplitK): GemvSplitK {
+/** Warps per unit of a launch: 2 (split K) only where forced (knobs.gemvSplitK) and possible: one row, ring 4, x in
+ *  one chunk, two stages or more. Off by default: on the H100 the 13B layer's linear work took 9.55 ms with it on
+ *  the launches under 3000 CTAs against 9.33 without (docs/PERFORMANCE.md); kept for a card where short launches
+ *  drain worse. */
+export function gemvSplitK(dtype: CudaDType, M: number, K: number, ring: GemvRing, force?: GemvSplitK): GemvSplitK {
   const can = M === 1 && ring === 4 && gemvChunk(dtype, M, K) >= K && K >= 2 * gemvStage(dtype);
-  if (!can) return 1;
-  return force ?? (Math.ceil(units / GEMV_WARPS) < GEMV_SPLITK_BELOW ? 2 : 1);
+  return can ? (force ?? 1) : 1;
 }
 
 const ESZ: Record<CudaDType, number> = { f32: 4, f16: 2, bf16: 2 };
@@ -177,7 +175,7 @@ export class GemvKernels {
       rope_scale: { f64: l.rope?.scale ?? 1 },
     });
     const r: GemvRing = M === 1 ? this.ring : GEMV_RING_DEFAULT;
-    const ks = gemvSplitK(this.dtype, M, K, units, r, knobs.gemvSplitK);
+    const ks = gemvSplitK(this.dtype, M, K, r, knobs.gemvSplitK);
     this.dev.launch(this.fns.get(`${M}/${r}/${ks}`)!, { grid: [Math.ceil((units * ks) / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: gemvSharedBytes(this.dtype, M, K, r), stream: this.stream, pdl: this.pdl }, args);
   }
 }
