@@ -20,8 +20,6 @@ export const knobs = {
   tuning: process.env.ZIPVL_TUNING === "off" ? "off" : "on",
   /** "off" sends decode's small-batch linear layers to cuBLASLt instead of the fused zv_gemv kernels (baselines). */
   gemv: process.env.ZIPVL_GEMV === "off" ? "off" : "on",
-  /** Most token rows the fused zv_gemv kernels take (1..8; default 1: on the H100 cuBLASLt's tensor cores win from
-   *  2 rows, docs/PERFORMANCE.md). */
   /** "off" launches the fused zv_gemv kernels without programmatic dependent launch (A/B of the overlap). */
   pdl: process.env.ZIPVL_PDL === "off" ? "off" : "on",
   /** Weight-ring stages of the one-row fused kernels: 4, 8 or 16 (default 4: fastest on the H100; benchmarks). */
@@ -35,5 +33,11 @@ export const knobs = {
   /** Most elements of x the fused kernels stage at a time (smaller chunks leave shared memory to the weight rings;
    *  benchmarks; default: up to 32 KiB). */
   gemvChunk: Math.max(0, Math.floor(Number(process.env.ZIPVL_GEMV_CHUNK ?? "0")) || 0),
+  /** Most token rows the fused zv_gemv kernels take (1..8; default 1: on the H100 cuBLASLt's tensor cores win from
+   *  2 rows, docs/PERFORMANCE.md). */
   gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
+  /** "off" stages x in shared memory for every one-row fused launch; on (default), launches without a norm
+   *  (o_proj, down_proj, lm_head) take x through the weight ring instead. */
+  gemvDirect: process.env.ZIPVL_GEMV_DIRECT === "off" ? "off" : "on",
 } as const;
+

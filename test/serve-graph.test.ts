@@ -44,7 +44,7 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     const io = { writes: 0, reads: 0, allocs: 0, syncs: 0 };
     const spies: { mockRestore(): void }[] = [
       vi.spyOn(dev, "launch").mockImplementation(function (this: typeof dev, fn, cfg, args) {
-        launches.push(`${(fn as { name?: string }).name ?? "fn"} ${cfg.grid.join("x")} ${cfg.block.join("x")} ${args ? (args as ArrayBuffer).byteLength : 0}`);
+        launches.push(`${(fn as { name?: string }).name ?? "fn"} ${cfg.grid.join("x")} ${cfg.block.join("x")} ${args ? (args as ArrayBuffer).byteLength : 0} s${cfg.sharedBytes ?? 0}`);
         const orig = Object.getPrototypeOf(dev).launch as typeof dev.launch;
         return orig.call(this, fn, cfg, args);
       }),
@@ -128,16 +128,19 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     // One row: each layer is the fused q/k/v launch (RMSNorm prologue, rope and head-major epilogues), the paged
     // append and split (its last CTAs merge the splits), o_proj + residual, RMSNorm + gate/up + silu, down +
     // residual; then the final norm and lm_head. Units of two weight rows per warp, 4 warps per CTA.
-    const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").slice(0, 3).join(" ").replace(/_d\d+/, ""));
+    const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").filter((_, i) => i !== 3).join(" ").replace(/_d\d+/, ""));
     const H = t.hiddenSize, d = t.headDim;
-    const { gemvSplitK } = await import("../src/backends/cuda/gemv.ts");
+    const { gemvSplitK, gemvSharedBytes } = await import("../src/backends/cuda/gemv.ts");
     // One row: a unit (two weight rows) per warp (per two warps where split K is on: off by default, ZIPVL_GEMV_SPLITK).
-    const gv = (units: number, K: number) => {
+    // Launches with an RMSNorm prologue stage x in shared memory; the others (o_proj, down_proj, lm_head) take it
+    // through the weight ring ("direct": 2 weight + 1 x vectors a lane a stage, 4 stages, 4 warps = 24 KiB).
+    const gv = (units: number, K: number, norm: boolean) => {
       const ks = gemvSplitK("bf16", 1, K, 4);
-      return `zv_gemv_bf16_m1_r4_k${ks} ${Math.ceil((units * ks) / 4)}x1x1 128x1x1`;
+      return `zv_gemv_bf16_m1_r4_k${ks} ${Math.ceil((units * ks) / 4)}x1x1 128x1x1 s${gemvSharedBytes("bf16", 1, K, 4, !norm)}`;
     };
-    const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H), "zv_paged_bf16_append 1x2x1 128x1x1", expect.stringMatching(/^zv_paged_bf16_split /), gv(H / 2, t.numHeads * d), gv(t.intermediateSize, H), gv(H / 2, t.intermediateSize)];
-    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1", gv(Math.ceil(t.vocabSize / 2), H)]);
+    expect(gemvSharedBytes("bf16", 1, H, 4, true)).toBe(4 * 4 * 3 * 512);
+    const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H, true), "zv_paged_bf16_append 1x2x1 128x1x1 s0", expect.stringMatching(/^zv_paged_bf16_split /), gv(H / 2, t.numHeads * d, false), gv(t.intermediateSize, H, true), gv(H / 2, t.intermediateSize, false)];
+    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1 s0", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1 s0", gv(Math.ceil(t.vocabSize / 2), H, false)]);
     graph.decode([{ seq: "a", token: 3, position: 12 }]);
     expect(runner.shapes).toEqual(["4/1", "1/1"]);
     expect(runner.stats.replays).toBe(3);

@@ -20,7 +20,8 @@ export type GemvRing = (typeof GEMV_RINGS)[number];
 export const GEMV_RING_DEFAULT: GemvRing = 8;
 /** Shared memory for the staged x of one CTA (the rings take GEMV_WARPS * R KiB more). */
 export const GEMV_SMEM_CAP = 32 * 1024;
-const ringBytes = (r: number): number => GEMV_WARPS * r * 2 * 512;
+/** Ring bytes of a CTA: two weight vectors a lane a stage, plus M x vectors when x rides in the ring ("direct"). */
+const ringBytes = (r: number, xRows = 0): number => GEMV_WARPS * r * (2 + xRows) * 512;
 /** Warps per unit: 2 splits K for one row (x in one chunk), else 1. */
 export type GemvSplitK = 1 | 2;
 export function gemvEntries(): readonly { m: number; r: GemvRing; ks: GemvSplitK }[] {
@@ -65,8 +66,11 @@ export function renderGemv(dtype: CudaDType): { name: string; source: string } {
   return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries() }) };
 }
 export const gemvEntry = (dtype: CudaDType, M: number, r: GemvRing = GEMV_RING_DEFAULT, ks: GemvSplitK = 1): string => `zv_gemv_${dtype}_m${M}_r${r}_k${ks}`;
-/** Dynamic shared memory of a launch: the staged x chunk and the warps' rings. */
-export const gemvSharedBytes = (dtype: CudaDType, M: number, K: number, r: GemvRing): number => M * gemvChunk(dtype, M, K) * ESZ[dtype] + ringBytes(r);
+/** Dynamic shared memory of a launch: the staged x chunk and the warps' rings, or (direct) the rings with x in them. */
+export const gemvSharedBytes = (dtype: CudaDType, M: number, K: number, r: GemvRing, direct = false): number =>
+  direct ? ringBytes(r, M) : M * gemvChunk(dtype, M, K) * ESZ[dtype] + ringBytes(r);
+/** Whether a launch takes x through its weight ring instead of staging it: one row, no norm (knobs.gemvDirect). */
+export const gemvDirect = (M: number, norm: boolean): boolean => knobs.gemvDirect === "on" && M === 1 && !norm;
 
 /** One weight matrix of a launch: w [n, K]; y [M, n] row-major, or [n / d, M, d] with `heads`. */
 export interface GemvSegment {
@@ -112,7 +116,7 @@ export class GemvKernels {
     this.module = dev.loadModule(this.compiled.cubin);
     for (const e of gemvEntries()) {
       const fn = this.module.getFunction(gemvEntry(dtype, e.m, e.r, e.ks));
-      fn.setMaxDynamicShared(GEMV_SMEM_CAP + ringBytes(e.r));
+      fn.setMaxDynamicShared(Math.max(GEMV_SMEM_CAP + ringBytes(e.r), e.m === 1 ? ringBytes(e.r, 1) : 0));
       this.fns.set(`${e.m}/${e.r}/${e.ks}`, fn);
     }
   }
@@ -143,7 +147,8 @@ export class GemvKernels {
     if (ropeMask && !l.rope) throw new RangeError("gemv: rope segments without positions");
     const units = GemvKernels.units(l);
     if (units === 0) return;
-    const kc = gemvChunk(this.dtype, M, K);
+    const direct = gemvDirect(M, l.norm !== undefined);
+    const kc = direct ? 0 : gemvChunk(this.dtype, M, K);
     const s = (i: number): GemvSegment | undefined => segs[i];
     const args = packModelArgs("ZvGemvArgs", {
       x: l.x,
@@ -176,6 +181,6 @@ export class GemvKernels {
     });
     const r: GemvRing = M === 1 ? this.ring : GEMV_RING_DEFAULT;
     const ks = gemvSplitK(this.dtype, M, K, r, knobs.gemvSplitK);
-    this.dev.launch(this.fns.get(`${M}/${r}/${ks}`)!, { grid: [Math.ceil((units * ks) / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: gemvSharedBytes(this.dtype, M, K, r), stream: this.stream, pdl: this.pdl }, args);
+    this.dev.launch(this.fns.get(`${M}/${r}/${ks}`)!, { grid: [Math.ceil((units * ks) / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: gemvSharedBytes(this.dtype, M, K, r, direct), stream: this.stream, pdl: this.pdl }, args);
   }
 }

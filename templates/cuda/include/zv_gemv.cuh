@@ -9,11 +9,13 @@
 // Work split: a "unit" = two weight rows (a rope pair, two adjacent rows, or gate row p with up row p); one warp owns
 // one unit, streams its rows once through a cp.async ring in shared memory (R - 1 stages of 1 KiB in flight a warp,
 // no registers held), and reduces with shuffles. Launched with PDL, a CTA issues its first stages before waiting for the
-// previous kernel. x for all M rows sits in shared memory in chunks of kc elements (normalized once per CTA). Every value
-// is rounded to T where the unfused ops round (after the linear, after bias, after rope, after the add), so the
-// fused result equals the composition of cuda-ops' plain ops up to f32 summation order.
+// previous kernel. x for all M rows sits in shared memory in chunks of kc elements (normalized once per CTA), or, in
+// launches without a norm, rides in the ring next to the weights. Every value is rounded to T where the unfused ops
+// round (after the linear, after bias, after rope, after the add), so the fused result equals the composition of
+// cuda-ops' plain ops up to f32 summation order.
 // Launch: grid ceil(units * KS / kGemvWarps), block 32 * kGemvWarps, dynamic shared memory M * kc * sizeof(T) (staged x)
-// + kGemvWarps * R * 1 KiB (the rings).
+// + kGemvWarps * R * 1 KiB (the rings); kc = 0 ("direct", launches without a norm): no staged x, rings of
+// kGemvWarps * R * (2 + M) * 512 bytes.
 #pragma once
 #include "zv_common.cuh"
 #include "zv_model_args.cuh"
@@ -161,8 +163,13 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   __shared__ float red[kGemvWarps][M];
   __shared__ float parts[kGemvWarps][M][2];
 
+  // kc == 0 (no norm): x is not staged; each stage's x vectors ride in the ring slot after the two weight rows, so
+  // the weight stream never waits on a CTA-wide staging pass (a one-wave launch otherwise idles the memory while
+  // every CTA stages x at once). Else x is staged in chunks of kc elements.
+  const bool direct = kc == 0;
+  const int SW = direct ? 2 + M : 2;  // 16-byte vectors a lane a stage in the ring
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  uint4* ring = reinterpret_cast<uint4*>(zv_gemv_smem + M * kc * sizeof(T)) + warp * R * 2 * 32 + lane;
+  uint4* ring = reinterpret_cast<uint4*>(zv_gemv_smem + M * kc * sizeof(T)) + warp * R * SW * 32 + lane;
   const long long units = a.mode == 1 ? a.n0 : (a.n0 + 1) / 2 + (a.nseg > 1 ? (a.n1 + 1) / 2 : 0) + (a.nseg > 2 ? (a.n2 + 1) / 2 : 0);
   const long long u = static_cast<long long>(blockIdx.x) * (kGemvWarps / KS) + warp / KS;
   const int part = warp % KS;
@@ -175,20 +182,36 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   // This warp's stages [b0, b0 + nb) of K.
   const long long b0 = part * nall / KS, nb = (part + 1) * nall / KS - b0;
 
-  // Stage b into slot b % R (an empty group past the last stage keeps the wait counts uniform).
-  auto issue = [&](long long b) {
+  // Stage b's weights (and, direct, its x) into slot b % R; the caller commits the group (an empty group past the last
+  // stage keeps the wait counts uniform).
+  auto issue_w = [&](long long b) {
     if (b < nb) {
       const long long k = (b0 + b) * STAGE + lane * V;
       const bool in = active && k < K;
-      uint4* slot = ring + (b % R) * 2 * 32;
+      uint4* slot = ring + (b % R) * SW * 32;
       zv::cp_async_16(slot, in ? wa + k : wa, in);
       zv::cp_async_16(slot + 32, in && wb ? wb + k : wa, in && wb != nullptr);
     }
-    zv::cp_async_commit();
+  };
+  auto issue_x = [&](long long b) {
+    if (direct && b < nb) {
+      const long long k = (b0 + b) * STAGE + lane * V;
+      uint4* slot = ring + (b % R) * SW * 32;
+#pragma unroll
+      for (int m = 0; m < M; m++) zv::cp_async_16_ca(slot + (2 + m) * 32, static_cast<const T*>(a.x) + (k < K ? x_index<M>(a, m, k) : 0), k < K);
+    }
   };
 #pragma unroll
-  for (int b = 0; b < R - 1; b++) issue(b);
+  for (int b = 0; b < R - 1; b++) {
+    issue_w(b);
+    zv::cp_async_commit();
+  }
   zv::pdl_wait();
+  if (direct) {  // x of the first stages (the previous kernel's output: only after the wait), one more group
+#pragma unroll
+    for (int b = 0; b < R - 1; b++) issue_x(b);
+    zv::cp_async_commit();
+  }
 
   if (a.norm_w) {
     float ss[M];
@@ -230,7 +253,7 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   long long chunk0 = -1;
   for (long long b = 0; b < nb; b++) {
     const long long kb = (b0 + b) * STAGE;
-    if (kb / kc != chunk0) {  // stage the chunk of x holding this stage (kc is a multiple of STAGE)
+    if (!direct && kb / kc != chunk0) {  // stage the chunk of x holding this stage (kc is a multiple of STAGE)
       chunk0 = kb / kc;
       const long long c0 = chunk0 * kc, clen = min(kc, K - c0), per = clen / V;
       __syncthreads();
@@ -266,10 +289,17 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
       }
       __syncthreads();
     }
-    zv::cp_async_wait<R - 2>();  // stage b has landed (this lane's copies)
-    const uint4* slot = ring + (b % R) * 2 * 32;
+    // Stage b has landed (this lane's copies); direct, the first stages' x came in a later group: wait for all once.
+    if (direct && b == 0) zv::cp_async_wait<0>();
+    else zv::cp_async_wait<R - 2>();
+    const uint4* slot = ring + (b % R) * SW * 32;
     const uint4 wva = slot[0], wvb = slot[32];
-    issue(b + R - 1);  // into the slot read at b - 1
+    uint4 xv[M];
+#pragma unroll
+    for (int m = 0; m < M; m++) xv[m] = direct ? slot[(2 + m) * 32] : make_uint4(0, 0, 0, 0);
+    issue_w(b + R - 1);  // into the slot read at b - 1
+    issue_x(b + R - 1);
+    zv::cp_async_commit();
     const long long k = kb + lane * V;
     if (k < K) {
       float fa[V], fb[V];
@@ -278,7 +308,7 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
 #pragma unroll
       for (int m = 0; m < M; m++) {
         float fx[V];
-        unpack(*reinterpret_cast<const uint4*>(xs + m * kc + (k - chunk0 * kc)), fx, static_cast<T*>(nullptr));
+        unpack(direct ? xv[m] : *reinterpret_cast<const uint4*>(xs + m * kc + (k - chunk0 * kc)), fx, static_cast<T*>(nullptr));
 #pragma unroll
         for (int i = 0; i < V; i++) {
           acc[m][0] = fmaf(fa[i], fx[i], acc[m][0]);
