@@ -14,6 +14,7 @@
 // (op by op), so the line says what graphs save. Split a long run with --lengths / --modes / --no-128k / --only-128k.
 import { readFileSync } from "node:fs";
 import { createCudaAttention } from "../src/backends/cuda/paged-serve.ts";
+import type { GraphRunner } from "../src/backends/cuda/paged-graph.ts";
 import { openCuda } from "../src/backends/cuda/executor.ts";
 import { parseProgram } from "../src/ir/parse.ts";
 import { verifyProgram } from "../src/ir/verify.ts";
@@ -163,12 +164,14 @@ function bench(n: number, policy: Policy | undefined): void {
         return (performance.now() - b) / steps;
       };
       const ms = time((b) => eng!.decode(b));
+      // The GPU's share of a step: the last graph replayed back to back (host work between steps excluded).
+      const replay = (eng.steps as Partial<GraphRunner>).replayLast?.(steps) ?? null;
       if (profile && B === 1) profileSteps(() => eng!.eager.run(batch.map((x) => ({ ...x, position: pos++ }))), ms);
       const eagerMs = eagerToo ? time((b) => eng!.eager.run(b)) : NaN;
       const tps = (t: number): string => ((B * 1000) / t).toFixed(1).padStart(8);
       // Live rows per layer at the middle of the timed steps, for each of the B sequences.
       const floor = floorMs(B * lens.reduce((a, x) => a + x.reduce((p, q) => p + q, 0) / x.length + steps, 0));
-      log(`${mode.padEnd(12)} n ${String(n).padStart(6)} prefill ${prefillMs.toFixed(0).padStart(7)} ms  batch ${String(B).padStart(3)}${B === fit && B > 1 ? " (max fit)" : "          "}: ${eng.steps.mode} ${ms.toFixed(1).padStart(7)} ms/step ${tps(ms)} tokens/s  floor ${floor.toFixed(1)} ms (${((100 * floor) / ms).toFixed(0)}%)` + (eagerToo ? `  eager ${eagerMs.toFixed(1).padStart(7)} ms/step ${tps(eagerMs)} tokens/s` : ""));
+      log(`${mode.padEnd(12)} n ${String(n).padStart(6)} prefill ${prefillMs.toFixed(0).padStart(7)} ms  batch ${String(B).padStart(3)}${B === fit && B > 1 ? " (max fit)" : "          "}: ${eng.steps.mode} ${ms.toFixed(1).padStart(7)} ms/step ${tps(ms)} tokens/s  floor ${floor.toFixed(1)} ms (${((100 * floor) / ms).toFixed(0)}%)` + (replay !== null ? `  gpu ${replay.toFixed(2)} ms (${((100 * floor) / replay).toFixed(0)}%)` : "") + (eagerToo ? `  eager ${eagerMs.toFixed(1).padStart(7)} ms/step ${tps(eagerMs)} tokens/s` : ""));
     }
   } catch (e) {
     log(`${mode.padEnd(12)} n ${String(n).padStart(6)}: ${String((e as Error).message ?? e).slice(0, 300)}`);

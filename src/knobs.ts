@@ -39,5 +39,7 @@ export const knobs = {
   /** "off" stages x in shared memory for every one-row fused launch; on (default), launches without a norm
    *  (o_proj, down_proj, lm_head) take x through the weight ring instead. */
   gemvDirect: process.env.ZIPVL_GEMV_DIRECT === "off" ? "off" : "on",
+  /** CTAs per SM the fused kernels' launch bounds ask for (3..8; caps their registers; benchmarks). */
+  gemvMinBlocks: Math.min(8, Math.max(3, Math.floor(Number(process.env.ZIPVL_GEMV_MINBLOCKS ?? "3")) || 3)),
 } as const;
 

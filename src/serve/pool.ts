@@ -74,6 +74,7 @@ export class PagedKvPool {
   private readonly free: number[];
   private readonly seqs = new Map<string, SeqState>();
   private reservedTotal = 0;
+  private epochN = 0;
 
   constructor(geometry: PoolGeometry, readonly storage: PageStorage) {
     checkGeometry(geometry);
@@ -113,8 +114,14 @@ export class PagedKvPool {
     return Math.ceil(tokens / this.geometry.pageTokens);
   }
 
+  /** Changes when a sequence is added or released (cached page tables of a batch must be rebuilt). */
+  get epoch(): number {
+    return this.epochN;
+  }
+
   addSequence(id: string): void {
     if (this.seqs.has(id)) serveFail("ZV7004", [`sequence ${id} already exists`]);
+    this.epochN++;
     const { layers } = this.geometry;
     const G = groupsPerLayer(this.geometry);
     this.seqs.set(id, {
@@ -131,6 +138,10 @@ export class PagedKvPool {
   /** Token counts of one layer, one per group. */
   lengths(id: string, layer: number): readonly number[] {
     return this.seq(id).lengths[layer] ?? serveFail("ZV7004", [`layer ${layer} of ${this.geometry.layers}`]);
+  }
+  /** Page ids of one group of one layer, in token order (the pool's own list: read only). */
+  pageIds(id: string, layer: number, group: number): readonly number[] {
+    return this.seq(id).pages[layer]?.[group] ?? serveFail("ZV7004", [`layer ${layer} group ${group}`]);
   }
   pagesOf(id: string): number {
     let n = 0;
@@ -232,6 +243,7 @@ export class PagedKvPool {
   release(id: string): void {
     const s = this.seqs.get(id);
     if (!s) return;
+    this.epochN++;
     for (const l of s.pages) for (const grp of l) for (const p of grp.splice(0).reverse()) this.free.push(p);
     this.reservedTotal -= s.reserved;
     this.seqs.delete(id);

@@ -63,7 +63,7 @@ export function gemvChunk(dtype: CudaDType, M: number, K: number, capElems = kno
 let tpl: Handlebars.TemplateDelegate | undefined;
 export function renderGemv(dtype: CudaDType): { name: string; source: string } {
   tpl ??= Handlebars.compile(readFileSync(join(TEMPLATE_DIR, "gemv.cu.hbs"), "utf8"), { noEscape: true, strict: true });
-  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries() }) };
+  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries(), minBlocks: knobs.gemvMinBlocks }) };
 }
 export const gemvEntry = (dtype: CudaDType, M: number, r: GemvRing = GEMV_RING_DEFAULT, ks: GemvSplitK = 1): string => `zv_gemv_${dtype}_m${M}_r${r}_k${ks}`;
 /** Dynamic shared memory of a launch: the staged x chunk and the warps' rings, or (direct) the rings with x in them. */

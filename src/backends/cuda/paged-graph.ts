@@ -35,6 +35,10 @@ export interface GraphRunner extends StepRunner {
   readonly stats: GraphStats;
   /** Keys (bucket/splits) of the captured graphs. */
   readonly shapes: readonly string[];
+  /** Benchmarks: replays the last step's graph n times back to back with no host work between (the same step
+   *  recomputed: same tokens, positions and appended rows) and returns the milliseconds per replay; the GPU's share
+   *  of a step, the rest of `run` being host work (tables, token ids, the logits copy). Null without a graph. */
+  replayLast(n: number): number | null;
 }
 
 export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, model: StepModel, table: DTensor, o: { maxBatch: number; notice?: (line: string) => void }): GraphRunner {
@@ -46,6 +50,7 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
   const graphs = new Map<string, { graph: CudaGraph; out: DTensor }>();
   const stats: GraphStats = { warmups: 0, captures: 0, replays: 0, eager: 0 };
   let off: string | null = null;
+  let last: CudaGraph | null = null;
   // The model part on a view of the ops whose rope (plain and fused) reads the positions from the device buffer.
   const view: ModelOps = {
     ...h,
@@ -104,6 +109,7 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
       pos.write(pv, 0, h.stream);
       const g = graphs.get(key);
       if (g) {
+        last = g.graph;
         g.graph.launch(h.stream);
         stats.replays++;
         return logitsOf(g.out, B);
@@ -122,7 +128,16 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
       capture(key, p, rows, padded, pv);
       return lg;
     },
+    replayLast(n: number): number | null {
+      if (!last || off !== null) return null;
+      h.stream.synchronize();
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) last.launch(h.stream);
+      h.stream.synchronize();
+      return (performance.now() - t0) / n;
+    },
     dispose(): void {
+      last = null;
       h.stream.synchronize();
       for (const g of graphs.values()) {
         g.graph.destroy();

@@ -9,8 +9,9 @@ import { checkStep, type PagedAttention, type PagedAttentionOptions } from "../.
 import { serveFail } from "../../serve/errors.ts";
 import { groupsPerLayer, PagedKvPool } from "../../serve/pool.ts";
 import type { StepModel, StepRunner } from "../../serve/step.ts";
-import { CudaPagedDecode, CudaPageStorage, loadPagedKernels, packStepTables, stepHeaderWords, type StepOffsets } from "./paged.ts";
+import { CudaPagedDecode, CudaPageStorage, loadPagedKernels, type StepOffsets } from "./paged.ts";
 import { createGraphRunner } from "./paged-graph.ts";
+import { StepTables } from "./step-tables.ts";
 import type { CudaDType } from "./render.ts";
 
 function handle(ops: ModelOps): CudaOpsHandle {
@@ -54,13 +55,14 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
     return rows;
   };
   const G = groupsPerLayer(geom);
-  // The current decode step (beginStep): every layer's rows reserved and all tables uploaded in one copy into one
-  // buffer sized once for the largest batch, at offsets that depend only on the bucket (what a captured step needs).
-  type Step = { seqs: readonly string[]; live: number; offsets: StepOffsets[]; maxLen: number };
+  // The current decode step (beginStep): every layer's rows reserved and all tables in one buffer sized once for
+  // the largest batch, at offsets that depend only on the bucket (what a captured step needs), updated in place
+  // while the batch stays the same (StepTables).
+  type Step = { seqs: readonly string[]; live: number; offsets: readonly StepOffsets[]; maxLen: number };
   let step: Step | null = null;
   let last: Step | null = null;
-  const stepBuf = dev.alloc(4 * (stepHeaderWords(o.layers, maxBatch, G, o.kvHeads) + o.numPages));
-  const at = (words: number): bigint => stepBuf.at(4 * words);
+  const tables = new StepTables((n) => dev.alloc(n), pool, o.layers, o.kvHeads, G, maxBatch);
+  const at = (words: number): bigint => tables.buffer.at(4 * words);
   const inStep = (layer: number, seqs: readonly string[]): boolean =>
     step !== null && step.seqs.length === seqs.length && step.seqs.every((s, i) => s === seqs[i]) && layer < step.offsets.length;
   const attention: CudaPagedAttention = {
@@ -79,11 +81,7 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
         });
         rows.push(r);
       }
-      const tables = Array.from({ length: o.layers }, (_, l) => pool.tables(seqs, l));
-      const { blob, offsets } = packStepTables(tables, rows, bucket, o.kvHeads);
-      if (blob.byteLength > stepBuf.bytes) serveFail("ZV7005", [`a decode step's tables of ${blob.byteLength} bytes exceed the ${stepBuf.bytes}-byte step buffer`]);
-      stepBuf.write(blob, 0, h.stream);
-      const maxLen = Math.max(0, ...tables.map((t) => Math.max(0, ...t.lengths)));
+      const { offsets, maxLen } = tables.begin(seqs, bucket, rows, h.stream);
       // Rows past the batch repeat seqs[0]: appendStep/attend of the step are called with the padded list.
       // Splits are sized for the B rows with caches (padding rows read nothing): part of the graph's key.
       step = { seqs: [...seqs, ...new Array<string>(bucket - B).fill(seqs[0]!)], live: B, offsets, maxLen };
@@ -138,7 +136,7 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
     },
     dispose() {
       h.stream.synchronize();
-      stepBuf.free();
+      tables.free();
       decode.free();
       rows.free();
       pool.dispose();

@@ -158,36 +158,43 @@ export function stepHeaderWords(layers: number, bucket: number, groups: number, 
 /**
  * Every layer's page tables and append rows of one decode step in one i32 array (one host-to-device copy), at
  * offsets that depend only on the row count `bucket` (>= the batch): the fixed part first, then all layers' page
- * ids in one run that every layer's indptr indexes absolutely. Rows past the batch (padding up to the bucket)
+ * ids in one run that every layer's indptr indexes from its start. Rows past the batch (padding up to the bucket)
  * read row 0's pages and append nowhere (row -1), so a step captured for a bucket replays for any batch in it.
+ * `slack` free entries follow each list (the kernels read a list's first ceil(length / P) entries from its indptr
+ * only), so later steps can add pages in place (StepTables); `starts[l][e]` is list e's start in layer l.
  */
-export function packStepTables(tables: readonly PageTables[], rows: readonly Int32Array[], bucket: number, kvHeads: number): { blob: Int32Array; offsets: StepOffsets[] } {
+export function packStepTables(tables: readonly PageTables[], rows: readonly Int32Array[], bucket: number, kvHeads: number, slack = 0): { blob: Int32Array; offsets: StepOffsets[]; starts: Int32Array[] } {
   const L = tables.length;
   const G = L ? tables[0]!.groups : 1;
   const B = L ? tables[0]!.batch : 0;
   if (B > bucket || B < 1) serveFail("ZV7005", [`a step of ${B} sequences in a bucket of ${bucket}`]);
   const per = 2 * bucket * G + 1 + kvHeads * bucket;
   const head = L * per;
-  const blob = new Int32Array(head + tables.reduce((a, t) => a + t.pages.length, 0));
+  const blob = new Int32Array(head + tables.reduce((a, t) => a + t.pages.length, 0) + L * B * G * slack);
   const offsets: StepOffsets[] = [];
+  const starts: Int32Array[] = [];
   let pAt = 0;
   tables.forEach((t, l) => {
     const o = { indptr: l * per, lengths: l * per + bucket * G + 1, rows: l * per + 2 * bucket * G + 1, pages: head };
+    const st = new Int32Array(B * G);
+    for (let e = 0; e < B * G; e++) {
+      st[e] = pAt;
+      blob.set(t.pages.subarray(t.indptr[e]!, t.indptr[e + 1]!), head + pAt);
+      pAt += t.indptr[e + 1]! - t.indptr[e]! + slack;
+    }
     // Rows past the batch (the bucket's padding) get empty caches: they read nothing and append nowhere, so a
     // padded step costs the real rows' K/V only (their outputs are zero and dropped).
     for (let e = 0; e < bucket * G; e++) {
-      const src = e < B * G ? e : e % G;
-      blob[o.indptr + e] = t.indptr[src]! + pAt;
-      blob[o.lengths + e] = e < B * G ? t.lengths[src]! : 0;
+      blob[o.indptr + e] = st[e < B * G ? e : e % G]!;
+      blob[o.lengths + e] = e < B * G ? t.lengths[e]! : 0;
     }
-    blob[o.indptr + bucket * G] = pAt + t.pages.length;
+    blob[o.indptr + bucket * G] = pAt;
     const r = rows[l]!;
     for (let kv = 0; kv < kvHeads; kv++) for (let b = 0; b < bucket; b++) blob[o.rows + kv * bucket + b] = b < B ? r[kv * B + b]! : -1;
-    blob.set(t.pages, head + pAt);
-    pAt += t.pages.length;
     offsets.push(o);
+    starts.push(st);
   });
-  return { blob, offsets };
+  return { blob, offsets, starts };
 }
 
 /** A batched paged decode: buffers sized for `maxBatch` sequences and `maxPages` table entries, reused per step. */

@@ -1,0 +1,134 @@
+// StepTables (src/backends/cuda/step-tables.ts): a decode step's page tables kept on the device and updated in place
+// between steps of the same batch. Property (fast-check): after any run of steps, batch changes, admissions and
+// releases, what the device buffer holds reads back, list by list, as the pool's own tables: every real row's length,
+// its first ceil(length / P) page ids and its append rows, and empty caches / row -1 for the bucket's padding.
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { StepTables } from "../src/backends/cuda/step-tables.ts";
+import type { DeviceBuffer } from "../src/runtime/native.ts";
+import { createHostPool, groupsPerLayer, type PageLayout } from "../src/serve/pool.ts";
+
+const runs = Number(process.env.ZIPVL_FC_RUNS ?? "0") || 60;
+
+/** A device buffer in host memory (what write() puts where). */
+function hostBuffer(bytes: number): DeviceBuffer & { words: Int32Array; writes: number; written: number } {
+  const words = new Int32Array(bytes / 4);
+  const b = {
+    bytes,
+    words,
+    writes: 0,
+    written: 0,
+    write(src: ArrayBufferView, offset = 0) {
+      b.writes++;
+      b.written += src.byteLength;
+      const s = new Int32Array(src.buffer, src.byteOffset, src.byteLength / 4);
+      if (offset + src.byteLength > bytes) throw new RangeError("write past the buffer");
+      words.set(s, offset / 4);
+    },
+    at: (o: number) => BigInt(o),
+    free() {},
+  };
+  return b as unknown as DeviceBuffer & { words: Int32Array; writes: number; written: number };
+}
+
+const opArb = fc.oneof(
+  { weight: 6, arbitrary: fc.constant({ kind: "step" as const }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("add" as const), tokens: fc.integer({ min: 0, max: 40 }) }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("release" as const), which: fc.nat() }) },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant("pad" as const), extra: fc.integer({ min: 0, max: 3 }) }) },
+);
+
+describe("StepTables", () => {
+  it("in-place updates read back as the pool's tables (steps, page growth past the slack, batch changes)", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom<PageLayout>("per-layer", "per-head"),
+        fc.integer({ min: 1, max: 3 }),
+        fc.integer({ min: 0, max: 2 }),
+        fc.constantFrom(2, 4),
+        fc.array(opArb, { minLength: 1, maxLength: 60 }),
+        (layout, layers, slack, P, ops) => {
+          const kvHeads = 2;
+          const pool = createHostPool({ layers, kvHeads, headDim: 4, pageTokens: P, layout, numPages: 4000 });
+          const G = groupsPerLayer(pool.geometry);
+          const maxBatch = 8;
+          let buf: ReturnType<typeof hostBuffer> | null = null;
+          const st = new StepTables((n) => (buf = hostBuffer(n)), pool, layers, kvHeads, G, maxBatch, slack);
+          const live: string[] = [];
+          let next = 0, pad = 0;
+          const admit = (tokens: number) => {
+            const id = `s${next++}`;
+            pool.addSequence(id);
+            for (let l = 0; l < layers; l++) pool.reserveRows(id, l, Array.from({ length: G }, (_, g) => tokens + g * l), tokens + kvHeads * l);
+            live.push(id);
+          };
+          admit(5);
+          for (const op of ops) {
+            if (op.kind === "add" && live.length < maxBatch - 3) admit(op.tokens);
+            else if (op.kind === "release" && live.length > 1) pool.release(live.splice(op.which % live.length, 1)[0]!);
+            else if (op.kind === "pad") pad = op.extra;
+            if (op.kind !== "step") continue;
+            const B = live.length, bucket = Math.min(maxBatch, B + pad);
+            const rows = Array.from({ length: layers }, (_, l) => {
+              const r = new Int32Array(kvHeads * B);
+              live.forEach((s, b) => {
+                const rr = pool.reserveRows(s, l, new Array<number>(G).fill(1), 1);
+                for (let kv = 0; kv < kvHeads; kv++) r[kv * B + b] = rr[kv]!;
+              });
+              return r;
+            });
+            const { offsets, maxLen } = st.begin(live, bucket, rows, null);
+            const w = buf!.words;
+            let longest = 0;
+            offsets.forEach((o, l) => {
+              for (let e = 0; e < bucket * G; e++) {
+                const len = w[o.lengths + e]!;
+                if (e >= B * G) {
+                  expect(len).toBe(0);
+                  continue;
+                }
+                const seq = live[Math.floor(e / G)]!, g = e % G;
+                expect(len).toBe(pool.lengths(seq, l)[g]);
+                longest = Math.max(longest, len);
+                const n = Math.ceil(len / P);
+                expect(Array.from(w.subarray(o.pages + w[o.indptr + e]!, o.pages + w[o.indptr + e]! + n))).toEqual(pool.pageIds(seq, l, g).slice(0, n));
+              }
+              for (let kv = 0; kv < kvHeads; kv++)
+                for (let b = 0; b < bucket; b++) expect(w[o.rows + kv * bucket + b]).toBe(b < B ? rows[l]![kv * B + b] : -1);
+            });
+            expect(maxLen).toBe(longest);
+          }
+          // Steps of an unchanged batch are updated in place (one repack per slack's worth of tokens at most).
+          expect(st.stats.packs + st.stats.updates).toBe(ops.filter((o) => o.kind === "step").length);
+        },
+      ),
+      { numRuns: runs },
+    );
+  });
+
+  it("a steady batch repacks once per slack's worth of pages and uploads a few KiB otherwise", () => {
+    const layers = 4, kvHeads = 2, P = 16;
+    const pool = createHostPool({ layers, kvHeads, headDim: 4, pageTokens: P, layout: "per-layer", numPages: 1000 });
+    const bufs: ReturnType<typeof hostBuffer>[] = [];
+    const st = new StepTables((n) => (bufs.push(hostBuffer(n)), bufs[0]!), pool, layers, kvHeads, 1, 4, 2);
+    pool.addSequence("a");
+    for (let l = 0; l < layers; l++) pool.reserveRows("a", l, [100], 100);
+    const header = 4 * layers * (2 + 1 + kvHeads); // indptr (2), lengths (1), rows (kvHeads) a layer at bucket 1
+    let cap = 0;
+    for (let i = 0; i < 4 * P; i++) {
+      const rows = Array.from({ length: layers }, (_, l) => pool.reserveRows("a", l, [1], 1));
+      const before = bufs[0]!.written, packs = st.stats.packs;
+      st.begin(["a"], 1, rows, null);
+      const len = 101 + i;
+      if (st.stats.packs !== packs) cap = Math.ceil(len / P) + 2;
+      // An update uploads the fixed part, plus, when a page was added, the span from layer 0's new id to the last
+      // layer's (one list of `cap` entries a layer).
+      else expect(bufs[0]!.written - before).toBe(header + (len % P === 1 ? 4 * ((layers - 1) * cap + 1) : 0));
+    }
+    // 101..164 tokens: 7 -> 11 pages. Packed at 7 pages with 2 free entries a list (capacity 9), repacked when the
+    // 10th page comes (capacity 12).
+    expect(bufs.length).toBe(1);
+    expect(st.stats.packs).toBe(2);
+    expect(st.stats.updates).toBe(4 * P - 2);
+  });
+});
