@@ -106,6 +106,39 @@ describe("StepTables", () => {
     );
   });
 
+  it("reserveOne / stepGrowth (the decode step's fast path) match reserveRows / growthPages on a twin pool", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom<PageLayout>("per-layer", "per-head"),
+        fc.constantFrom(1, 2, 4),
+        fc.array(fc.record({ seq: fc.integer({ min: 0, max: 2 }), layer: fc.integer({ min: 0, max: 1 }), reserve: fc.integer({ min: 0, max: 3 }) }), { minLength: 1, maxLength: 80 }),
+        (layout, P, steps) => {
+          const geo = { layers: 2, kvHeads: 3, headDim: 2, pageTokens: P, layout, numPages: 40 };
+          const a = createHostPool(geo), b = createHostPool(geo);
+          const G = groupsPerLayer(a.geometry);
+          for (const p of [a, b]) for (const id of ["x", "y", "z"]) p.addSequence(id);
+          for (const st of steps) {
+            const id = ["x", "y", "z"][st.seq]!;
+            expect(b.stepGrowth(id)).toBe([0, 1].reduce((n, l) => n + a.growthPages(id, l, new Array<number>(G).fill(1)), 0));
+            if (st.reserve && a.availablePages >= st.reserve) (a.reserve(id, a.reservedOf(id) + st.reserve), b.reserve(id, b.reservedOf(id) + st.reserve));
+            let ra: Int32Array | Error, rb: Int32Array | Error;
+            try { ra = a.reserveRows(id, st.layer, new Array<number>(G).fill(1), 1); } catch (e) { ra = e as Error; }
+            const out = new Int32Array(2 * 3).fill(-7);
+            try { b.reserveOne(id, st.layer, out, 1, 2); rb = Int32Array.from({ length: 3 }, (_, kv) => out[kv * 2 + 1]!); } catch (e) { rb = e as Error; }
+            if (ra instanceof Error || rb instanceof Error) {
+              expect(String(rb)).toBe(String(ra));
+              continue;
+            }
+            expect(Array.from(rb)).toEqual(Array.from(ra));
+            expect(Array.from({ length: 3 }, (_, kv) => out[kv * 2])).toEqual([-7, -7, -7]);
+            expect([b.freePages, b.availablePages, b.reservedOf(id), b.lengths(id, st.layer)]).toEqual([a.freePages, a.availablePages, a.reservedOf(id), a.lengths(id, st.layer)]);
+          }
+        },
+      ),
+      { numRuns: runs },
+    );
+  });
+
   it("a steady batch repacks once per slack's worth of pages and uploads a few KiB otherwise", () => {
     const layers = 4, kvHeads = 2, P = 16;
     const pool = createHostPool({ layers, kvHeads, headDim: 4, pageTokens: P, layout: "per-layer", numPages: 1000 });

@@ -214,6 +214,51 @@ export class PagedKvPool {
     return rows;
   }
 
+  /** New pages one more token in every group of every layer takes (a decode step's growth). */
+  stepGrowth(id: string): number {
+    const s = this.seq(id);
+    const P = this.geometry.pageTokens;
+    let need = 0;
+    for (let l = 0; l < s.lengths.length; l++) {
+      const lens = s.lengths[l]!, pages = s.pages[l]!;
+      for (let grp = 0; grp < lens.length; grp++) if (pages[grp]!.length * P <= lens[grp]!) need++;
+    }
+    return need;
+  }
+
+  /**
+   * One new token in every group of one layer, what a decode step appends: reserveRows(id, layer, [1, ...], 1)
+   * (same pages, rows and reservation accounting, all-or-nothing) without its allocations; the row of KV head kv
+   * goes to out[kv * stride + col].
+   */
+  reserveOne(id: string, layer: number, out: Int32Array, col: number, stride: number): void {
+    const s = this.seq(id);
+    const g = this.geometry;
+    const P = g.pageTokens;
+    const lens = s.lengths[layer] ?? serveFail("ZV7004", [`layer ${layer} of ${g.layers}`]);
+    const pages = s.pages[layer]!;
+    let need = 0;
+    for (let grp = 0; grp < lens.length; grp++) if (pages[grp]!.length * P <= lens[grp]!) need++;
+    const fromReserve = Math.min(need, s.reserved);
+    if (need - fromReserve > this.availablePages) {
+      serveFail("ZV7002", [`sequence ${id} layer ${layer} needs ${need} page(s), ${this.availablePages + fromReserve} available (${this.free.length} free, ${this.reservedTotal} reserved)`]);
+    }
+    s.reserved -= fromReserve;
+    this.reservedTotal -= fromReserve;
+    const perLayer = g.layout === "per-layer";
+    for (let grp = 0; grp < lens.length; grp++) {
+      const list = pages[grp]!;
+      const pos = lens[grp]!;
+      if (list.length * P <= pos) list.push(this.free.pop()!);
+      const page = list[Math.floor(pos / P)]!;
+      const off = pos % P;
+      // per-layer: one group, every KV head has its slot in the page; per-head: group = KV head, slot 0.
+      if (perLayer) for (let h = 0; h < g.kvHeads; h++) out[h * stride + col] = (page * g.kvHeads + h) * P + off;
+      else out[grp * stride + col] = page * P + off;
+      lens[grp] = pos + 1;
+    }
+  }
+
   /**
    * Appends K/V rows [Hkv, t, d] (f32) to one layer; `counts` (per-head layout only) keeps the first counts[kv]
    * rows of each head (ragged per-head selection), otherwise all t rows.

@@ -70,15 +70,12 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
     beginStep(seqs, bucket = seqs.length) {
       const B = seqs.length;
       if (bucket > maxBatch) serveFail("ZV7005", [`a decode step of ${bucket} rows; the attention was sized for ${maxBatch}`]);
-      const need = seqs.reduce((a, s) => { let n = 0; for (let l = 0; l < o.layers; l++) n += pool.growthPages(s, l, new Array<number>(G).fill(1)); return a + n; }, 0);
+      const need = seqs.reduce((a, s) => a + pool.stepGrowth(s), 0);
       if (need > pool.freePages) serveFail("ZV7002", [`a decode step of ${B} sequences needs ${need} page(s), ${pool.freePages} free`]);
       const rows: Int32Array[] = [];
       for (let l = 0; l < o.layers; l++) {
         const r = new Int32Array(o.kvHeads * B);
-        seqs.forEach((s, b) => {
-          const rr = pool.reserveRows(s, l, new Array<number>(G).fill(1), 1);
-          for (let kv = 0; kv < o.kvHeads; kv++) r[kv * B + b] = rr[kv]!;
-        });
+        for (let b = 0; b < B; b++) pool.reserveOne(seqs[b]!, l, r, b, B);
         rows.push(r);
       }
       const { offsets, maxLen } = tables.begin(seqs, bucket, rows, h.stream);
