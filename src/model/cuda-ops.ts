@@ -62,6 +62,8 @@ export interface CudaOpsHandle extends ModelOps {
   /** rope with the positions already on the device (x.shape[1] int32 at `positions`); the frequencies are cached
    *  on the device per distinct table (the first call of a table uploads it, so run once before capturing). */
   ropeFrom(x: DTensor, positions: DeviceBuffer, invFreq: Float32Array, scale: number): DTensor;
+  /** The first `count` values of x as f32 (toF32 reads them all): e.g. a padded batch's real rows. */
+  readF32(x: DTensor, count: number): Float32Array;
   /** normProject with the rope positions already on the device (x.shape[0] int32 at `positions`). */
   normProjectAt(x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, positions: DeviceBuffer): DTensor[] | undefined;
   /** Device memory held by these ops (every allocation through the metered device) and its high-water mark. */
@@ -89,11 +91,13 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
   const k = new ModelKernels(dev, dtype, ctx.arch, stream, nvrtc);
   const mainPool = new BufferPool(dev);
   meter.cached = () => mainPool.cachedBytes;
-  meter.onPressure = () => {
+  /** Gives the main pool's cached free buffers back to the driver; returns the bytes freed. */
+  const releaseCached = (): number => {
     const had = mainPool.cachedBytes;
     if (had > 0) mainPool.release();
-    return had > 0;
+    return had;
   };
+  meter.onPressure = () => releaseCached() > 0;
   let pool = mainPool;
   // Tensors taken from another pool than the main one (withPool) go back to it.
   const owners = new WeakMap<CudaTensor, BufferPool>();
@@ -261,11 +265,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       meter,
       stats: () => ({ heldBytes: meter.heldBytes, peakBytes: meter.peakBytes, cachedBytes: mainPool.cachedBytes, peakLiveBytes: meter.peakLiveBytes }),
       resetPeak: () => meter.resetPeak(),
-      releaseCached() {
-        const had = mainPool.cachedBytes;
-        mainPool.release();
-        return had;
-      },
+      releaseCached,
       deviceFree: () => ctx.dev.memInfo().free,
       mark: () => serial,
       freeSince(mark) {
@@ -312,10 +312,11 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       t.buf.write(encodeF32(data, dtype), 0, stream);
       return t;
     },
-    toF32(x) {
+    toF32: (x) => ops.readF32(x, numel(x.shape)),
+    readF32(x, count) {
       const t = T(x);
-      const bytes = t.buf.read(new Uint8Array(numel(t.shape) * esz), 0, stream);
-      return decodeToF32(bytes, dtype);
+      if (!(Number.isInteger(count) && count >= 0 && count <= numel(t.shape))) cudaOpsFail("ZV6201", [`reading ${count} values of ${shp(x)}`]);
+      return decodeToF32(t.buf.read(new Uint8Array(count * esz), 0, stream), dtype);
     },
     free(x) {
       const t = x as CudaTensor;

@@ -179,17 +179,9 @@ export class PagedKvPool {
     const G = groupsPerLayer(g);
     if (add.length !== G) serveFail("ZV7004", [`${add.length} counts for ${G} group(s) of layer ${layer}`]);
     for (const a of add) if (!Number.isSafeInteger(a) || a < 0) serveFail("ZV7004", [`token count ${a} is not a non-negative integer`]);
-    const need = this.growthPages(id, layer, add);
-    // A sequence may draw on its own reservation; everything else must come from unreserved pages.
-    const fromReserve = Math.min(need, s.reserved);
-    if (need - fromReserve > this.availablePages) {
-      serveFail("ZV7002", [`sequence ${id} layer ${layer} needs ${need} page(s), ${this.availablePages + fromReserve} available (${this.free.length} free, ${this.reservedTotal} reserved)`]);
-    }
-    s.reserved -= fromReserve;
-    this.reservedTotal -= fromReserve;
     const t = stride;
     if (Math.max(0, ...add) > t) serveFail("ZV7004", [`counts ${add.join(",")} exceed the row stride ${t}`]);
-    const hpp = headsPerPage(g);
+    this.claimPages(s, id, layer, this.growthPages(id, layer, add));
     const rows = new Int32Array(g.kvHeads * t).fill(-1);
     const lens = s.lengths[layer]!;
     const pages = s.pages[layer]!;
@@ -197,18 +189,7 @@ export class PagedKvPool {
       const list = pages[grp]!;
       const start = lens[grp]!;
       while (list.length < this.pagesFor(start + add[grp]!)) list.push(this.free.pop()!);
-      for (let i = 0; i < add[grp]!; i++) {
-        const pos = start + i;
-        const page = list[Math.floor(pos / g.pageTokens)]!;
-        const off = pos % g.pageTokens;
-        // per-layer: one group, every KV head has its slot in the page; per-head: group = KV head, slot 0.
-        const heads = g.layout === "per-layer" ? g.kvHeads : 1;
-        for (let h = 0; h < heads; h++) {
-          const kv = g.layout === "per-layer" ? h : grp;
-          const slot = g.layout === "per-layer" ? h : 0;
-          rows[kv * t + i] = (page * hpp + slot) * g.pageTokens + off;
-        }
-      }
+      for (let i = 0; i < add[grp]!; i++) this.putRows(rows, t, i, grp, list, start + i);
       lens[grp] = start + add[grp]!;
     }
     return rows;
@@ -217,12 +198,8 @@ export class PagedKvPool {
   /** New pages one more token in every group of every layer takes (a decode step's growth). */
   stepGrowth(id: string): number {
     const s = this.seq(id);
-    const P = this.geometry.pageTokens;
     let need = 0;
-    for (let l = 0; l < s.lengths.length; l++) {
-      const lens = s.lengths[l]!, pages = s.pages[l]!;
-      for (let grp = 0; grp < lens.length; grp++) if (pages[grp]!.length * P <= lens[grp]!) need++;
-    }
+    for (let l = 0; l < s.lengths.length; l++) need += this.oneTokenGrowth(s, l);
     return need;
   }
 
@@ -233,30 +210,47 @@ export class PagedKvPool {
    */
   reserveOne(id: string, layer: number, out: Int32Array, col: number, stride: number): void {
     const s = this.seq(id);
-    const g = this.geometry;
-    const P = g.pageTokens;
-    const lens = s.lengths[layer] ?? serveFail("ZV7004", [`layer ${layer} of ${g.layers}`]);
+    const P = this.geometry.pageTokens;
+    const lens = s.lengths[layer] ?? serveFail("ZV7004", [`layer ${layer} of ${this.geometry.layers}`]);
     const pages = s.pages[layer]!;
+    this.claimPages(s, id, layer, this.oneTokenGrowth(s, layer));
+    for (let grp = 0; grp < lens.length; grp++) {
+      const list = pages[grp]!;
+      const pos = lens[grp]!;
+      if (list.length * P <= pos) list.push(this.free.pop()!);
+      this.putRows(out, stride, col, grp, list, pos);
+      lens[grp] = pos + 1;
+    }
+  }
+
+  /** New pages one more token in every group of one layer takes. */
+  private oneTokenGrowth(s: SeqState, layer: number): number {
+    const P = this.geometry.pageTokens;
+    const lens = s.lengths[layer]!, pages = s.pages[layer]!;
     let need = 0;
     for (let grp = 0; grp < lens.length; grp++) if (pages[grp]!.length * P <= lens[grp]!) need++;
+    return need;
+  }
+
+  /** Accounts `need` new pages of a sequence: its own reservation first, the rest from unreserved pages; ZV7002
+   *  (nothing changed) when they are not there. */
+  private claimPages(s: SeqState, id: string, layer: number, need: number): void {
     const fromReserve = Math.min(need, s.reserved);
     if (need - fromReserve > this.availablePages) {
       serveFail("ZV7002", [`sequence ${id} layer ${layer} needs ${need} page(s), ${this.availablePages + fromReserve} available (${this.free.length} free, ${this.reservedTotal} reserved)`]);
     }
     s.reserved -= fromReserve;
     this.reservedTotal -= fromReserve;
-    const perLayer = g.layout === "per-layer";
-    for (let grp = 0; grp < lens.length; grp++) {
-      const list = pages[grp]!;
-      const pos = lens[grp]!;
-      if (list.length * P <= pos) list.push(this.free.pop()!);
-      const page = list[Math.floor(pos / P)]!;
-      const off = pos % P;
-      // per-layer: one group, every KV head has its slot in the page; per-head: group = KV head, slot 0.
-      if (perLayer) for (let h = 0; h < g.kvHeads; h++) out[h * stride + col] = (page * g.kvHeads + h) * P + off;
-      else out[grp * stride + col] = page * P + off;
-      lens[grp] = pos + 1;
-    }
+  }
+
+  /** The rows of token `pos` of group `grp` (page list `list`) into out[kv * stride + col]: per-layer, one group whose
+   *  pages give every KV head its slot; per-head, group = KV head, slot 0. */
+  private putRows(out: Int32Array, stride: number, col: number, grp: number, list: readonly number[], pos: number): void {
+    const g = this.geometry;
+    const P = g.pageTokens;
+    const page = list[Math.floor(pos / P)]!;
+    if (g.layout === "per-layer") for (let h = 0; h < g.kvHeads; h++) out[h * stride + col] = (page * g.kvHeads + h) * P + (pos % P);
+    else out[grp * stride + col] = page * P + (pos % P);
   }
 
   /**

@@ -1,6 +1,7 @@
 // The small-batch linear kernels of decode (templates/cuda/gemv.cu.hbs over include/zv_gemv.cuh): rendering per
 // dtype (one entry per token-row count M = 1..GEMV_MAX_ROWS), compile + load through the content-keyed cache, and
-// the launcher that owns the geometry (units of two weight rows per warp, x staged in shared-memory chunks).
+// the launcher that owns the geometry (units of two weight rows per warp; x staged in shared-memory chunks, or riding
+// in the weight ring where there is no norm).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import Handlebars from "handlebars";
@@ -8,6 +9,7 @@ import type { CudaDevice, CudaFunction, CudaModule, CudaStream, DeviceBuffer } f
 import { knobs } from "../../knobs.ts";
 import { compileKernel, type Arch, type CompiledKernel } from "./compile.ts";
 import { packModelArgs } from "./model-args.ts";
+import { ESIZE } from "./model-pool.ts";
 import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
 
 /** Largest token-row count the kernels are instantiated for; more rows go to cuBLASLt. */
@@ -41,9 +43,8 @@ export function gemvSplitK(dtype: CudaDType, M: number, K: number, ring: GemvRin
   return can ? (force ?? 1) : 1;
 }
 
-const ESZ: Record<CudaDType, number> = { f32: 4, f16: 2, bf16: 2 };
 /** Elements of one 16-byte vector. */
-export const gemvVec = (dt: CudaDType): number => 16 / ESZ[dt];
+export const gemvVec = (dt: CudaDType): number => 16 / ESIZE[dt];
 /** Elements of K a warp covers per ring stage. */
 export const gemvStage = (dt: CudaDType): number => 32 * gemvVec(dt);
 
@@ -55,7 +56,7 @@ export function gemvFits(dtype: CudaDType, M: number, K: number): boolean {
 /** Chunk of x staged at a time: a multiple of the stage width, at most GEMV_SMEM_CAP bytes for M rows. */
 export function gemvChunk(dtype: CudaDType, M: number, K: number, capElems = knobs.gemvChunk): number {
   const batch = gemvStage(dtype);
-  let cap = Math.max(1, Math.floor(GEMV_SMEM_CAP / (M * ESZ[dtype] * batch))) * batch;
+  let cap = Math.max(1, Math.floor(GEMV_SMEM_CAP / (M * ESIZE[dtype] * batch))) * batch;
   if (capElems) cap = Math.min(cap, Math.max(1, Math.floor(capElems / batch)) * batch);
   return Math.min(Math.ceil(K / batch) * batch, cap);
 }
@@ -68,7 +69,7 @@ export function renderGemv(dtype: CudaDType): { name: string; source: string } {
 export const gemvEntry = (dtype: CudaDType, M: number, r: GemvRing = GEMV_RING_DEFAULT, ks: GemvSplitK = 1): string => `zv_gemv_${dtype}_m${M}_r${r}_k${ks}`;
 /** Dynamic shared memory of a launch: the staged x chunk and the warps' rings, or (direct) the rings with x in them. */
 export const gemvSharedBytes = (dtype: CudaDType, M: number, K: number, r: GemvRing, direct = false): number =>
-  direct ? ringBytes(r, M) : M * gemvChunk(dtype, M, K) * ESZ[dtype] + ringBytes(r);
+  direct ? ringBytes(r, M) : M * gemvChunk(dtype, M, K) * ESIZE[dtype] + ringBytes(r);
 /** Whether a launch takes x through its weight ring instead of staging it: one row, no norm (knobs.gemvDirect). */
 export const gemvDirect = (M: number, norm: boolean): boolean => knobs.gemvDirect === "on" && M === 1 && !norm;
 

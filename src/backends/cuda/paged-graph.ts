@@ -12,8 +12,7 @@ import { LlavaError } from "../../model/errors.ts";
 import type { DTensor, ModelOps } from "../../model/ops.ts";
 import type { CudaGraph } from "../../runtime/native.ts";
 import { eagerStep, type DecodeRow, type StepModel, type StepRunner } from "../../serve/step.ts";
-import { BufferPool, decodeToF32 } from "./model-pool.ts";
-import type { CudaDType } from "./render.ts";
+import { BufferPool } from "./model-pool.ts";
 import type { CudaPagedAttention } from "./paged-serve.ts";
 
 /** The bucket of a batch of B rows: the next power of two, at most maxBatch. */
@@ -59,9 +58,8 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
     normProject: (x, norm, projs, rope) => h.normProjectAt(x, norm, projs, rope, pos),
   };
   const body = (rows: number, seqs: readonly string[], positions: Int32Array): DTensor => model(view, h.embedFrom(table, ids, rows), positions, seqs);
-  // Only the batch's rows come back (not the bucket's padding), converted on the host.
-  const esz = h.dtype === "f32" ? 4 : 2;
-  const logitsOf = (y: DTensor, B: number): Float32Array => decodeToF32(h.bufferOf(y).read(new Uint8Array(B * y.shape[1]! * esz), 0, h.stream), h.dtype as CudaDType);
+  // Only the batch's rows come back (not the bucket's padding).
+  const logitsOf = (y: DTensor, B: number): Float32Array => h.readF32(y, B * y.shape[1]!);
 
   const capture = (key: string, pool: BufferPool, rows: number, seqs: readonly string[], positions: Int32Array): void => {
     let out: DTensor | undefined;

@@ -8,7 +8,7 @@ import { bf16BitsToFloat, f16BitsToFloat, floatToBf16Bits, floatToF16Bits } from
 import { packArgs, type ArgField, type CudaDevice, type CudaFunction, type CudaStream, type DeviceBuffer } from "../../runtime/native.ts";
 import { knobs } from "../../knobs.ts";
 import { serveFail } from "../../serve/errors.ts";
-import { checkGeometry, headsPerPage, type PageStorage, type PageTables, type PoolGeometry } from "../../serve/pool.ts";
+import { checkGeometry, groupsPerLayer, headsPerPage, type PageStorage, type PageTables, type PoolGeometry } from "../../serve/pool.ts";
 import { compileKernel, type Arch, type NvrtcFn } from "./compile.ts";
 import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
 
@@ -218,7 +218,7 @@ export class CudaPagedDecode {
     const g = storage.geometry;
     if (kernels.headDim !== g.headDim || kernels.dtype !== storage.dtype) serveFail("ZV7005", [`kernels for ${kernels.dtype} d${kernels.headDim}, pool of ${storage.dtype} d${g.headDim}`]);
     if (Hq % g.kvHeads !== 0) serveFail("ZV7005", [`query heads ${Hq} must be a multiple of KV heads ${g.kvHeads}`]);
-    const G = g.layout === "per-layer" ? 1 : g.kvHeads;
+    const G = groupsPerLayer(g);
     this.maxSplits = Math.max(1, Math.ceil((knobs.pagedWaves * dev.info.smCount) / g.kvHeads));
     this.indptr = dev.alloc(4 * (maxBatch * G + 1));
     this.ids = dev.alloc(4 * Math.max(1, g.numPages));

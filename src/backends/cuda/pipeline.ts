@@ -13,7 +13,7 @@ import { type CudaDevice, type CudaFunction, type CudaStream, type DeviceBuffer 
 import { paramSlots, slotValues } from "../cstyle.ts";
 import { packStruct } from "./args.ts";
 import type { CudaDType, Stage } from "./render.ts";
-import { decodeFused, decodeGeometry, type Config } from "./schedule.ts";
+import { decodeGeometry, type Config } from "./schedule.ts";
 import { decodeSplits, probeCluster, probeGeometry, selectGeometry, sparseGeometry } from "./schedule.ts";
 import { fail } from "../../diagnostics/diagnostic.ts";
 
@@ -304,12 +304,13 @@ export class DecodeWorkspace {
     const { Hq, Hkv, d } = this.b;
     if (!(io.len >= 1 && io.len <= io.capacity)) throw new RangeError(`decode over ${io.len} live rows of a ${io.capacity}-row cache`);
     const splits = this.splitsFor(io.len);
+    const g = this.geometry(splits);
     const args = packStruct("ZvDecodeArgs", {
       q: io.q, k_cache: io.kCache, v_cache: io.vCache, o: io.o, part_o: this.partO, part_ml: this.partMl, length: io.length, params: this.P,
       capacity: i64(io.capacity), Hq: i64(Hq), Hkv: i64(Hkv), d: i64(d), splits: i64(splits), scale: f64(this.scaleOf(io.len)),
-      counters: decodeFused(this.config, { Hq, Hkv, d, splits }) ? this.counters : null,
+      // The split kernel merges the splits itself (schedule.ts decodeFused) exactly when no combine launch follows.
+      counters: splits > 1 && !g.combine ? this.counters : null,
     });
-    const g = this.geometry(splits);
     this.dev.launch(this.split, { grid: g.split.grid, block: g.split.block, sharedBytes: 0, stream: this.stream }, args);
     if (g.combine) this.dev.launch(this.combine, { grid: g.combine.grid, block: g.combine.block, sharedBytes: 0, stream: this.stream }, args);
   }
