@@ -292,6 +292,33 @@ template <int N> __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" :: "n"(N));
 }
 
+// Copies cache rows [r0, r0 + kRows) of K and V (row j of kc / vc at j * D elements) into shared memory with 16-byte
+// cp.async copies, the CTA's kThreads threads striding over the 2 * kRows * kRV copies; rows at or past hi are
+// zero-filled (their source clamped to row lo), so they are never read as keys. dst(which, row, vec): the slot of
+// K (which 0) or V (1). The caller commits the group. Shared by the SIMT and the tensor-core split passes.
+template <int D, int kRows, int kRV, int kThreads, typename T, class Dst>
+__device__ __forceinline__ void stage_kv_rows(const T* kc, const T* vc, long long r0, long long lo, long long hi, Dst dst) {
+  constexpr int kVec = 16 / (int)sizeof(T);
+  for (int i = threadIdx.x; i < 2 * kRows * kRV; i += kThreads) {
+    const int which = i / (kRows * kRV), rem = i % (kRows * kRV), row = rem / kRV, vec = rem % kRV;
+    const long long j = r0 + row;
+    cp_async_16(dst(which, row, vec), (which ? vc : kc) + (j < hi ? j : lo) * D + vec * kVec, j < hi);
+  }
+}
+
+// One launch merges its own splits: each CTA of a group of `splits` arrives on *cnt once its partials are written;
+// true (for the whole CTA) in the last to arrive, which then reads everyone's partials (through L2) and must reset
+// *cnt to 0 for the next launch in stream order. Shared by zv_decode_split and zv_paged's split kernel.
+__device__ __forceinline__ bool last_to_arrive(unsigned* cnt, long long splits) {
+  __shared__ int last;
+  __threadfence();  // this CTA's partials are visible device-wide before it arrives
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(cnt, 1u) == (unsigned)(splits - 1);
+  __syncthreads();
+  if (last) __threadfence();
+  return last;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Programmatic dependent launch (sm_90): a kernel launched with it may start while the previous one on the stream
 // finishes. pdl_wait() blocks until that kernel has completed and its writes are visible: call it before reading its

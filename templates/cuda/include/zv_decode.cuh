@@ -109,13 +109,8 @@ __device__ void decode_pass(const ZvDecodeArgs& a, DecodeSmem<C, D>& sh, long lo
   // Stage tile t (rows lo + t*kT ...) into ring slot t % kS; rows past hi are zero-filled (never read as keys).
   auto issue = [&](long long t) {
     if (t < ntiles) {
-      const long long r0 = lo + t * kT;
-      for (int i = threadIdx.x; i < C::kChunks; i += C::kThreads) {
-        const int which = i / (kT * kRV), rem = i % (kT * kRV), row = rem / kRV, vec = rem % kRV;
-        const long long j = r0 + row;
-        const T* src = (which ? vc : kc) + (j < hi ? j : lo) * D + vec * kVec;
-        cp_async_16(&sh.stage[t % kS][which][row][vec], src, j < hi);
-      }
+      uint4(*slot)[kT][kRV] = sh.stage[t % kS];
+      stage_kv_rows<D, kT, kRV, C::kThreads>(kc, vc, lo + t * kT, lo, hi, [&](int which, int row, int vec) { return &slot[which][row][vec]; });
     }
     cp_async_commit();  // empty groups keep the wait counts uniform
   };
@@ -350,7 +345,6 @@ template <typename T, int D, class C>
 __device__ void decode_split_kernel(const ZvDecodeArgs& a) {
   static_assert((C::kWarps & (C::kWarps - 1)) == 0, "warps must be a power of two (head teams split them evenly)");
   __shared__ __align__(16) DecodeSmem<C, D> sh;
-  __shared__ int last;
   const long long kv = blockIdx.x, g = a.Hq / a.Hkv;
   const long long len = min(a.capacity, max(0ll, (long long)*a.length));
   const long long chunk = ceil_div(len, a.splits);
@@ -377,16 +371,9 @@ __device__ void decode_split_kernel(const ZvDecodeArgs& a) {
       decode_pass<T, D, C, C::kMaxG>(a, sh, kv, kv * g + h, gp, tp, lo, hi);
       h += gp;
     }
-  if (a.splits > 1 && a.counters != nullptr) {
-    __threadfence();  // this CTA's partials are visible device-wide before it arrives
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(a.counters + kv, 1u) == (unsigned)(a.splits - 1);
-    __syncthreads();
-    if (last) {
-      __threadfence();
-      decode_last_combine<T, D, C>(a, sh, kv * g, g);
-      if (threadIdx.x == 0) a.counters[kv] = 0u;  // ready for the next launch (stream order)
-    }
+  if (a.splits > 1 && a.counters != nullptr && last_to_arrive(a.counters + kv, a.splits)) {
+    decode_last_combine<T, D, C>(a, sh, kv * g, g);
+    if (threadIdx.x == 0) a.counters[kv] = 0u;  // ready for the next launch (stream order)
   }
 }
 

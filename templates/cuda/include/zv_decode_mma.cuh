@@ -67,15 +67,7 @@ __device__ void decode_pass_mma(const ZvDecodeArgs& a, uint4* ring, long long kv
   const T* vc = static_cast<const T*>(a.v_cache) + row0 * D;
   const long long ntiles = hi > lo ? ceil_div(hi - lo, (long long)kR) : 0;
   auto issue = [&](long long t) {
-    if (t < ntiles) {
-      const long long r0 = lo + t * kR;
-      for (int i = threadIdx.x; i < 2 * kR * kRV; i += C::kThreads) {
-        const int which = i / (kR * kRV), rem = i % (kR * kRV), row = rem / kRV, c = rem % kRV;
-        const long long j = r0 + row;
-        const T* src = (which ? vc : kc) + (j < hi ? j : lo) * D + c * 8;
-        cp_async_16(slot((int)(t % kS), which, row, c), src, j < hi);
-      }
-    }
+    if (t < ntiles) stage_kv_rows<D, kR, kRV, C::kThreads>(kc, vc, lo + t * kR, lo, hi, [&](int which, int row, int c) { return slot((int)(t % kS), which, row, c); });
     cp_async_commit();
   };
   auto consume = [&](int s, long long base) {

@@ -265,18 +265,10 @@ __device__ void paged_decode_split_kernel(const ZvPagedDecodeArgs& a) {
       paged_heads<T, D, C, C::kMaxG>(a, sh, b, kv, kv * g + h, (int)min((long long)C::kMaxG, g - h), lo, hi, pages, slot);
   // One launch per layer: the last CTA of (b, kv) to finish merges its g heads' splits (atomic arrival count, reset
   // by that CTA for the next launch in stream order).
-  if (a.counters != nullptr) {
-    __shared__ int last;
-    __threadfence();  // this CTA's partials are visible device-wide before it arrives
-    __syncthreads();
-    unsigned* cnt = a.counters + b * a.Hkv + kv;
-    if (threadIdx.x == 0) last = atomicAdd(cnt, 1u) == (unsigned)(a.splits - 1);
-    __syncthreads();
-    if (last) {
-      __threadfence();
-      for (long long h = kv * g; h < kv * g + g; ++h) paged_combine_one<T, D, true>(a, b, h);
-      if (threadIdx.x == 0) *cnt = 0u;
-    }
+  unsigned* cnt = a.counters ? a.counters + b * a.Hkv + kv : nullptr;
+  if (cnt != nullptr && last_to_arrive(cnt, a.splits)) {
+    for (long long h = kv * g; h < kv * g + g; ++h) paged_combine_one<T, D, true>(a, b, h);
+    if (threadIdx.x == 0) *cnt = 0u;
   }
 }
 
