@@ -100,9 +100,40 @@ fc.assert(fc.property(caseArb, (c) => {
       ];
       for (const [hh] of [[H], [Hkv], [Hkv]]) poison(A, [hh!, M, c.d]);
       const rope = { positions, invFreq, scale: 1 };
-      const ra = normProject(A, xa, c.norm ? { w: na, eps: 1e-5 } : undefined, proj(0), rope).map(keep);
-      const rb = normProject(B, xb, c.norm ? { w: nb, eps: 1e-5 } : undefined, proj(1), rope).map(keep);
-      ra.forEach((t, i) => compare(`qkv[${i}] M ${M} K ${K} d ${c.d}`, t, rb[i]!));
+      // Half the cases also write k and v into paged-cache rows (the serving step's folded append): distinct rows
+      // in a poisoned page array, some (sequence, head) pairs skipped (-1).
+      const sinkOn = c.s % 2 === 1;
+      const nRows = Hkv * M + 3;
+      const dst = Int32Array.from({ length: Hkv * M }, (_, i) => ((i * 7 + c.s) % 5 === 0 ? -1 : (i * 37 + c.s) % nRows));
+      const taken = new Set<number>();
+      dst.forEach((r, i) => { if (r >= 0 && taken.has(r)) dst[i] = -1; else taken.add(r); });
+      const rowsBuf = ctx.dev.alloc(4 * dst.length), kp = ctx.dev.alloc(2 * nRows * c.d), vp = ctx.dev.alloc(2 * nRows * c.d);
+      const sink = sinkOn ? { target: { kind: "cuda-paged" as const, rows: rowsBuf, k: kp, v: vp }, written: false } : undefined;
+      try {
+        rowsBuf.write(dst, 0, A.stream);
+        for (const p of [kp, vp]) p.write(new Uint8Array(p.bytes).fill(0xff), 0, A.stream);
+        const ra = normProject(A, xa, c.norm ? { w: na, eps: 1e-5 } : undefined, proj(0), rope, sink).map(keep);
+        const rb = normProject(B, xb, c.norm ? { w: nb, eps: 1e-5 } : undefined, proj(1), rope).map(keep);
+        ra.forEach((t, i) => compare(`qkv[${i}] M ${M} K ${K} d ${c.d}`, t, rb[i]!));
+        if (sink) {
+          if (!sink.written) throw new Error(`qkv M ${M}: the fused launch did not take the sink`);
+          A.stream.synchronize();
+          for (const [name, t, p] of [["k", ra[1]!, kp], ["v", ra[2]!, vp]] as const) {
+            const out = new Uint16Array(A.bufferOf(t).read(new Uint8Array(2 * Hkv * M * c.d), 0, A.stream).buffer);
+            const pages = new Uint16Array(p.read(new Uint8Array(p.bytes), 0, A.stream).buffer);
+            for (let r = 0; r < nRows; r++) {
+              const src = dst.indexOf(r);
+              for (let j = 0; j < c.d; j++) {
+                const want = src >= 0 ? out[src * c.d + j]! : 0xffff;
+                if (pages[r * c.d + j] !== want) throw new Error(`qkv sink ${name}: page row ${r} element ${j} = ${pages[r * c.d + j]} (want ${want}, from ${src < 0 ? "nothing" : `head-major row ${src}`})`);
+              }
+            }
+          }
+        }
+      } finally {
+        A.stream.synchronize();
+        for (const b of [rowsBuf, kp, vp]) b.free();
+      }
     } else if (c.kind === "gated") {
       const K = c.K8 * 8, N = c.N;
       const [xa, xb] = pair([M, K], 1);

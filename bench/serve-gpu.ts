@@ -10,6 +10,7 @@
 //                   --outfile=.gpu/serve-gpu.mjs "--banner:js=import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);"
 //   GPU host:     (node unpacked as in bench/gpu-session.sh; ZIPVL_TEMPLATES=$PWD/templates ZIPVL_NATIVE_ADDON=...)
 //                 node .gpu/serve-gpu.mjs [--quick]
+import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -123,6 +124,8 @@ for (let i = 0; i < bodies.length; i++) {
   console.log(`  request ${i}: batch <= ${t.zipvl!.max_batch}, prefill ${t.zipvl!.prefill_ms.toFixed(1)} ms, kept ${t.zipvl!.kept_ratios.map((x) => x.toFixed(2)).join(" ")}, ${t.text === a.text ? "same answer as alone" : "answer differs from alone after the first token"}`);
 }
 console.log(`  ${same}/${bodies.length} full answers identical to batch 1; max batch ${srv.scheduler.stats.maxBatch}; pool pages in use after: ${srv.engine.pool.usedPages}`);
+// The batch-1 answers in full (a run with ZIPVL_PAGED_SINK=off, the append kernel, must print the same digest).
+console.log(`  batch-1 answers digest ${createHash("sha256").update(JSON.stringify(alone.map((a) => a.text))).digest("hex").slice(0, 16)}`);
 if (srv.engine.pool.usedPages !== 0) failures++;
 await srv.close();
 ops.dispose();

@@ -28,6 +28,9 @@ export const knobs = {
   pagedWaves: Math.max(1, Math.floor(Number(process.env.ZIPVL_PAGED_WAVES ?? "2")) || 2),
   /** Force the one-row fused kernels' warps per unit (split K), 1 or 2 (benchmarks; default: per launch). */
   gemvSplitK: process.env.ZIPVL_GEMV_SPLITK === "1" ? (1 as const) : process.env.ZIPVL_GEMV_SPLITK === "2" ? (2 as const) : undefined,
+  /** "off": decode steps append the new K/V with the append kernel even where the fused q/k/v launch could write
+   *  them into the pages itself (A/B of the fold). */
+  pagedSink: process.env.ZIPVL_PAGED_SINK === "off" ? "off" : "on",
   /** "off" merges the paged decode's splits in a second launch instead of in the split kernel's last CTA. */
   pagedMerge: process.env.ZIPVL_PAGED_MERGE === "off" ? "off" : "on",
   /** Most elements of x the fused kernels stage at a time (smaller chunks leave shared memory to the weight rings;
@@ -36,10 +39,13 @@ export const knobs = {
   /** Most token rows the fused zv_gemv kernels take (1..8; default 1: on the H100 cuBLASLt's tensor cores win from
    *  2 rows, docs/PERFORMANCE.md). */
   gemvRows: Math.min(8, Math.max(1, Math.floor(Number(process.env.ZIPVL_GEMV_ROWS ?? "1")) || 1)),
-  /** "off" stages x in shared memory for every one-row fused launch; on (default), launches without a norm
-   *  (o_proj, down_proj, lm_head) take x through the weight ring instead. */
-  gemvDirect: process.env.ZIPVL_GEMV_DIRECT === "off" ? "off" : "on",
-  /** CTAs per SM the fused kernels' launch bounds ask for (3..8; caps their registers; benchmarks). */
-  gemvMinBlocks: Math.min(8, Math.max(3, Math.floor(Number(process.env.ZIPVL_GEMV_MINBLOCKS ?? "3")) || 3)),
+  /** How one-row fused launches get x: "all" (default) through the weight ring next to the weight rows, with the
+   *  norm weight too and the RMS scale applied at use; "on" only launches without a norm (o_proj, down_proj,
+   *  lm_head), the others stage x in shared memory; "off" stages x everywhere. */
+  gemvDirect: process.env.ZIPVL_GEMV_DIRECT === "off" ? "off" : process.env.ZIPVL_GEMV_DIRECT === "on" ? "on" : "all",
+  /** Each warp of the fused kernels starts its rows at its own stage of K (default; "0" turns it off). */
+  gemvRotate: process.env.ZIPVL_GEMV_ROTATE !== "0",
+  /** CTAs per SM the one-row fused kernels' launch bounds ask for (3..8, default 6; caps their registers; benchmarks). */
+  gemvMinBlocks: Math.min(8, Math.max(3, Math.floor(Number(process.env.ZIPVL_GEMV_MINBLOCKS ?? "6")) || 6)),
 } as const;
 

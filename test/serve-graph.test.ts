@@ -125,21 +125,23 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     // The fused linear and the paged attention kernels go through cuLaunchKernelEx with programmatic dependent
     // launch (each waits for its predecessor first), the others (embed, final norm) plainly.
     expect(dev.mockLastLaunch()!.pdlLaunches - pdl0).toBe(launches.filter((l) => /^zv_(gemv|paged)_/.test(l)).length);
-    // One row: each layer is the fused q/k/v launch (RMSNorm prologue, rope and head-major epilogues), the paged
-    // append and split (its last CTAs merge the splits), o_proj + residual, RMSNorm + gate/up + silu, down +
-    // residual; then the final norm and lm_head. Units of two weight rows per warp, 4 warps per CTA.
+    // One row: each layer is the fused q/k/v launch (RMSNorm at use, rope and head-major epilogues, and the new K/V
+    // rows written straight into their pages: no append launch), the paged split (its last CTAs merge the splits),
+    // o_proj + residual, RMSNorm + gate/up + silu, down + residual; then the final norm and lm_head. Units of two
+    // weight rows per warp, 4 warps per CTA.
     const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").filter((_, i) => i !== 3).join(" ").replace(/_d\d+/, ""));
     const H = t.hiddenSize, d = t.headDim;
     const { gemvSplitK, gemvSharedBytes } = await import("../src/backends/cuda/gemv.ts");
     // One row: a unit (two weight rows) per warp (per two warps where split K is on: off by default, ZIPVL_GEMV_SPLITK).
-    // Launches with an RMSNorm prologue stage x in shared memory; the others (o_proj, down_proj, lm_head) take it
-    // through the weight ring ("direct": 2 weight + 1 x vectors a lane a stage, 4 stages, 4 warps = 24 KiB).
+    // Every launch takes x through the weight ring ("direct": 2 weight + 1 x vectors a lane a stage, plus the norm
+    // weight where there is a norm; 4 stages, 4 warps = 24 or 32 KiB).
     const gv = (units: number, K: number, norm: boolean) => {
       const ks = gemvSplitK("bf16", 1, K, 4);
-      return `zv_gemv_bf16_m1_r4_k${ks} ${Math.ceil((units * ks) / 4)}x1x1 128x1x1 s${gemvSharedBytes("bf16", 1, K, 4, !norm)}`;
+      return `zv_gemv_bf16_m1_r4_k${ks} ${Math.ceil((units * ks) / 4)}x1x1 128x1x1 s${gemvSharedBytes("bf16", 1, K, 4, true, norm)}`;
     };
     expect(gemvSharedBytes("bf16", 1, H, 4, true)).toBe(4 * 4 * 3 * 512);
-    const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H, true), "zv_paged_bf16_append 1x2x1 128x1x1 s0", expect.stringMatching(/^zv_paged_bf16_split /), gv(H / 2, t.numHeads * d, false), gv(t.intermediateSize, H, true), gv(H / 2, t.intermediateSize, false)];
+    expect(gemvSharedBytes("bf16", 1, H, 4, true, true)).toBe(4 * 4 * 4 * 512);
+    const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H, true), expect.stringMatching(/^zv_paged_bf16_split /), gv(H / 2, t.numHeads * d, false), gv(t.intermediateSize, H, true), gv(H / 2, t.intermediateSize, false)];
     expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1 s0", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1 s0", gv(Math.ceil(t.vocabSize / 2), H, false)]);
     graph.decode([{ seq: "a", token: 3, position: 12 }]);
     expect(runner.shapes).toEqual(["4/1", "1/1"]);

@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { openCuda, type CudaContext } from "../backends/cuda/executor.ts";
 import { CudaPrefill, DecodeWorkspace } from "../backends/cuda/pipeline.ts";
 import { ModelKernels } from "../backends/cuda/model-kernels.ts";
-import { GemvKernels, gemvFits, gemvVec, type GemvSegment } from "../backends/cuda/gemv.ts";
+import { GemvKernels, gemvFits, gemvVec, pagedSinkOf, type GemvSegment } from "../backends/cuda/gemv.ts";
 import { BufferPool, decodeToF32, DeviceMeter, encodeF32, ESIZE, type OpsMemory } from "../backends/cuda/model-pool.ts";
 import { CUDA_HEAD_DIMS, type CudaDType } from "../backends/cuda/render.ts";
 import type { Program } from "../ir/ir.ts";
@@ -19,7 +19,7 @@ import { knobs } from "../knobs.ts";
 import { fail } from "../diagnostics/diagnostic.ts";
 import { cudaOpsFail } from "./cuda-errors.ts";
 import { LlavaError } from "./errors.ts";
-import type { DKvCache, DTensor, HostWeight, ModelOps, NormSpec, OpsFactory, Policy, Projection, RopeAt, SparseLayerResult } from "./ops.ts";
+import type { DKvCache, DTensor, HostWeight, KvSink, ModelOps, NormSpec, OpsFactory, Policy, Projection, RopeAt, SparseLayerResult } from "./ops.ts";
 
 interface CudaTensor extends DTensor {
   readonly buf: DeviceBuffer;
@@ -65,7 +65,7 @@ export interface CudaOpsHandle extends ModelOps {
   /** The first `count` values of x as f32 (toF32 reads them all): e.g. a padded batch's real rows. */
   readF32(x: DTensor, count: number): Float32Array;
   /** normProject with the rope positions already on the device (x.shape[0] int32 at `positions`). */
-  normProjectAt(x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, positions: DeviceBuffer): DTensor[] | undefined;
+  normProjectAt(x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, positions: DeviceBuffer, sink?: KvSink): DTensor[] | undefined;
   /** Device memory held by these ops (every allocation through the metered device) and its high-water mark. */
   readonly memory: OpsMemory;
 }
@@ -173,7 +173,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     return { w: T(norm.w).buf, eps: norm.eps };
   };
   /** q/k/v-style projections in one launch: norm prologue, rope and head-major epilogues. */
-  const normProjectOn = (x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, posDev?: DeviceBuffer): DTensor[] | undefined => {
+  const normProjectOn = (x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, posDev?: DeviceBuffer, sink?: KvSink): DTensor[] | undefined => {
     if (x.shape.length !== 2 || projs.length < 1 || projs.length > 3) return undefined;
     const [M, K] = d2(x, "normProject");
     if (!gemvOn(M, K)) return undefined;
@@ -194,7 +194,10 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     const needRope = segs.some((s) => s.rope);
     const pb = needRope && !posDev ? small(rope!.positions) : undefined;
     try {
-      gemvK().run({ M, K, x: T(x).buf, ...(nm ? { norm: nm } : {}), segments: segs, d, ...(needRope ? { rope: { positions: posDev ?? pb!, invFreq: freqBuf(rope!.invFreq), scale: rope!.scale } } : {}) });
+      // A paged sink takes k and v (segments 1 and 2, head-major) of a q/k/v launch.
+      const to = sink && projs.length === 3 && projs[1]!.heads > 0 && projs[2]!.heads > 0 ? pagedSinkOf(sink) : undefined;
+      gemvK().run({ M, K, x: T(x).buf, ...(nm ? { norm: nm } : {}), segments: segs, d, ...(needRope ? { rope: { positions: posDev ?? pb!, invFreq: freqBuf(rope!.invFreq), scale: rope!.scale } } : {}), ...(to ? { sink: to } : {}) });
+      if (to) sink!.written = true;
     } catch (e) {
       for (const o of outs) ops.free(o);
       throw e;
@@ -333,8 +336,8 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
       else if (M > 0) blas.gemm(dtype, M, N, K, T(x).buf, T(w).buf, y.buf, { bias: bias ? T(bias).buf : null, stream });
       return y;
     },
-    normProject: (x, norm, projs, rope) => normProjectOn(x, norm, projs, rope),
-    normProjectAt: (x, norm, projs, rope, positions) => normProjectOn(x, norm, projs, rope, positions),
+    normProject: (x, norm, projs, rope, sink) => normProjectOn(x, norm, projs, rope, undefined, sink),
+    normProjectAt: (x, norm, projs, rope, positions, sink) => normProjectOn(x, norm, projs, rope, positions, sink),
     linearAdd(x, w, bias, residual) {
       const three = x.shape.length === 3;
       const [M, K, hd] = three ? [x.shape[1]!, x.shape[0]! * x.shape[2]!, x.shape[2]!] : [...d2(x, "linearAdd"), 0];

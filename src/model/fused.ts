@@ -1,11 +1,12 @@
 // The fused decoder-layer pieces (ModelOps' optional FusedModelOps) and their spec: each function asks the backend
 // for the fused form and, when it has none for this shape (or returns undefined), runs the composition of plain
 // ops written here. Backends fuse for decode's few token rows (cuda: zv_gemv.cuh); prefill runs the composition.
-import type { DTensor, ModelOps, NormSpec, Projection, RopeAt } from "./ops.ts";
+import type { DTensor, KvSink, ModelOps, NormSpec, Projection, RopeAt } from "./ops.ts";
 
-/** For each projection: linear of the (normed) x, then toHeads and rope when asked. */
-export function normProject(ops: ModelOps, x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined): DTensor[] {
-  const fused = ops.normProject?.(x, norm, projs, rope);
+/** For each projection: linear of the (normed) x, then toHeads and rope when asked. The composition leaves a sink
+ *  unwritten (the caller appends k and v). */
+export function normProject(ops: ModelOps, x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, sink?: KvSink): DTensor[] {
+  const fused = ops.normProject?.(x, norm, projs, rope, sink);
   if (fused) return fused;
   const n = norm ? ops.rmsNorm(x, norm.w, norm.eps) : x;
   const out: DTensor[] = [];

@@ -69,9 +69,17 @@ export interface NormSpec {
 
 /** Optional fused forms of decoder-layer op sequences (decode's few token rows). Each may return undefined for a
  *  shape it does not fuse; the model then runs the composition in src/model/fused.ts, which is their spec. */
+/** Where a decode step's new K/V rows also go (the paged cache's rows for this step, a backend's own handle). A
+ *  backend that writes them there while projecting k and v sets `written`; else the caller appends as usual. */
+export interface KvSink {
+  readonly target: unknown;
+  written: boolean;
+}
+
 export interface FusedModelOps {
-  /** For each projection p: linear(n, p.w, p.bias), then toHeads (+ rope) when p.heads > 0; n = rmsNorm(x) or x. */
-  normProject?(x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined): DTensor[] | undefined;
+  /** For each projection p: linear(n, p.w, p.bias), then toHeads (+ rope) when p.heads > 0; n = rmsNorm(x) or x.
+   *  With a sink (projections q, k, v), a backend may also write k and v into the sink's rows (KvSink). */
+  normProject?(x: DTensor, norm: NormSpec | undefined, projs: readonly Projection[], rope: RopeAt | undefined, sink?: KvSink): DTensor[] | undefined;
   /** residual + linear(x, w, bias); x [M, K], or head-major [H, M, d] read as fromHeads(x). */
   linearAdd?(x: DTensor, w: DTensor, bias: DTensor | undefined, residual: DTensor): DTensor | undefined;
   /** siluMul(linear(n, wg, bg), linear(n, wu, bu)) with n = rmsNorm(x, norm). */

@@ -6,7 +6,7 @@
 import type { TextConfig } from "./config.ts";
 import { reservedKvCache, type KvCache, type KvCacheFactory } from "./kv-cache.ts";
 import { linearAdd, normGatedUp, normProject } from "./fused.ts";
-import type { DTensor, ModelOps, Policy, Projection } from "./ops.ts";
+import type { DTensor, KvSink, ModelOps, Policy, Projection } from "./ops.ts";
 import { ropeFreqs } from "./rope.ts";
 import { TEXT, type Weights } from "./weights.ts";
 
@@ -50,8 +50,9 @@ function finishLayer(ops: ModelOps, cfg: TextConfig, w: Weights, l: number, h: D
 }
 
 /** Attention of layer l: gets q, k, v (RoPE applied, head-major) and returns o [Hq, n, d]. It owns k and v (frees
- *  them or hands them to a cache); the layer frees q. */
-export type LayerAttention = (l: number, q: DTensor, k: DTensor, v: DTensor) => DTensor;
+ *  them or hands them to a cache); the layer frees q. `sink(l)`, where given, names the cache rows the q/k/v
+ *  projection may write k and v to directly; `appended` then says whether it did. */
+export type LayerAttention = ((l: number, q: DTensor, k: DTensor, v: DTensor, appended?: boolean) => DTensor) & { sink?: (l: number) => KvSink | undefined };
 
 /** One decoder layer on h [n, H] at `positions`: norm, q/k/v with RoPE, `attend`, o_proj and the MLP (both with their
  *  residual). Returns the new hidden states; h stays the caller's. */
@@ -59,10 +60,11 @@ export function decoderLayer(ops: ModelOps, cfg: TextConfig, w: Weights, l: numb
   const { invFreq, scale } = ropeFreqs(cfg, seqLen);
   const proj = (name: string, heads: number, rope: boolean): Projection => ({ w: w.get(L(l, `self_attn.${name}_proj.weight`)), bias: w.maybe(L(l, `self_attn.${name}_proj.bias`)), heads, rope });
   const norm = { w: w.get(L(l, "input_layernorm.weight")), eps: cfg.rmsNormEps };
-  const [q, k, v] = normProject(ops, h, norm, [proj("q", cfg.numHeads, true), proj("k", cfg.numKvHeads, true), proj("v", cfg.numKvHeads, false)], { positions, invFreq, scale }) as [DTensor, DTensor, DTensor];
+  const sink = attend.sink?.(l);
+  const [q, k, v] = normProject(ops, h, norm, [proj("q", cfg.numHeads, true), proj("k", cfg.numKvHeads, true), proj("v", cfg.numKvHeads, false)], { positions, invFreq, scale }, sink) as [DTensor, DTensor, DTensor];
   let o: DTensor;
   try {
-    o = attend(l, q, k, v);
+    o = attend(l, q, k, v, sink?.written === true);
   } finally {
     ops.free(q);
   }

@@ -1,7 +1,7 @@
 // Decode attention of the serving engine over the paged pool, behind one small interface on backend tensors: the
 // host version here (HostPageStorage + the f64 paged reference; the cpu and webgpu backends) and the device one in
 // src/backends/cuda/paged-serve.ts (page memory on the GPU, append and attention kernels on the ops' stream).
-import type { DTensor, ModelOps } from "../model/ops.ts";
+import type { DTensor, KvSink, ModelOps } from "../model/ops.ts";
 import { serveFail } from "./errors.ts";
 import type { StepModel, StepRunner } from "./step.ts";
 import { pagedDecodeReference } from "./paged-ref.ts";
@@ -18,6 +18,9 @@ export interface PagedAttention {
   appendCache(seq: string, layer: number, k: DTensor, v: DTensor): void;
   /** Decode: row b of k/v [Hkv, B, d] is the new token of seqs[b]. */
   appendStep(layer: number, seqs: readonly string[], k: DTensor, v: DTensor): void;
+  /** Optional, decode: the rows this step's new K/V of `layer` go to, for a q/k/v projection that writes them itself
+   *  (then appendStep is skipped for the layer). Undefined when the step was not begun for these sequences. */
+  stepSink?(layer: number, seqs: readonly string[]): KvSink | undefined;
   /** q [Hq, B, d] -> o [Hq, B, d] (a new handle), each sequence over its own pages. */
   attend(layer: number, seqs: readonly string[], q: DTensor, scale: number): DTensor;
   dispose(): void;

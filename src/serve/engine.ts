@@ -14,7 +14,7 @@ import type { ChatMessage, ChatTokenizer, ProcessorConfig } from "../model/hf/in
 import type { DTensor, ModelOps, Policy } from "../model/ops.ts";
 import { checkRope, ropeType } from "../model/rope.ts";
 import { argmax } from "../model/sampling.ts";
-import { decoderLayers, finalNorm, logits, prefillAttention } from "../model/text.ts";
+import { decoderLayers, finalNorm, logits, prefillAttention, type LayerAttention } from "../model/text.ts";
 import { imageFeatures, type ImageInput } from "../model/vision.ts";
 import { loadWeights, TEXT, type Weights } from "../model/weights.ts";
 import type { PagedAttention } from "./attention.ts";
@@ -96,15 +96,18 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     return (ops, h, positions, seqs) => {
       // [H, B, d] head-major: row b of k/v is seqs[b]'s new token; attention reads each sequence's own pages.
       // Without dynamic scaling the frequencies do not depend on the length (checked at load).
-      const last = decoderLayers(ops, cfg, w, h, positions, Math.max(...positions) + 1, (l, q, k, v) => {
+      // The q/k/v projection may write the new K/V rows into the pages itself (stepSink); else appendStep does.
+      const attend: LayerAttention = (l, q, k, v, appended) => {
         try {
-          this.attn.appendStep(l, seqs, k, v);
+          if (!appended) this.attn.appendStep(l, seqs, k, v);
         } finally {
           ops.free(k);
           ops.free(v);
         }
         return this.attn.attend(l, seqs, q, scale);
-      });
+      };
+      if (this.attn.stepSink) attend.sink = (l) => this.attn.stepSink!(l, seqs);
+      const last = decoderLayers(ops, cfg, w, h, positions, Math.max(...positions) + 1, attend);
       const normed = finalNorm(ops, cfg, w, last);
       ops.free(last);
       const y = ops.linear(normed, w.get("lm_head.weight"));

@@ -11,6 +11,7 @@ import { compileKernel, type Arch, type CompiledKernel } from "./compile.ts";
 import { packModelArgs } from "./model-args.ts";
 import { ESIZE } from "./model-pool.ts";
 import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
+import type { KvSink } from "../../model/ops.ts";
 
 /** Largest token-row count the kernels are instantiated for; more rows go to cuBLASLt. */
 export const GEMV_MAX_ROWS = 8;
@@ -26,11 +27,14 @@ export const GEMV_SMEM_CAP = 32 * 1024;
 const ringBytes = (r: number, xRows = 0): number => GEMV_WARPS * r * (2 + xRows) * 512;
 /** Warps per unit: 2 splits K for one row (x in one chunk), else 1. */
 export type GemvSplitK = 1 | 2;
-export function gemvEntries(): readonly { m: number; r: GemvRing; ks: GemvSplitK }[] {
+/** Entries instantiated; minBlocks: the launch bounds' CTAs an SM (one row: knobs.gemvMinBlocks, 6 by default, i.e.
+ *  at most 80 registers so six CTAs fit; more rows keep 3, their accumulators need the registers). */
+export function gemvEntries(): readonly { m: number; r: GemvRing; ks: GemvSplitK; minBlocks: number }[] {
+  const one = knobs.gemvMinBlocks;
   return [
-    ...GEMV_RINGS.map((r) => ({ m: 1, r, ks: 1 as const })),
-    { m: 1, r: 4, ks: 2 },
-    ...Array.from({ length: GEMV_MAX_ROWS - 1 }, (_, i) => ({ m: i + 2, r: GEMV_RING_DEFAULT, ks: 1 as const })),
+    ...GEMV_RINGS.map((r) => ({ m: 1, r, ks: 1 as const, minBlocks: one })),
+    { m: 1, r: 4, ks: 2, minBlocks: one },
+    ...Array.from({ length: GEMV_MAX_ROWS - 1 }, (_, i) => ({ m: i + 2, r: GEMV_RING_DEFAULT, ks: 1 as const, minBlocks: 3 })),
   ];
 }
 
@@ -64,14 +68,15 @@ export function gemvChunk(dtype: CudaDType, M: number, K: number, capElems = kno
 let tpl: Handlebars.TemplateDelegate | undefined;
 export function renderGemv(dtype: CudaDType): { name: string; source: string } {
   tpl ??= Handlebars.compile(readFileSync(join(TEMPLATE_DIR, "gemv.cu.hbs"), "utf8"), { noEscape: true, strict: true });
-  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries(), minBlocks: knobs.gemvMinBlocks }) };
+  return { name: `zv_gemv_${dtype}`, source: tpl({ dtype: C_TYPE[dtype], suffix: dtype, entries: gemvEntries() }) };
 }
 export const gemvEntry = (dtype: CudaDType, M: number, r: GemvRing = GEMV_RING_DEFAULT, ks: GemvSplitK = 1): string => `zv_gemv_${dtype}_m${M}_r${r}_k${ks}`;
 /** Dynamic shared memory of a launch: the staged x chunk and the warps' rings, or (direct) the rings with x in them. */
-export const gemvSharedBytes = (dtype: CudaDType, M: number, K: number, r: GemvRing, direct = false): number =>
-  direct ? ringBytes(r, M) : M * gemvChunk(dtype, M, K) * ESIZE[dtype] + ringBytes(r);
-/** Whether a launch takes x through its weight ring instead of staging it: one row, no norm (knobs.gemvDirect). */
-export const gemvDirect = (M: number, norm: boolean): boolean => knobs.gemvDirect === "on" && M === 1 && !norm;
+export const gemvSharedBytes = (dtype: CudaDType, M: number, K: number, r: GemvRing, direct = false, norm = false): number =>
+  direct ? ringBytes(r, M + (norm ? 1 : 0)) : M * gemvChunk(dtype, M, K) * ESIZE[dtype] + ringBytes(r);
+/** Whether a launch takes x (and the norm weight) through its weight ring instead of staging it: one row, and no norm
+ *  unless knobs.gemvDirect is "all". */
+export const gemvDirect = (M: number, norm: boolean): boolean => knobs.gemvDirect !== "off" && M === 1 && (!norm || knobs.gemvDirect === "all");
 
 /** One weight matrix of a launch: w [n, K]; y [M, n] row-major, or [n / d, M, d] with `heads`. */
 export interface GemvSegment {
@@ -83,6 +88,16 @@ export interface GemvSegment {
   readonly rope?: boolean;
   readonly heads?: boolean;
 }
+
+/** Paged-cache rows a q/k/v launch also writes k and v to (decode's append folded in): rows [Hkv, M] i32 (-1: none),
+ *  k / v the pages' row arrays [rows, d]. Carried as a KvSink's target (src/model/ops.ts). */
+export interface GemvSink {
+  readonly kind: "cuda-paged";
+  readonly rows: DeviceBuffer | bigint;
+  readonly k: DeviceBuffer | bigint;
+  readonly v: DeviceBuffer | bigint;
+}
+export const pagedSinkOf = (s: KvSink): GemvSink | undefined => ((s.target as Partial<GemvSink> | null)?.kind === "cuda-paged" ? (s.target as GemvSink) : undefined);
 
 export interface GemvLaunch {
   readonly M: number;
@@ -99,6 +114,8 @@ export interface GemvLaunch {
   /** Head dim of rope / head-major outputs. */
   readonly d?: number;
   readonly rope?: { readonly positions: DeviceBuffer | bigint; readonly invFreq: DeviceBuffer | bigint; readonly scale: number };
+  /** Segments 1 and 2 (head-major k and v) also go to these paged-cache rows. */
+  readonly sink?: GemvSink;
 }
 
 type Nvrtc = Parameters<typeof compileKernel>[2];
@@ -117,7 +134,7 @@ export class GemvKernels {
     this.module = dev.loadModule(this.compiled.cubin);
     for (const e of gemvEntries()) {
       const fn = this.module.getFunction(gemvEntry(dtype, e.m, e.r, e.ks));
-      fn.setMaxDynamicShared(Math.max(GEMV_SMEM_CAP + ringBytes(e.r), e.m === 1 ? ringBytes(e.r, 1) : 0));
+      fn.setMaxDynamicShared(Math.max(GEMV_SMEM_CAP + ringBytes(e.r), e.m === 1 ? ringBytes(e.r, 2) : 0));
       this.fns.set(`${e.m}/${e.r}/${e.ks}`, fn);
     }
   }
@@ -146,10 +163,16 @@ export class GemvKernels {
       if (s.heads) headsMask |= 1 << i;
     });
     if (ropeMask && !l.rope) throw new RangeError("gemv: rope segments without positions");
+    if (l.sink && (segs.length !== 3 || l.gated || !segs[1]!.heads || !segs[2]!.heads)) throw new RangeError("gemv: a paged sink needs head-major k and v as segments 1 and 2");
     const units = GemvKernels.units(l);
     if (units === 0) return;
     const direct = gemvDirect(M, l.norm !== undefined);
     const kc = direct ? 0 : gemvChunk(this.dtype, M, K);
+    const r: GemvRing = M === 1 ? this.ring : GEMV_RING_DEFAULT;
+    const ks = gemvSplitK(this.dtype, M, K, r, knobs.gemvSplitK);
+    // Balanced ranges need every warp of a CTA to stage x at most once: x in one chunk or in the ring.
+    // Rotating the stage order needs x in one chunk (or in the ring) and one warp a unit.
+    const rotate = knobs.gemvRotate && ks === 1 && (direct || kc >= K);
     const s = (i: number): GemvSegment | undefined => segs[i];
     const args = packModelArgs("ZvGemvArgs", {
       x: l.x,
@@ -177,11 +200,13 @@ export class GemvKernels {
       rope_mask: { i64: ropeMask },
       heads_mask: { i64: headsMask },
       kc: { i64: kc },
+      rotate: { i64: rotate ? 1 : 0 },
+      sink_rows: l.sink?.rows ?? null,
+      sink_k: l.sink?.k ?? null,
+      sink_v: l.sink?.v ?? null,
       eps: { f64: l.norm?.eps ?? 0 },
       rope_scale: { f64: l.rope?.scale ?? 1 },
     });
-    const r: GemvRing = M === 1 ? this.ring : GEMV_RING_DEFAULT;
-    const ks = gemvSplitK(this.dtype, M, K, r, knobs.gemvSplitK);
-    this.dev.launch(this.fns.get(`${M}/${r}/${ks}`)!, { grid: [Math.ceil((units * ks) / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: gemvSharedBytes(this.dtype, M, K, r, direct), stream: this.stream, pdl: this.pdl }, args);
+    this.dev.launch(this.fns.get(`${M}/${r}/${ks}`)!, { grid: [Math.ceil((units * ks) / GEMV_WARPS), 1, 1], block: [32 * GEMV_WARPS, 1, 1], sharedBytes: gemvSharedBytes(this.dtype, M, K, r, direct, l.norm !== undefined), stream: this.stream, pdl: this.pdl }, args);
   }
 }

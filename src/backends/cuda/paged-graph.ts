@@ -55,7 +55,7 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
   const view: ModelOps = {
     ...h,
     rope: (x, _positions, invFreq, scale) => h.ropeFrom(x, pos, invFreq, scale),
-    normProject: (x, norm, projs, rope) => h.normProjectAt(x, norm, projs, rope, pos),
+    normProject: (x, norm, projs, rope, sink) => h.normProjectAt(x, norm, projs, rope, pos, sink),
   };
   const body = (rows: number, seqs: readonly string[], positions: Int32Array): DTensor => model(view, h.embedFrom(table, ids, rows), positions, seqs);
   // Only the batch's rows come back (not the bucket's padding).

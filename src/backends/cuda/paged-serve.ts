@@ -1,5 +1,6 @@
 // The serving engine's paged attention on the GPU (src/serve/attention.ts's interface over the cuda ModelOps):
-// page memory in device buffers, K/V appended by the append kernel straight from the model's device tensors, and
+// page memory in device buffers, K/V appended by the append kernel straight from the model's device tensors (or, in
+// a begun step whose q/k/v projection is one fused launch, written by that launch: stepSink), and
 // one split + combine launch pair per layer for the whole batch, reading q and writing o in the model's head-major
 // [Hq, B, d] layout. Everything is queued on the ops' stream; only the small i32 page tables cross from the host.
 import type { CudaOpsHandle } from "../../model/cuda-ops.ts";
@@ -13,6 +14,8 @@ import { CudaPagedDecode, CudaPageStorage, loadPagedKernels, type StepOffsets } 
 import { createGraphRunner } from "./paged-graph.ts";
 import { StepTables } from "./step-tables.ts";
 import type { CudaDType } from "./render.ts";
+import type { GemvSink } from "./gemv.ts";
+import { knobs } from "../../knobs.ts";
 
 function handle(ops: ModelOps): CudaOpsHandle {
   const h = ops as Partial<CudaOpsHandle>;
@@ -116,6 +119,11 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
       const buf = rowsFor(all.length);
       buf.write(all, 0, h.stream);
       storage.appendDevice(kernels, { k: h.bufferOf(k), v: h.bufferOf(v), t: B }, buf, h.stream);
+    },
+    stepSink(layer, seqs) {
+      if (knobs.pagedSink === "off" || !inStep(layer, seqs)) return undefined;
+      const target: GemvSink = { kind: "cuda-paged", rows: at(step!.offsets[layer]!.rows), k: storage.k, v: storage.v };
+      return { target, written: false };
     },
     attend(layer, seqs, q: DTensor, scale) {
       const B = seqs.length;

@@ -5,7 +5,8 @@
 //             [K / x_head_dim, M, x_head_dim] (the attention output, so no fromHeads copy);
 //   body      up to three weight matrices sharing x (q, k, v), each [N_s, K] row-major;
 //   epilogue  bias, rotary embedding (HF rotate_half on rows i and i + d/2 of a head), head-major output
-//             [N_s / d, M, d], residual add (segment 0), or the gated MLP silu(x Wg^T) * (x Wu^T).
+//             [N_s / d, M, d], residual add (segment 0), or the gated MLP silu(x Wg^T) * (x Wu^T); with a sink,
+//             segments 1 and 2 (k, v) also land in their paged-cache rows (decode's append, folded in).
 // Work split: a "unit" = two weight rows (a rope pair, two adjacent rows, or gate row p with up row p); one warp owns
 // one unit, streams its rows once through a cp.async ring in shared memory (R - 1 stages of 1 KiB in flight a warp,
 // no registers held), and reduces with shuffles. Launched with PDL, a CTA issues its first stages before waiting for the
@@ -145,6 +146,15 @@ template <typename T, int M> __device__ __forceinline__ void epilogue(const ZvGe
   T* y = static_cast<T*>(s == 0 ? a.y0 : s == 1 ? a.y1 : a.y2);
   y[at(un.ra)] = from_float<T>(va);
   if (un.rb >= 0) y[at(un.rb)] = from_float<T>(vb);
+  if (heads && s > 0 && a.sink_rows) {  // the new token's K / V row straight into its page row
+    T* pages = static_cast<T*>(s == 1 ? a.sink_k : a.sink_v);
+    auto put = [&](long long row, float v) {
+      const long long h = row / a.d, dst = a.sink_rows[h * M + m];
+      if (dst >= 0) pages[dst * a.d + (row - h * a.d)] = from_float<T>(v);
+    };
+    put(un.ra, va);
+    if (un.rb >= 0) put(un.rb, vb);
+  }
 }
 
 // M token rows, R ring stages. One unit (two weight rows) per warp; its rows stream through a per-warp ring of R
@@ -166,8 +176,8 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   // kc == 0 (no norm): x is not staged; each stage's x vectors ride in the ring slot after the two weight rows, so
   // the weight stream never waits on a CTA-wide staging pass (a one-wave launch otherwise idles the memory while
   // every CTA stages x at once). Else x is staged in chunks of kc elements.
-  const bool direct = kc == 0;
-  const int SW = direct ? 2 + M : 2;  // 16-byte vectors a lane a stage in the ring
+  const bool direct = kc == 0, gnorm = direct && a.norm_w;  // gnorm: the norm weight rides in the ring too
+  const int SW = direct ? 2 + M + (gnorm ? 1 : 0) : 2;  // 16-byte vectors a lane a stage in the ring (w, w[, x[M][, g]])
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   uint4* ring = reinterpret_cast<uint4*>(zv_gemv_smem + M * kc * sizeof(T)) + warp * R * SW * 32 + lane;
   const long long units = a.mode == 1 ? a.n0 : (a.n0 + 1) / 2 + (a.nseg > 1 ? (a.n1 + 1) / 2 : 0) + (a.nseg > 2 ? (a.n2 + 1) / 2 : 0);
@@ -181,12 +191,16 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   const long long K = a.K, nall = (K + STAGE - 1) / STAGE;
   // This warp's stages [b0, b0 + nb) of K.
   const long long b0 = part * nall / KS, nb = (part + 1) * nall / KS - b0;
+  // Stage order rotated per warp (a.rotate, x in one chunk or direct), so the warps a wave starts together do not
+  // all read the same column offset of rows a fixed stride apart.
+  const int nbi = static_cast<int>(nb), rot = a.rotate ? static_cast<int>((blockIdx.x * kGemvWarps + warp) % nbi) : 0;
+  auto kstage = [&](long long b) { const int r = static_cast<int>(b) + rot; return (b0 + (r >= nbi ? r - nbi : r)) * STAGE; };
 
   // Stage b's weights (and, direct, its x) into slot b % R; the caller commits the group (an empty group past the last
   // stage keeps the wait counts uniform).
   auto issue_w = [&](long long b) {
     if (b < nb) {
-      const long long k = (b0 + b) * STAGE + lane * V;
+      const long long k = kstage(b) + lane * V;
       const bool in = active && k < K;
       uint4* slot = ring + (b % R) * SW * 32;
       zv::cp_async_16(slot, in ? wa + k : wa, in);
@@ -195,10 +209,11 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   };
   auto issue_x = [&](long long b) {
     if (direct && b < nb) {
-      const long long k = (b0 + b) * STAGE + lane * V;
+      const long long k = kstage(b) + lane * V;
       uint4* slot = ring + (b % R) * SW * 32;
 #pragma unroll
       for (int m = 0; m < M; m++) zv::cp_async_16_ca(slot + (2 + m) * 32, static_cast<const T*>(a.x) + (k < K ? x_index<M>(a, m, k) : 0), k < K);
+      if (gnorm) zv::cp_async_16_ca(slot + (2 + M) * 32, static_cast<const T*>(a.norm_w) + (k < K ? k : 0), k < K);
     }
   };
 #pragma unroll
@@ -245,6 +260,7 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
       for (int ww = 0; ww < kGemvWarps; ww++) t += red[ww][threadIdx.x];
       rnorm[threadIdx.x] = rsqrtf(t / static_cast<float>(K) + static_cast<float>(a.eps));
     }
+    if (gnorm) __syncthreads();  // (staged x: the staging pass starts with one)
   }
 
   float acc[M][2];
@@ -252,7 +268,7 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   for (int m = 0; m < M; m++) acc[m][0] = acc[m][1] = 0.f;
   long long chunk0 = -1;
   for (long long b = 0; b < nb; b++) {
-    const long long kb = (b0 + b) * STAGE;
+    const long long kb = kstage(b);
     if (!direct && kb / kc != chunk0) {  // stage the chunk of x holding this stage (kc is a multiple of STAGE)
       chunk0 = kb / kc;
       const long long c0 = chunk0 * kc, clen = min(kc, K - c0), per = clen / V;
@@ -297,6 +313,7 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
     uint4 xv[M];
 #pragma unroll
     for (int m = 0; m < M; m++) xv[m] = direct ? slot[(2 + m) * 32] : make_uint4(0, 0, 0, 0);
+    const uint4 gv = gnorm ? slot[(2 + M) * 32] : make_uint4(0, 0, 0, 0);
     issue_w(b + R - 1);  // into the slot read at b - 1
     issue_x(b + R - 1);
     zv::cp_async_commit();
@@ -305,10 +322,17 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
       float fa[V], fb[V];
       unpack(wva, fa, static_cast<T*>(nullptr));
       unpack(wvb, fb, static_cast<T*>(nullptr));
+      float fg[V];
+      if (gnorm) unpack(gv, fg, static_cast<T*>(nullptr));
 #pragma unroll
       for (int m = 0; m < M; m++) {
         float fx[V];
         unpack(direct ? xv[m] : *reinterpret_cast<const uint4*>(xs + m * kc + (k - chunk0 * kc)), fx, static_cast<T*>(nullptr));
+        if (gnorm) {  // x normalized at use, rounded as the staged path rounds: T(w * T(x * r))
+          const float r = rnorm[m];
+#pragma unroll
+          for (int i = 0; i < V; i++) fx[i] = roundT<T>(fg[i] * roundT<T>(fx[i] * r));
+        }
 #pragma unroll
         for (int i = 0; i < V; i++) {
           acc[m][0] = fmaf(fa[i], fx[i], acc[m][0]);

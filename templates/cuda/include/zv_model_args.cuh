@@ -88,5 +88,11 @@ struct ZvGemvArgs {
   void* y1;
   void* y2;
   long long K, x_head_dim, n0, n1, n2, nseg, mode, d, rope_mask, heads_mask, kc;
+  long long rotate;        // 1: each warp starts at its own stage of K (x in one chunk or direct)
+  // Paged KV sink (or null): segments 1 and 2 (k, v; head-major) also go to page rows sink_rows[h * M + m] (-1: none)
+  // of sink_k / sink_v ([rows, d]), the decode step's append folded into the projection.
+  const int* sink_rows;
+  void* sink_k;
+  void* sink_v;
   double eps, rope_scale;
 };
