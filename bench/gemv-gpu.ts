@@ -13,6 +13,7 @@ import { parseProgram } from "../src/ir/parse.ts";
 import { verifyProgram } from "../src/ir/verify.ts";
 import { createCudaOpsWith, type CudaOpsHandle } from "../src/model/cuda-ops.ts";
 import { knobs } from "../src/knobs.ts";
+import { argmax } from "../src/model/sampling.ts";
 import { linearAdd, normGatedUp, normProject } from "../src/model/fused.ts";
 import type { DTensor, ModelOps } from "../src/model/ops.ts";
 import type { DeviceBuffer } from "../src/runtime/native.ts";
@@ -167,6 +168,41 @@ fc.assert(fc.property(caseArb, (c) => {
   }
 }), { seed, numRuns: cases, endOnFailure: true });
 log(`differential: ${ran} cases pass (${[...byKind].map(([k, n]) => `${k} ${n}`).join(", ")}), fused vs composed (cuBLASLt + model kernels)`);
+
+// Greedy sampling on the device (zv_model argmax, the serving step's last launch) against sampling.ts's argmax on the
+// same bf16 logits: planted ties (the smaller id wins), NaN anywhere and at index 0 (which wins), -inf, a row of NaN.
+let amCases = 0;
+fc.assert(fc.property(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 40000 }), fc.nat(1 << 30), fc.constantFrom("plain", "ties", "nan", "nan0", "allnan", "neginf"), (rows, V, s, kind) => {
+  const f = rnd(rows * V, s + 11, 8);
+  for (let r = 0; r < rows; r++) {
+    const row = f.subarray(r * V, (r + 1) * V);
+    if (kind === "ties" && V > 1) row[(s + 7 * r) % V] = row[(s + 13 * r) % V] = 9;
+    if (kind === "nan") row[(s + r) % V] = NaN;
+    if (kind === "nan0") row[0] = NaN;
+    if (kind === "allnan") row.fill(NaN);
+    if (kind === "neginf") row.fill(-Infinity, 0, Math.ceil(V / 2));
+  }
+  const x = A.fromF32([rows, V], f);
+  const ids = ctx.dev.alloc(4 * rows), copy = ctx.dev.alloc(4 * 3 * rows), slot = ctx.dev.alloc(4);
+  try {
+    ids.write(new Int32Array(rows).fill(-7), 0, A.stream);
+    slot.write(Int32Array.of(2), 0, A.stream);
+    A.kernels.argmax(A.bufferOf(x), ids, rows, V, { base: copy, slot, stride: rows });
+    const host = A.toF32(x); // the bf16 values the kernel saw
+    const got = ids.read(new Int32Array(rows), 0, A.stream), again = copy.read(new Int32Array(rows), 4 * 2 * rows, A.stream);
+    for (let r = 0; r < rows; r++) {
+      const want = argmax(host.subarray(r * V, (r + 1) * V));
+      if (got[r] !== want || again[r] !== want) throw new Error(`argmax ${kind} rows ${rows} V ${V} row ${r}: device ${got[r]} / copy ${again[r]}, host ${want}`);
+    }
+    amCases++;
+    return true;
+  } finally {
+    A.stream.synchronize();
+    A.free(x);
+    for (const b of [ids, copy, slot]) b.free();
+  }
+}), { seed: seed + 1, numRuns: Math.max(20, Math.min(cases, 60)), endOnFailure: true });
+log(`greedy sampling on the device: ${amCases} cases equal the host argmax`);
 
 if (!args.includes("--no-bench")) {
   const copyTbps = eltCopyTbps(A);

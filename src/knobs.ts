@@ -31,6 +31,9 @@ export const knobs = {
   /** "off": decode steps append the new K/V with the append kernel even where the fused q/k/v launch could write
    *  them into the pages itself (A/B of the fold). */
   pagedSink: process.env.ZIPVL_PAGED_SINK === "off" ? "off" : "on",
+  /** "off": serving decode samples on the host from the logits, one step at a time, instead of greedy ids on the
+   *  device with the next step in flight (src/serve/ahead.ts; A/B of the overlap). */
+  decodeAhead: process.env.ZIPVL_DECODE_AHEAD === "off" ? "off" : "on",
   /** "off" merges the paged decode's splits in a second launch instead of in the split kernel's last CTA. */
   pagedMerge: process.env.ZIPVL_PAGED_MERGE === "off" ? "off" : "on",
   /** Most elements of x the fused kernels stage at a time (smaller chunks leave shared memory to the weight rings;

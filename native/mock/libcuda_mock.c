@@ -1,7 +1,9 @@
 /* Fake CUDA driver for CPU-only tests of the zipvl addon (load with ZIPVL_LIBCUDA=native/mock/libcuda_mock.so).
  * One device, "zipvl mock device", cc 9.0, 132 SMs. "Device" memory is host malloc, so CUdeviceptr values are host
  * pointers and memcpy/memset work directly. Launches execute nothing except the test kernel "zv_mock_fill", whose
- * args block {u32* dst; i64 count; i64 value} fills dst[0..count) with (u32)value. Stream capture records launches
+ * args block {u32* dst; i64 count; i64 value} fills dst[0..count) with (u32)value, and the serving step's greedy
+ * sampling "zv_model_argmax_<dtype>" (ZvArgmaxArgs in zv_model_args.cuh; same ties and NaN rule as the kernel), so
+ * the engine's device-token path runs on the logits the mock cuBLASLt computes. Stream capture records launches
  * into a graph that cuGraphLaunch replays. zvmock_last_launch() exposes the last launch's geometry to tests.
  * Exports exactly the (versioned) names the addon dlsyms, so a missing export here fails the addon's init loudly. */
 #include <stdint.h>
@@ -29,9 +31,55 @@ EXPORT int zvmock_last_launch(unsigned long long out[10]) {
   return g_launches > 0;
 }
 
+static float mock_half(uint16_t h) {
+  const unsigned e = (h >> 10) & 31, m = h & 1023, sgn = (unsigned)(h >> 15) << 31;
+  unsigned bits;
+  if (e == 31) bits = sgn | 0x7f800000u | (m << 13);
+  else if (e == 0) {
+    float f = (float)m / 16777216.0f; /* m * 2^-24 */
+    return (h >> 15) ? -f : f;
+  } else bits = sgn | ((e + 112) << 23) | (m << 13);
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+static float mock_logit(const void* x, long long i, int dt) {
+  if (dt == 4) return ((const float*)x)[i];
+  uint16_t h = ((const uint16_t*)x)[i];
+  if (dt == 2) return mock_half(h);
+  unsigned bits = (unsigned)h << 16;
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* zv_model_argmax_<dtype>: {const void* x; int* ids; int* copy; const int* slot; i64 rows, V, stride}. */
+static void mock_argmax(const Launch* l) {
+  const char* dts = l->f->name + strlen("zv_model_argmax_");
+  const int dt = strcmp(dts, "f32") == 0 ? 4 : strcmp(dts, "f16") == 0 ? 2 : 1;
+  unsigned long long w[7];
+  if (l->n < sizeof w) return;
+  memcpy(w, l->args, sizeof w);
+  const void* x = (const void*)(uintptr_t)w[0];
+  int* ids = (int*)(uintptr_t)w[1];
+  int* copy = (int*)(uintptr_t)w[2];
+  const int* slot = (const int*)(uintptr_t)w[3];
+  const long long rows = (long long)w[4], V = (long long)w[5], stride = (long long)w[6];
+  for (long long r = 0; r < rows; r++) {
+    const long long base = r * V;
+    long long best = 0;
+    for (long long i = 1; i < V; i++)
+      if (mock_logit(x, base + i, dt) > mock_logit(x, base + best, dt)) best = i; /* a NaN first element stays */
+    ids[r] = (int)best;
+    if (copy) copy[(slot ? *slot : 0) * stride + r] = (int)best;
+  }
+}
+
 static void execute(const Launch* l) {
   g_last = *l;
   g_launches++;
+  if (strncmp(l->f->name, "zv_model_argmax_", 16) == 0) mock_argmax(l);
   if (strcmp(l->f->name, "zv_mock_fill") == 0 && l->n >= 24) {
     unsigned long long w[3];
     memcpy(w, l->args, sizeof w);

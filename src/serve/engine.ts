@@ -24,6 +24,8 @@ import { fmtBytes, prefillBytes, type MemoryPlan, type PrefillFit } from "./plan
 import type { ChatEngine } from "./http.ts";
 import type { LayerStat } from "./scheduler.ts";
 import { eagerRunner, type StepModel, type StepRunner } from "./step.ts";
+import { DecodeAhead } from "./ahead.ts";
+import { knobs } from "../knobs.ts";
 
 /** A chat message whose image parts carry their bytes (or a path), as the HTTP layer parsed them. */
 export interface ServeMessage {
@@ -73,6 +75,8 @@ export class LlavaEngine implements ChatEngine<Prepared> {
   readonly steps: StepRunner;
   /** The same steps op by op (benchmarks compare it with `steps`). */
   readonly eager: StepRunner;
+  /** Greedy decode with a step in flight, where the runner samples on the device (knobs.decodeAhead). */
+  readonly ahead: DecodeAhead | null;
   constructor(
     readonly ops: ModelOps,
     readonly ckpt: LoadedCheckpoint,
@@ -86,6 +90,7 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     const notice = opts.notice ?? ((line: string) => process.stderr.write(`${line}\n`));
     this.eager = eagerRunner(ops, attn, model, table);
     this.steps = opts.graphs !== false && attn.stepRunner ? attn.stepRunner(model, table, notice) : this.eager;
+    this.ahead = this.steps.greedy && knobs.decodeAhead !== "off" ? new DecodeAhead(this.steps.greedy, (s) => this.pool.has(s)) : null;
   }
 
   /** The model part of a decode step: text.ts's decoder layers over the paged attention, final norm, lm_head. */
@@ -220,15 +225,19 @@ export class LlavaEngine implements ChatEngine<Prepared> {
     }
   }
 
-  /** One batched decode step: row b is batch[b]'s token at its own original position. Through the step runner
-   *  (CUDA graphs per batch bucket on cuda, eager elsewhere). */
-  decode(batch: readonly { seq: string; token: number; position: number }[]): number[] {
+  /** One batched decode step: row b is batch[b]'s token at its own original position; returns the greedy tokens.
+   *  Through the step runner (CUDA graphs per batch bucket on cuda, eager elsewhere). With greedy steps on the
+   *  device, `ahead` (the same sequences decode again next, see src/serve/ahead.ts) keeps the next step in flight
+   *  while the host handles this one's tokens. */
+  decode(batch: readonly { seq: string; token: number; position: number }[], opts: { ahead?: boolean } = {}): number[] {
+    if (this.ahead) return this.ahead.decode(batch, opts.ahead === true);
     const lg = this.steps.run(batch);
     const V = lg.length / batch.length;
     return batch.map((_, b) => argmax(lg.subarray(b * V, (b + 1) * V)));
   }
 
   dispose(): void {
+    this.ahead?.flush();
     this.steps.dispose();
     this.attn.dispose();
     this.ckpt.w.free();

@@ -26,7 +26,9 @@ export interface Engine<P> {
   /** Prefill of one prompt into the pool under `seq` (the scheduler added it); returns the first new token. */
   prefill(seq: string, prepared: P): { readonly first: number; readonly layers: readonly LayerStat[] };
   /** One decode step: feeds each sequence's token at its position, appends its K/V, returns the next tokens. */
-  decode(batch: readonly { readonly seq: string; readonly token: number; readonly position: number }[]): number[];
+  /** ahead: the same sequences decode again next unless some finish (no admission is pending): an engine may keep
+   *  that step in flight meanwhile. */
+  decode(batch: readonly { readonly seq: string; readonly token: number; readonly position: number }[], opts?: { ahead?: boolean }): number[];
 }
 
 export interface SubmitOptions {
@@ -238,7 +240,9 @@ export class Scheduler<P> {
     const t0 = performance.now();
     let next: number[];
     try {
-      next = this.engine.decode(batch.map((j) => ({ seq: j.id, token: j.tokens[j.tokens.length - 1]!, position: j.o.promptTokens + j.tokens.length - 1 })));
+      // The next step is this batch again unless a request waits for admission or one reaches its token limit now.
+      const ahead = this.queue.length === 0 && batch.every((j) => j.tokens.length + 1 < j.o.maxTokens);
+      next = this.engine.decode(batch.map((j) => ({ seq: j.id, token: j.tokens[j.tokens.length - 1]!, position: j.o.promptTokens + j.tokens.length - 1 })), { ahead });
     } catch (e) {
       const err = e instanceof ServeError ? e : new ServeError("ZV7040", [e instanceof Error ? e.message : String(e)], { cause: e });
       for (const j of batch) this.finish(j, err);

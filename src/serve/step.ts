@@ -21,7 +21,25 @@ export interface StepRunner {
   readonly mode: string;
   /** Logits of every row, row-major [B, V]. */
   run(batch: readonly DecodeRow[]): Float32Array;
+  /** Optional: greedy steps sampled on the device, enqueued and collected separately (the engine keeps one step
+   *  in flight while the host handles the previous one's tokens). */
+  readonly greedy?: GreedySteps;
   dispose(): void;
+}
+
+/** A step enqueued by GreedySteps.launch: its rows, in order. */
+export interface StepTicket {
+  readonly seqs: readonly string[];
+}
+
+export interface GreedySteps {
+  /** Whether a launch may take its tokens from the device now (graphs on). */
+  readonly deviceIds: boolean;
+  /** Enqueues a step over `batch`. fromDevice: each row's token is the greedy id the previous launch left on the
+   *  device for the same row (that launch had the same sequences in the same order; batch[i].token is ignored). */
+  launch(batch: readonly DecodeRow[], fromDevice: boolean): StepTicket;
+  /** Waits for the step and returns its rows' greedy tokens (each ticket once). */
+  collect(t: StepTicket): Int32Array;
 }
 
 export function eagerStep(ops: ModelOps, attn: PagedAttention, model: StepModel, embedTable: DTensor, batch: readonly DecodeRow[]): Float32Array {

@@ -10,6 +10,7 @@ export const MODEL_ARG_LAYOUTS = {
   ZvHeadsArgs: ["x", "y", "n", "H", "d", "dir"],
   ZvAttnArgs: ["q", "k", "v", "o", "Hq", "Hkv", "nq", "nk", "d", "causal", "scale"],
   ZvInitArgs: ["y", "count", "seed", "std"],
+  ZvArgmaxArgs: ["x", "ids", "copy", "slot", "rows", "V", "stride"],
   ZvGemvArgs: ["x", "norm_w", "res", "positions", "inv_freq", "w0", "w1", "w2", "b0", "b1", "b2", "y0", "y1", "y2", "K", "x_head_dim", "n0", "n1", "n2", "nseg", "mode", "d", "rope_mask", "heads_mask", "kc", "rotate", "sink_rows", "sink_k", "sink_v", "eps", "rope_scale"],
 } as const;
 

@@ -17,6 +17,7 @@ export const MODEL_KERNELS = [
   { name: "heads", args: "ZvHeadsArgs", threads: 256 },
   { name: "attn", args: "ZvAttnArgs", threads: 128 },
   { name: "init", args: "ZvInitArgs", threads: 256 },
+  { name: "argmax", args: "ZvArgmaxArgs", threads: 256 },
 ] as const satisfies readonly { name: string; args: ModelArgStruct; threads: number }[];
 export type ModelKernelName = (typeof MODEL_KERNELS)[number]["name"];
 
@@ -67,6 +68,11 @@ export class ModelKernels {
   }
   embed(table: DeviceBuffer, ids: DeviceBuffer, y: DeviceBuffer, nids: number, H: number, V: number): void {
     this.run("embed", [nids, 1, 1], 256, packModelArgs("ZvEmbedArgs", { table, ids, y, nids: { i64: nids }, H: { i64: H }, V: { i64: V } }));
+  }
+  /** Greedy ids of logits x [rows, V] into ids, and into copy + slot * stride where copy is given (slot: a device
+   *  int read when the kernel runs, so a captured step writes where the host points it each replay). */
+  argmax(x: DeviceBuffer, ids: DeviceBuffer | bigint, rows: number, V: number, copy?: { base: DeviceBuffer | bigint; slot: DeviceBuffer | bigint; stride: number }): void {
+    this.run("argmax", [rows, 1, 1], 256, packModelArgs("ZvArgmaxArgs", { x, ids, copy: copy?.base ?? null, slot: copy?.slot ?? null, rows: { i64: rows }, V: { i64: V }, stride: { i64: copy?.stride ?? 0 } }));
   }
   rope(x: DeviceBuffer, y: DeviceBuffer, positions: DeviceBuffer, invFreq: DeviceBuffer, H: number, n: number, d: number, scale: number): void {
     this.run("rope", this.flat(H * n * (d / 2)), 256, packModelArgs("ZvRopeArgs", { x, y, positions, inv_freq: invFreq, H: { i64: H }, n: { i64: n }, d: { i64: d }, scale: { f64: scale } }));

@@ -7,11 +7,17 @@
 // loads kernels, caches the rope table and sizes the pool), then the same step is captured with the pool frozen,
 // so the captured work allocates nothing, writes and reads nothing from the host and never synchronizes. If a
 // capture fails, the runner says so in one line and decodes eagerly from then on (the warm-up's logits stand).
+// Every step ends with greedy sampling on the device (zv_model argmax): the ids land in the token buffer, where the
+// next step's embed reads them, and in one of four host-read slots (the slot index is a device int the host sets
+// before each launch), so `greedy` can enqueue step n + 1 before it reads step n's tokens (an event per slot, read
+// on a second stream while the next step runs).
 import type { CudaOpsHandle } from "../../model/cuda-ops.ts";
 import { LlavaError } from "../../model/errors.ts";
 import type { DTensor, ModelOps } from "../../model/ops.ts";
-import type { CudaGraph } from "../../runtime/native.ts";
-import { eagerStep, type DecodeRow, type StepModel, type StepRunner } from "../../serve/step.ts";
+import type { CudaEvent, CudaGraph, CudaStream } from "../../runtime/native.ts";
+import { argmax } from "../../model/sampling.ts";
+import { serveFail } from "../../serve/errors.ts";
+import { eagerStep, type DecodeRow, type GreedySteps, type StepModel, type StepRunner, type StepTicket } from "../../serve/step.ts";
 import { BufferPool } from "./model-pool.ts";
 import type { CudaPagedAttention } from "./paged-serve.ts";
 
@@ -46,6 +52,15 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
   const V = table.shape[0]!;
   const ids = dev.alloc(4 * o.maxBatch);
   const pos = dev.alloc(4 * o.maxBatch);
+  // Greedy ids read back by the host: SLOTS slots of maxBatch (and one more that logits steps write), the slot of
+  // the next launch in `slot`.
+  const SLOTS = 4;
+  const toks = dev.alloc(4 * (SLOTS + 1) * o.maxBatch);
+  const slot = dev.alloc(4);
+  const events: CudaEvent[] = [];
+  let copyStream: CudaStream | null = null;
+  let launches = 0;
+  const pending = new Array<GreedyTicket | null>(SLOTS).fill(null);
   const pools = new Map<number, BufferPool>();
   const graphs = new Map<string, { graph: CudaGraph; out: DTensor }>();
   const stats: GraphStats = { warmups: 0, captures: 0, replays: 0, eager: 0 };
@@ -57,7 +72,12 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
     rope: (x, _positions, invFreq, scale) => h.ropeFrom(x, pos, invFreq, scale),
     normProject: (x, norm, projs, rope, sink) => h.normProjectAt(x, norm, projs, rope, pos, sink),
   };
-  const body = (rows: number, seqs: readonly string[], positions: Int32Array): DTensor => model(view, h.embedFrom(table, ids, rows), positions, seqs);
+  // The step: embed the ids on the device, the model, greedy ids of every row (logits stay the step's output).
+  const body = (rows: number, seqs: readonly string[], positions: Int32Array): DTensor => {
+    const y = model(view, h.embedFrom(table, ids, rows), positions, seqs);
+    h.kernels.argmax(h.bufferOf(y), ids, rows, V, { base: toks, slot, stride: o.maxBatch });
+    return y;
+  };
   // Only the batch's rows come back (not the bucket's padding).
   const logitsOf = (y: DTensor, B: number): Float32Array => h.readF32(y, B * y.shape[1]!);
 
@@ -80,11 +100,92 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
     }
   };
 
+  /** Queues one step of `batch` (tokens from the host, or from the previous step's ids on the device) through its
+   *  graph, or runs the warm-up of a new shape (`warm` sees its logits) and captures it. Returns the graph's logits
+   *  after a replay, null after a warm-up. */
+  const enqueue = (batch: readonly DecodeRow[], fromDevice: boolean, warm?: (y: DTensor) => void): DTensor | null => {
+    const B = batch.length;
+    if (!fromDevice) for (const r of batch) if (!(Number.isInteger(r.token) && r.token >= 0 && r.token < V)) throw new LlavaError("ZV6109", [`token id ${r.token} is outside the vocabulary [0, ${V})`]);
+    const rows = bucketOf(B, o.maxBatch);
+    const seqs = batch.map((r) => r.seq);
+    const padded = [...seqs, ...new Array<string>(rows - B).fill(seqs[0]!)];
+    const idv = new Int32Array(rows);
+    const pv = new Int32Array(rows);
+    for (let b = 0; b < rows; b++) {
+      const r = batch[b < B ? b : 0]!;
+      idv[b] = r.token;
+      pv[b] = r.position;
+    }
+    const key = attn.beginStep(seqs, rows);
+    if (!fromDevice) ids.write(idv, 0, h.stream);
+    pos.write(pv, 0, h.stream);
+    const g = graphs.get(key);
+    if (g) {
+      last = g.graph;
+      g.graph.launch(h.stream);
+      stats.replays++;
+      return g.out;
+    }
+    let pool = pools.get(rows);
+    if (!pool) pools.set(rows, (pool = new BufferPool(dev)));
+    const y = h.withPool(pool, () => body(rows, padded, pv));
+    try {
+      warm?.(y);
+    } finally {
+      h.free(y); // back to the pool before the capture takes its buffers
+    }
+    stats.warmups++;
+    capture(key, pool, rows, padded, pv);
+    return null;
+  };
+
+  type GreedyTicket = StepTicket & { slot: number; tokens?: Int32Array };
+  const greedy: GreedySteps = {
+    get deviceIds() {
+      return off === null;
+    },
+    launch(batch, fromDevice) {
+      const B = batch.length;
+      const seqs = batch.map((r) => r.seq);
+      if (off !== null || B > o.maxBatch) {
+        if (fromDevice) serveFail("ZV7040", ["a decode step from device token ids while graphs are off"]);
+        stats.eager++;
+        const lg = eagerStep(h, attn, model, table, batch);
+        const Vr = lg.length / B;
+        return { seqs, slot: -1, tokens: Int32Array.from({ length: B }, (_, b) => argmax(lg.subarray(b * Vr, (b + 1) * Vr))) } satisfies GreedyTicket;
+      }
+      const k = launches % SLOTS;
+      if (pending[k]) {
+        // A ticket never collected (its caller failed): drop it once its step is done.
+        events[k]!.synchronize();
+        pending[k] = null;
+      }
+      slot.write(Int32Array.of(k), 0, h.stream);
+      enqueue(batch, fromDevice);
+      launches++;
+      (events[k] ??= dev.createEvent()).record(h.stream);
+      const t: GreedyTicket = { seqs, slot: k };
+      pending[k] = t;
+      return t;
+    },
+    collect(ticket) {
+      const t = ticket as GreedyTicket;
+      if (t.tokens) return t.tokens;
+      if (pending[t.slot] !== t) serveFail("ZV7040", ["a decode step collected twice or after its slot was reused"]);
+      pending[t.slot] = null;
+      events[t.slot]!.synchronize();
+      copyStream ??= dev.createStream({ nonBlocking: true });
+      // On a second stream: the step is done (its event), the next one may be running on the ops' stream.
+      return toks.read(new Int32Array(t.seqs.length), 4 * t.slot * o.maxBatch, copyStream);
+    },
+  };
+
   return {
     get mode() {
       return off === null ? "graph" : "eager";
     },
     stats,
+    greedy,
     get shapes() {
       return [...graphs.keys()];
     },
@@ -94,40 +195,10 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
         stats.eager++;
         return eagerStep(h, attn, model, table, batch);
       }
-      for (const r of batch) if (!(Number.isInteger(r.token) && r.token >= 0 && r.token < V)) throw new LlavaError("ZV6109", [`token id ${r.token} is outside the vocabulary [0, ${V})`]);
-      const rows = bucketOf(B, o.maxBatch);
-      const seqs = batch.map((r) => r.seq);
-      const padded = [...seqs, ...new Array<string>(rows - B).fill(seqs[0]!)];
-      const idv = new Int32Array(rows);
-      const pv = new Int32Array(rows);
-      for (let b = 0; b < rows; b++) {
-        const r = batch[b < B ? b : 0]!;
-        idv[b] = r.token;
-        pv[b] = r.position;
-      }
-      const key = attn.beginStep(seqs, rows);
-      ids.write(idv, 0, h.stream);
-      pos.write(pv, 0, h.stream);
-      const g = graphs.get(key);
-      if (g) {
-        last = g.graph;
-        g.graph.launch(h.stream);
-        stats.replays++;
-        return logitsOf(g.out, B);
-      }
-      let pool = pools.get(rows);
-      if (!pool) pools.set(rows, (pool = new BufferPool(dev)));
-      const p = pool;
-      const y = h.withPool(p, () => body(rows, padded, pv));
-      let lg: Float32Array;
-      try {
-        lg = logitsOf(y, B);
-      } finally {
-        h.free(y);
-      }
-      stats.warmups++;
-      capture(key, p, rows, padded, pv);
-      return lg;
+      let lg: Float32Array | undefined;
+      slot.write(Int32Array.of(SLOTS), 0, h.stream);
+      const out = enqueue(batch, false, (y) => (lg = logitsOf(y, B)));
+      return out ? logitsOf(out, B) : lg!;
     },
     replayLast(n: number): number | null {
       if (!last || off !== null) return null;
@@ -149,6 +220,10 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
       pools.clear();
       ids.free();
       pos.free();
+      toks.free();
+      slot.free();
+      for (const e of events) e.destroy();
+      copyStream?.destroy();
     },
   };
 }

@@ -88,6 +88,38 @@ template <typename T> __device__ void elt_kernel(const ZvEltArgs& a) {
   }
 }
 
+// Greedy sampling on the device, grid (rows), block (kEltThreads): the index of the largest logit of each row, ties
+// to the smaller index and NaN never chosen, except that a NaN at index 0 wins (as src/model/sampling.ts's argmax,
+// a left-to-right scan with >, which never leaves a NaN first element).
+template <typename T> __device__ void argmax_kernel(const ZvArgmaxArgs& a) {
+  const long long r = blockIdx.x;
+  const T* x = static_cast<const T*>(a.x) + r * a.V;
+  float best = -INFINITY;
+  long long at = a.V;  // none yet (every value NaN so far)
+  for (long long i = threadIdx.x; i < a.V; i += kEltThreads) {
+    const float v = to_float(x[i]);
+    if (v > best || (at == a.V && v == best)) best = v, at = i;  // -inf counts; a stride's first index wins ties
+  }
+  __shared__ float sv[kEltThreads];
+  __shared__ long long si[kEltThreads];
+  sv[threadIdx.x] = best;
+  si[threadIdx.x] = at;
+  __syncthreads();
+  for (int s = kEltThreads / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      const float v = sv[threadIdx.x + s];
+      const long long i = si[threadIdx.x + s];
+      if (v > sv[threadIdx.x] || (v == sv[threadIdx.x] && i < si[threadIdx.x])) sv[threadIdx.x] = v, si[threadIdx.x] = i;
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    const int id = static_cast<int>(si[0] == a.V || isnan(to_float(x[0])) ? 0 : si[0]);
+    a.ids[r] = id;
+    if (a.copy) a.copy[(a.slot ? static_cast<long long>(*a.slot) : 0LL) * a.stride + r] = id;
+  }
+}
+
 // grid (nids), block (kEltThreads)
 template <typename T> __device__ void embed_kernel(const ZvEmbedArgs& a) {
   const long long i = blockIdx.x;

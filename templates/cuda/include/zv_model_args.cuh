@@ -26,6 +26,14 @@ struct ZvEltArgs {
 };
 
 // Embedding gather: y[i, :] = table[ids[i], :]; ids outside [0, V) give zero rows (the host validates first).
+struct ZvArgmaxArgs {
+  const void* x;    // [rows, V] T (logits)
+  int* ids;         // [rows] the greedy token of each row (the next step's embed input)
+  int* copy;        // the same ids again at copy + slot * stride (what the host reads back), or null
+  const int* slot;  // [1] which copy slot (set by the host before each step), or null: slot 0
+  long long rows, V, stride;
+};
+
 struct ZvEmbedArgs {
   const void* table;  // [V, H] T
   const int* ids;     // [nids]
