@@ -24,10 +24,15 @@ export const knobs = {
   pdl: process.env.ZIPVL_PDL === "off" ? "off" : "on",
   /** Weight-ring stages of the one-row fused kernels: 4, 8 or 16 (default 4: fastest on the H100; benchmarks). */
   gemvRing: (["4", "8", "16"].includes(process.env.ZIPVL_GEMV_RING ?? "") ? Number(process.env.ZIPVL_GEMV_RING) : 4) as 4 | 8 | 16,
-  /** CTA waves the paged decode attention splits a batch's caches into (default 2; benchmarks). */
-  pagedWaves: Math.max(1, Math.floor(Number(process.env.ZIPVL_PAGED_WAVES ?? "2")) || 2),
-  /** Force the one-row fused kernels' warps per unit (split K), 1 or 2 (benchmarks; default: per launch). */
-  gemvSplitK: process.env.ZIPVL_GEMV_SPLITK === "1" ? (1 as const) : process.env.ZIPVL_GEMV_SPLITK === "2" ? (2 as const) : undefined,
+  /** Most waves of CTAs (the split entry's occupancy) the paged decode attention splits a batch's caches into
+   *  (default 4; benchmarks). */
+  pagedWaves: Math.max(1, Math.floor(Number(process.env.ZIPVL_PAGED_WAVES ?? "4")) || 4),
+  /** Tokens of the longest cache a paged-attention split aims at: k waves, k = length / (tokens * splits a wave)
+   *  (default 256). */
+  pagedSplitTokens: Math.max(64, Math.floor(Number(process.env.ZIPVL_PAGED_SPLIT_TOKENS ?? "256")) || 256),
+  /** Force the one-row fused kernels' warps per unit (split K): 1, 2, or "gated" (2 for the gated MLP launch only);
+   *  benchmarks; default: per launch. */
+  gemvSplitK: process.env.ZIPVL_GEMV_SPLITK === "1" ? (1 as const) : process.env.ZIPVL_GEMV_SPLITK === "2" ? (2 as const) : process.env.ZIPVL_GEMV_SPLITK === "gated" ? ("gated" as const) : undefined,
   /** "off": decode steps append the new K/V with the append kernel even where the fused q/k/v launch could write
    *  them into the pages itself (A/B of the fold). */
   pagedSink: process.env.ZIPVL_PAGED_SINK === "off" ? "off" : "on",

@@ -46,6 +46,13 @@ describe.skipIf(!ready)("paged decode on the mock driver", () => {
     expect(last.grid).toEqual([2, 1, 3]); // split: (Hkv, splits, batch); 40 tokens -> one split
     expect(last.argsBytes).toBe(8 * PAGED_ARG_LAYOUTS.ZvPagedDecodeArgs.length);
     expect(pagedSplits(ctx.dev.info.smCount, 2, 3, 40)).toBe(1); // 40 tokens: one slice of >= 64
+    // Whole waves of CTAs: the 13B shape (40 KV heads) with 528 split CTAs resident (4 an SM on 132 SMs) at batch 1:
+    // one wave (13 splits) up to ~3.4k tokens, then a wave per 256-token slice each, at most 4; batches share it.
+    expect([1064, 2900, 5872, 11744, 16000, 32000].map((n) => pagedSplits(528, 40, 1, n))).toEqual([13, 13, 13, 39, 52, 52]);
+    expect(pagedSplits(528, 40, 4, 32000)).toBe(13);
+    expect(pagedSplits(528, 40, 64, 32000)).toBe(1);
+    // The launch sizes its waves by the split entry's occupancy (the mock reports 4 CTAs an SM).
+    expect(dec.slots).toBe(4 * ctx.dev.info.smCount);
     const rows = ctx.dev.alloc(4 * 2 * 3);
     rows.write(Int32Array.from([0, 1, 2, 3, 4, -1]));
     storage.appendDevice(kernels, { k: q, v: q, t: 3 }, rows);

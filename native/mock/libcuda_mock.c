@@ -164,6 +164,12 @@ EXPORT CUresult cuModuleGetFunction(CUfunction* f, CUmodule m, const char* name)
   *f = (CUfunction)fn;
   return CUDA_SUCCESS;
 }
+/* Occupancy: 4 CTAs an SM for any kernel (the mock knows no registers). */
+EXPORT CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int* n, CUfunction f, int threads, size_t smem) {
+  (void)f; (void)smem;
+  *n = threads > 0 && threads <= 1024 ? 4 : 0;
+  return threads > 0 && threads <= 1024 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
 EXPORT CUresult cuFuncSetAttribute(CUfunction f, CUfunction_attribute a, int v) { (void)f; (void)a; return v <= 232448 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE; }
 EXPORT CUresult cuLaunchKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                                unsigned shared, CUstream s, void** params, void** extra) {

@@ -229,6 +229,16 @@ void SetMaxDynamicShared(const Napi::CallbackInfo& info) {
         "cuFuncSetAttribute");
 }
 
+// maxActiveBlocks(fn, threads, dynamicSmem): CTAs of this size one SM holds at once (registers, shared memory, threads).
+Napi::Value MaxActiveBlocks(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int n = 0;
+  check(env, cu(env).occupancyMaxActiveBlocks(&n, handle<CUfunction>(env, info[0], "function"), info[1].As<Napi::Number>().Int32Value(),
+                                              static_cast<size_t>(info[2].As<Napi::Number>().Int64Value())),
+        "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+  return Napi::Number::New(env, n);
+}
+
 void dims(Napi::Env env, const Napi::Value& v, unsigned out[3], const char* what) {
   out[0] = out[1] = out[2] = 1;
   if (!v.IsArray()) throwCoded(env, "ZIPVL_BAD_ARGUMENT", std::string(what) + ": expected [x, y, z]");
@@ -393,7 +403,7 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   FN("htod", Htod) FN("dtoh", Dtoh) FN("memsetD32", MemsetD32) FN("memsetD8", MemsetD8)
   FN("streamCreate", StreamCreate) FN("streamSynchronize", StreamSynchronize) FN("streamDestroy", StreamDestroy)
   FN("moduleLoad", ModuleLoad) FN("moduleUnload", ModuleUnload) FN("getFunction", GetFunction)
-  FN("setMaxDynamicShared", SetMaxDynamicShared) FN("launch", Launch)
+  FN("setMaxDynamicShared", SetMaxDynamicShared) FN("maxActiveBlocks", MaxActiveBlocks) FN("launch", Launch)
   FN("eventCreate", EventCreate) FN("eventRecord", EventRecord) FN("eventSynchronize", EventSynchronize)
   FN("eventElapsed", EventElapsed) FN("eventDestroy", EventDestroy)
   FN("beginCapture", BeginCapture) FN("endCapture", EndCapture) FN("graphInstantiate", GraphInstantiate)

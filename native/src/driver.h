@@ -43,6 +43,8 @@
   X(moduleUnload, "cuModuleUnload", (CUmodule m))                                                             \
   X(moduleGetFunction, "cuModuleGetFunction", (CUfunction * f, CUmodule m, const char* name))                 \
   X(funcSetAttribute, "cuFuncSetAttribute", (CUfunction f, CUfunction_attribute a, int v))                    \
+  X(occupancyMaxActiveBlocks, "cuOccupancyMaxActiveBlocksPerMultiprocessor",                                  \
+    (int* n, CUfunction f, int blockSize, size_t dynamicSmem))                                                \
   X(launchKernel, "cuLaunchKernel",                                                                           \
     (CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,              \
      unsigned shared, CUstream s, void** params, void** extra))                                               \

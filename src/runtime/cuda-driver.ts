@@ -65,6 +65,8 @@ export interface NativeAddon {
   moduleUnload(module: Handle): void;
   getFunction(module: Handle, name: string): Handle;
   setMaxDynamicShared(fn: Handle, bytes: number): void;
+  /** cuOccupancyMaxActiveBlocksPerMultiprocessor: CTAs of `threads` threads and `smem` dynamic shared bytes per SM. */
+  maxActiveBlocks(fn: Handle, threads: number, smem: number): number;
   launch(fn: Handle, grid: Dims, block: Dims, sharedBytes: number, stream: Handle, args?: Bytes, pdl?: boolean): void;
   eventCreate(): Handle;
   eventRecord(event: Handle, stream: Handle): void;

@@ -152,6 +152,12 @@ export class CudaFunction {
     checkCount(bytes, "shared bytes", 0);
     this.module.addon().setMaxDynamicShared(this.handle, bytes);
   }
+  /** CTAs of `threads` threads with `sharedBytes` of dynamic shared memory that one SM holds at once. */
+  maxActiveBlocks(threads: number, sharedBytes = 0): number {
+    checkCount(threads, "threads", 1);
+    checkCount(sharedBytes, "shared bytes", 0);
+    return this.module.addon().maxActiveBlocks(this.handle, threads, sharedBytes);
+  }
   /** @internal */
   addon(): NativeAddon {
     return this.module.addon();

@@ -169,7 +169,8 @@ export class GemvKernels {
     const direct = gemvDirect(M, l.norm !== undefined);
     const kc = direct ? 0 : gemvChunk(this.dtype, M, K);
     const r: GemvRing = M === 1 ? this.ring : GEMV_RING_DEFAULT;
-    const ks = gemvSplitK(this.dtype, M, K, r, knobs.gemvSplitK);
+    const force = knobs.gemvSplitK === "gated" ? (l.gated ? 2 : 1) : knobs.gemvSplitK;
+    const ks = gemvSplitK(this.dtype, M, K, r, force);
     // Balanced ranges need every warp of a CTA to stage x at most once: x in one chunk or in the ring.
     // Rotating the stage order needs x in one chunk (or in the ring) and one warp a unit.
     const rotate = knobs.gemvRotate && ks === 1 && (direct || kc >= K);

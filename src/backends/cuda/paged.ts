@@ -31,7 +31,7 @@ export function pagedKernelName(dtype: CudaDType, headDim: number): string {
   return `zv_paged_${dtype}_d${headDim}`;
 }
 
-/** Source of the paged kernels for one dtype and head dim (entries _split, _combine, _append). */
+/** Source of the paged kernels for one dtype and head dim (entries _split, _split_g1, _split_g2, _combine, _append). */
 export function renderPaged(dtype: CudaDType, headDim: number, config: { warps?: number } = {}): KernelSource {
   if (!Number.isInteger(headDim) || headDim < 1 || (headDim * elemBytes(dtype)) % 16 !== 0) {
     serveFail("ZV7005", [`head dim ${headDim} is not a multiple of 16 bytes of ${dtype}`]);
@@ -42,14 +42,23 @@ export function renderPaged(dtype: CudaDType, headDim: number, config: { warps?:
   return { stage: "decode", name, source: tpl({ kernelName: name, dtype: C_TYPE[dtype], headDim, config }), dtype, headDim, config };
 }
 
-/** Split count of a batch: enough CTAs for `waves` waves (knobs.pagedWaves, default 2), no slice shorter than 64
- *  tokens of the longest cache. */
-export function pagedSplits(smCount: number, Hkv: number, batch: number, maxLen: number, waves = knobs.pagedWaves): number {
-  return Math.max(1, Math.min(Math.ceil((waves * smCount) / (Hkv * batch)), Math.ceil(maxLen / 64)));
+/** Split count of a batch: whole waves of CTAs (`slots` = CTAs the SMs hold at once), k of them with k = the
+ *  longest cache over one wave's worth of `tokens`-token slices (knobs.pagedSplitTokens, 256), 1 <= k <= `waves`
+ *  (knobs.pagedWaves, 4); no slice shorter than 64 tokens. A last wave only partly filled runs its few CTAs alone at
+ *  the end (measured on the H100: 1.2 waves 7% slower a step than 0.6 or 2.4); long caches want short slices. */
+export function pagedSplits(slots: number, Hkv: number, batch: number, maxLen: number, waves = knobs.pagedWaves, tokens = knobs.pagedSplitTokens): number {
+  const rows = Hkv * batch;
+  const perWave = slots / rows;
+  const k = Math.max(1, Math.min(waves, Math.floor(maxLen / (tokens * Math.max(1, perWave)))));
+  const fill = Math.floor((k * slots) / rows);
+  return Math.max(1, Math.min(fill, Math.ceil(maxLen / 64)));
 }
 
 export interface PagedKernels {
+  /** Any group size; splitG1 / splitG2: the same for Hq / Hkv = 1 / 2 (fewer registers). */
   readonly split: CudaFunction;
+  readonly splitG1: CudaFunction;
+  readonly splitG2: CudaFunction;
   readonly combine: CudaFunction;
   readonly append: CudaFunction;
   readonly dtype: CudaDType;
@@ -68,7 +77,7 @@ export function loadPagedKernels(dev: CudaDevice, arch: Arch, dtype: CudaDType, 
   if (hit) return hit;
   const mod = dev.loadModule(compileKernel(k, arch, nvrtc).cubin);
   const fn = (s: string): CudaFunction => mod.getFunction(`${k.name}_${s}`);
-  const out = { split: fn("split"), combine: fn("combine"), append: fn("append"), dtype, headDim, warps: 4 };
+  const out = { split: fn("split"), splitG1: fn("split_g1"), splitG2: fn("split_g2"), combine: fn("combine"), append: fn("append"), dtype, headDim, warps: 4 };
   perDev.set(k.name, out);
   return out;
 }
@@ -207,6 +216,9 @@ export class CudaPagedDecode {
   /** Arrival counts of the last-CTA merge, [maxBatch * Hkv], zero between launches (null: knobs.pagedMerge off). */
   private readonly counters: DeviceBuffer | null;
   private readonly maxSplits: number;
+  private readonly split: CudaFunction;
+  /** CTAs of the split entry all SMs hold at once. */
+  readonly slots: number;
 
   constructor(
     private readonly dev: CudaDevice,
@@ -219,12 +231,18 @@ export class CudaPagedDecode {
     if (kernels.headDim !== g.headDim || kernels.dtype !== storage.dtype) serveFail("ZV7005", [`kernels for ${kernels.dtype} d${kernels.headDim}, pool of ${storage.dtype} d${g.headDim}`]);
     if (Hq % g.kvHeads !== 0) serveFail("ZV7005", [`query heads ${Hq} must be a multiple of KV heads ${g.kvHeads}`]);
     const G = groupsPerLayer(g);
-    this.maxSplits = Math.max(1, Math.ceil((knobs.pagedWaves * dev.info.smCount) / g.kvHeads));
+    // CTAs the SMs hold at once of the split entry this launch takes (occupancy: registers, shared memory).
+    const gq = Hq / g.kvHeads;
+    this.split = gq === 1 ? kernels.splitG1 : gq === 2 ? kernels.splitG2 : kernels.split;
+    this.slots = Math.max(1, this.split.maxActiveBlocks(32 * kernels.warps)) * dev.info.smCount;
+    this.maxSplits = Math.max(1, Math.floor((knobs.pagedWaves * this.slots) / g.kvHeads));
     this.indptr = dev.alloc(4 * (maxBatch * G + 1));
     this.ids = dev.alloc(4 * Math.max(1, g.numPages));
     this.lengths = dev.alloc(4 * maxBatch * G);
-    this.partO = dev.alloc(4 * maxBatch * Hq * this.maxSplits * g.headDim);
-    this.partMl = dev.alloc(8 * maxBatch * Hq * this.maxSplits);
+    // batch * splits <= batch + maxSplits (splits <= ceil(maxSplits / batch)): the partials of any batch fit.
+    const rows = Hq * (maxBatch + this.maxSplits);
+    this.partO = dev.alloc(4 * rows * g.headDim);
+    this.partMl = dev.alloc(8 * rows);
     this.counters = knobs.pagedMerge === "off" ? null : dev.alloc(4 * maxBatch * g.kvHeads);
     this.counters?.write(new Uint32Array(maxBatch * g.kvHeads));
   }
@@ -240,7 +258,7 @@ export class CudaPagedDecode {
 
   /** The split count of a launch of `batch` rows whose longest cache holds `maxLen` tokens. */
   splitsFor(batch: number, maxLen: number): number {
-    return Math.min(this.maxSplits, pagedSplits(this.dev.info.smCount, this.storage.geometry.kvHeads, batch, maxLen));
+    return Math.min(this.maxSplits, pagedSplits(this.slots, this.storage.geometry.kvHeads, batch, maxLen));
   }
   /** Split and combine over tables already on the device (e.g. one upload of every layer's tables per step). */
   launch(t: DeviceTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
@@ -259,7 +277,7 @@ export class CudaPagedDecode {
     const s = stream ?? null;
     // Programmatic dependent launch (the kernels wait for their predecessor first): launch latency hides behind it.
     const pdl = knobs.pdl !== "off";
-    this.dev.launch(this.kernels.split, { grid: [g.kvHeads, splits, t.batch], block: [32 * this.kernels.warps, 1, 1], stream: s, pdl }, args);
+    this.dev.launch(this.split, { grid: [g.kvHeads, splits, t.batch], block: [32 * this.kernels.warps, 1, 1], stream: s, pdl }, args);
     // Without the counters (knobs.pagedMerge off) the splits are merged by a second launch.
     if (!this.counters) this.dev.launch(this.kernels.combine, { grid: [this.Hq, t.batch, 1], block: [128, 1, 1], stream: s, pdl }, args);
   }

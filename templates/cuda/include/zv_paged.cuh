@@ -248,7 +248,9 @@ __device__ void paged_combine_one(const ZvPagedDecodeArgs& a, long long b, long 
   __syncthreads();  // w and red are reused by the next (b, h)
 }
 
-template <typename T, int D, class C>
+// kG1: 1 or 2 when the launch's query heads per KV head are known to be that (the entry then holds only that pass and
+// needs far fewer registers: more CTAs an SM); 0: any group size.
+template <typename T, int D, class C, int kG1 = 0>
 __device__ void paged_decode_split_kernel(const ZvPagedDecodeArgs& a) {
   __shared__ __align__(16) DecodeShared<C, D> sh;
   const long long kv = blockIdx.x, b = blockIdx.z, g = a.Hq / a.Hkv;
@@ -258,7 +260,9 @@ __device__ void paged_decode_split_kernel(const ZvPagedDecodeArgs& a) {
   const long long chunk = ceil_div(len, a.splits);
   const long long lo = min(len, (long long)blockIdx.y * chunk), hi = min(len, lo + chunk);
   const int* pages = a.page_ids + a.page_indptr[e];
-  if (g == 1) paged_heads<T, D, C, 1>(a, sh, b, kv, kv, 1, lo, hi, pages, slot);
+  if constexpr (kG1 == 1) paged_heads<T, D, C, 1>(a, sh, b, kv, kv, 1, lo, hi, pages, slot);
+  else if constexpr (kG1 == 2) paged_heads<T, D, C, 2>(a, sh, b, kv, kv * 2, 2, lo, hi, pages, slot);
+  else if (g == 1) paged_heads<T, D, C, 1>(a, sh, b, kv, kv, 1, lo, hi, pages, slot);
   else if (g == 2) paged_heads<T, D, C, 2>(a, sh, b, kv, kv * 2, 2, lo, hi, pages, slot);
   else
     for (long long h = 0; h < g; h += C::kMaxG)
