@@ -53,7 +53,7 @@ export const knobs = {
   gemvDirect: process.env.ZIPVL_GEMV_DIRECT === "off" ? "off" : process.env.ZIPVL_GEMV_DIRECT === "on" ? "on" : "all",
   /** Each warp of the fused kernels starts its rows at its own stage of K (default; "0" turns it off). */
   gemvRotate: process.env.ZIPVL_GEMV_ROTATE !== "0",
-  /** CTAs per SM the one-row fused kernels' launch bounds ask for (3..8, default 6; caps their registers; benchmarks). */
-  gemvMinBlocks: Math.min(8, Math.max(3, Math.floor(Number(process.env.ZIPVL_GEMV_MINBLOCKS ?? "6")) || 6)),
+  /** CTAs per SM the one-row fused kernels' launch bounds ask for (3..8, default 5; caps their registers; benchmarks). */
+  gemvMinBlocks: Math.min(8, Math.max(3, Math.floor(Number(process.env.ZIPVL_GEMV_MINBLOCKS ?? "5")) || 5)),
 } as const;
 

@@ -27,8 +27,9 @@ export const GEMV_SMEM_CAP = 32 * 1024;
 const ringBytes = (r: number, xRows = 0): number => GEMV_WARPS * r * (2 + xRows) * 512;
 /** Warps per unit: 2 splits K for one row (x in one chunk), else 1. */
 export type GemvSplitK = 1 | 2;
-/** Entries instantiated; minBlocks: the launch bounds' CTAs an SM (one row: knobs.gemvMinBlocks, 6 by default, i.e.
- *  at most 80 registers so six CTAs fit; more rows keep 3, their accumulators need the registers). */
+/** Entries instantiated; minBlocks: the launch bounds' CTAs an SM (one row: knobs.gemvMinBlocks, 5 by default: at
+ *  most 102 registers, 88 used, five CTAs an SM, which the H100 step ran faster than six (80 registers) or four;
+ *  more rows keep 3, their accumulators need the registers). */
 export function gemvEntries(): readonly { m: number; r: GemvRing; ks: GemvSplitK; minBlocks: number }[] {
   const one = knobs.gemvMinBlocks;
   return [
