@@ -27,6 +27,8 @@ export const knobs = {
   /** Most waves of CTAs (the split entry's occupancy) the paged decode attention splits a batch's caches into
    *  (default 4; benchmarks). */
   pagedWaves: Math.max(1, Math.floor(Number(process.env.ZIPVL_PAGED_WAVES ?? "4")) || 4),
+  /** Waves of CTAs of the paged attention for caches shorter than one wave of such slices (default 1; benchmarks). */
+  pagedShortWaves: Math.max(0.25, Number(process.env.ZIPVL_PAGED_SHORT_WAVES ?? "1") || 1),
   /** Tokens of the longest cache a paged-attention split aims at: k waves, k = length / (tokens * splits a wave)
    *  (default 256). */
   pagedSplitTokens: Math.max(64, Math.floor(Number(process.env.ZIPVL_PAGED_SPLIT_TOKENS ?? "256")) || 256),

@@ -46,10 +46,11 @@ export function renderPaged(dtype: CudaDType, headDim: number, config: { warps?:
  *  longest cache over one wave's worth of `tokens`-token slices (knobs.pagedSplitTokens, 256), 1 <= k <= `waves`
  *  (knobs.pagedWaves, 4); no slice shorter than 64 tokens. A last wave only partly filled runs its few CTAs alone at
  *  the end (measured on the H100: 1.2 waves 7% slower a step than 0.6 or 2.4); long caches want short slices. */
-export function pagedSplits(slots: number, Hkv: number, batch: number, maxLen: number, waves = knobs.pagedWaves, tokens = knobs.pagedSplitTokens): number {
+export function pagedSplits(slots: number, Hkv: number, batch: number, maxLen: number, waves = knobs.pagedWaves, tokens = knobs.pagedSplitTokens, short = knobs.pagedShortWaves): number {
   const rows = Hkv * batch;
   const perWave = slots / rows;
-  const k = Math.max(1, Math.min(waves, Math.floor(maxLen / (tokens * Math.max(1, perWave)))));
+  const kf = Math.floor(maxLen / (tokens * Math.max(1, perWave)));
+  const k = kf >= 1 ? Math.min(waves, kf) : short;
   const fill = Math.floor((k * slots) / rows);
   return Math.max(1, Math.min(fill, Math.ceil(maxLen / 64)));
 }
