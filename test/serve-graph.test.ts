@@ -124,11 +124,11 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     const pdl0 = dev.mockLastLaunch()!.pdlLaunches;
     graph.decode([{ seq: "a", token: 3, position: 11 }]);
     // The fused linear and the paged attention kernels go through cuLaunchKernelEx with programmatic dependent
-    // launch (each waits for its predecessor first), the others (embed, final norm) plainly.
+    // launch (each waits for its predecessor first), the others (embed, argmax) plainly.
     expect(dev.mockLastLaunch()!.pdlLaunches - pdl0).toBe(launches.filter((l) => /^zv_(gemv|paged)_/.test(l)).length);
     // One row: each layer is the fused q/k/v launch (RMSNorm at use, rope and head-major epilogues, and the new K/V
     // rows written straight into their pages: no append launch), the paged split (its last CTAs merge the splits),
-    // o_proj + residual, RMSNorm + gate/up + silu, down + residual; then the final norm and lm_head. Units of two
+    // o_proj + residual, RMSNorm + gate/up + silu, down + residual. Units of two
     // weight rows per warp, 4 warps per CTA.
     const one = launches.slice(0, launches.length / 2).map((l) => l.split(" ").filter((_, i) => i !== 3).join(" ").replace(/_d\d+/, ""));
     const H = t.hiddenSize, d = t.headDim;
@@ -146,7 +146,8 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     const g = t.numHeads / t.numKvHeads;
     const split = new RegExp(`^zv_paged_bf16_split${g === 1 ? "_g1" : g === 2 ? "_g2" : ""} `);
     const layer = [gv((t.numHeads * d + 2 * t.numKvHeads * d) / 2, H, true), expect.stringMatching(split), gv(H / 2, t.numHeads * d, false), gv(t.intermediateSize, H, true), gv(H / 2, t.intermediateSize, false)];
-    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1 s0", ...Array.from({ length: t.numLayers }, () => layer).flat(), "zv_model_norm_bf16 1x1x1 256x1x1 s0", gv(Math.ceil(t.vocabSize / 2), H, false), "zv_model_argmax_bf16 1x1x1 256x1x1 s0"]);
+    // Then the final RMSNorm folded into lm_head (norm at use) and greedy sampling on the device.
+    expect(one).toEqual(["zv_model_embed_bf16 1x1x1 256x1x1 s0", ...Array.from({ length: t.numLayers }, () => layer).flat(), gv(Math.ceil(t.vocabSize / 2), H, true), "zv_model_argmax_bf16 1x1x1 256x1x1 s0"]);
     graph.decode([{ seq: "a", token: 3, position: 12 }]);
     expect(runner.shapes).toEqual(["4/1", "1/1"]);
     expect(runner.stats.replays).toBe(3);

@@ -94,6 +94,12 @@ export function finalNorm(ops: ModelOps, cfg: TextConfig, w: Weights, h: DTensor
   return ops.rmsNorm(h, w.get(`${TEXT}norm.weight`), cfg.rmsNormEps);
 }
 
+/** lm_head(finalNorm(h)) as one projection with a norm: a backend may fuse the norm into the lm_head launch (decode's
+ *  few rows on cuda); else the composition. Logits [n, V], a new tensor. */
+export function normedLogits(ops: ModelOps, cfg: TextConfig, w: Weights, h: DTensor): DTensor {
+  return normProject(ops, h, { w: w.get(`${TEXT}norm.weight`), eps: cfg.rmsNormEps }, [{ w: w.get("lm_head.weight"), heads: 0, rope: false }], undefined)[0]!;
+}
+
 /** Prefill of n embedded tokens [n, H] at positions 0..n-1. `policy` undefined = dense. Takes ownership of `embeds`. */
 /** `onHidden(i, h)`: transformers' hidden_states order: 0 = embeddings, i = after layer i - 1, the last one (i =
  *  layers) after the final norm. `h` is freed after the call returns. */

@@ -14,7 +14,7 @@ import type { ChatMessage, ChatTokenizer, ProcessorConfig } from "../model/hf/in
 import type { DTensor, ModelOps, Policy } from "../model/ops.ts";
 import { checkRope, ropeType } from "../model/rope.ts";
 import { argmax } from "../model/sampling.ts";
-import { decoderLayers, finalNorm, logits, prefillAttention, type LayerAttention } from "../model/text.ts";
+import { decoderLayers, finalNorm, logits, normedLogits, prefillAttention, type LayerAttention } from "../model/text.ts";
 import { imageFeatures, type ImageInput } from "../model/vision.ts";
 import { loadWeights, TEXT, type Weights } from "../model/weights.ts";
 import type { PagedAttention } from "./attention.ts";
@@ -113,11 +113,11 @@ export class LlavaEngine implements ChatEngine<Prepared> {
       };
       if (this.attn.stepSink) attend.sink = (l) => this.attn.stepSink!(l, seqs);
       const last = decoderLayers(ops, cfg, w, h, positions, Math.max(...positions) + 1, attend);
-      const normed = finalNorm(ops, cfg, w, last);
-      ops.free(last);
-      const y = ops.linear(normed, w.get("lm_head.weight"));
-      ops.free(normed);
-      return y;
+      try {
+        return normedLogits(ops, cfg, w, last);
+      } finally {
+        ops.free(last);
+      }
     };
   }
 

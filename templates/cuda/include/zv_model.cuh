@@ -96,9 +96,28 @@ template <typename T> __device__ void argmax_kernel(const ZvArgmaxArgs& a) {
   const T* x = static_cast<const T*>(a.x) + r * a.V;
   float best = -INFINITY;
   long long at = a.V;  // none yet (every value NaN so far)
-  for (long long i = threadIdx.x; i < a.V; i += kEltThreads) {
-    const float v = to_float(x[i]);
-    if (v > best || (at == a.V && v == best)) best = v, at = i;  // -inf counts; a stride's first index wins ties
+  auto see = [&](float v, long long i) {  // in increasing i per thread: -inf counts, the first index wins ties
+    if (v > best || (at == a.V && v == best)) best = v, at = i;
+  };
+  constexpr int E = 16 / static_cast<int>(sizeof(T));
+  if ((a.V * static_cast<long long>(sizeof(T))) % 16 == 0) {
+    // 16-byte loads, four in flight a thread (a row of logits is one CTA's: latency, not bandwidth, bounds it).
+    const long long nv = a.V / E;
+    for (long long v0 = threadIdx.x; v0 < nv; v0 += 4 * kEltThreads) {
+      uint4 u[4];
+#pragma unroll
+      for (int j = 0; j < 4; j++) u[j] = v0 + j * kEltThreads < nv ? reinterpret_cast<const uint4*>(x)[v0 + j * kEltThreads] : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int j = 0; j < 4; j++) {
+        if (v0 + j * kEltThreads >= nv) break;
+        T t[E];
+        memcpy(t, &u[j], 16);
+#pragma unroll
+        for (int e = 0; e < E; e++) see(to_float(t[e]), (v0 + j * kEltThreads) * E + e);
+      }
+    }
+  } else {
+    for (long long i = threadIdx.x; i < a.V; i += kEltThreads) see(to_float(x[i]), i);
   }
   __shared__ float sv[kEltThreads];
   __shared__ long long si[kEltThreads];
@@ -127,6 +146,12 @@ template <typename T> __device__ void embed_kernel(const ZvEmbedArgs& a) {
   const bool ok = id >= 0 && id < a.V;
   const T* src = static_cast<const T*>(a.table) + static_cast<long long>(ok ? id : 0) * a.H;
   T* dst = static_cast<T*>(a.y) + i * a.H;
+  if ((a.H * static_cast<long long>(sizeof(T))) % 16 == 0) {  // 16-byte copies (rows then start 16-byte aligned)
+    const long long nv = a.H * static_cast<long long>(sizeof(T)) / 16;
+    for (long long c = threadIdx.x; c < nv; c += kEltThreads)
+      reinterpret_cast<uint4*>(dst)[c] = ok ? reinterpret_cast<const uint4*>(src)[c] : make_uint4(0, 0, 0, 0);
+    return;
+  }
   for (long long c = threadIdx.x; c < a.H; c += kEltThreads) dst[c] = ok ? src[c] : from_float<T>(0.f);
 }
 
