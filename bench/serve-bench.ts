@@ -23,7 +23,7 @@ import { createCudaOpsWith } from "../src/model/cuda-ops.ts";
 import type { ChatTokenizer } from "../src/model/hf/index.ts";
 import type { Policy } from "../src/model/ops.ts";
 import { calibratePrefill, LlavaEngine } from "../src/serve/engine.ts";
-import { argmax } from "../src/model/sampling.ts";
+import { argmaxRows } from "../src/model/sampling.ts";
 import { checkRequest, describePlan, fmtBytes, planMemory, sequencesThatFit, type ModelShape } from "../src/serve/planner.ts";
 import { deviceDecoderWeights, eltCopyTbps, llavaNext13b } from "./shapes.ts";
 
@@ -175,7 +175,7 @@ function bench(n: number, policy: Policy | undefined): void {
       // The GPU's share of a step: the last graph replayed back to back (host work between steps excluded).
       const replay = (eng.steps as Partial<GraphRunner>).replayLast?.(steps) ?? null;
       if (profile && B === 1) profileSteps(() => eng!.eager.run(batch.map((x) => ({ ...x, position: pos++ }))), ms);
-      const eagerMs = eagerToo ? time((b) => { const lg = eng!.eager.run(b); const V = lg.length / b.length; return b.map((_, i) => argmax(lg.subarray(i * V, (i + 1) * V))); }) : NaN;
+      const eagerMs = eagerToo ? time((b) => argmaxRows(eng!.eager.run(b), b.length)) : NaN;
       const tps = (t: number): string => ((B * 1000) / t).toFixed(1).padStart(8);
       // Live rows per layer at the middle of the timed steps, for each of the B sequences.
       const floor = floorMs(B * lens.reduce((a, x) => a + x.reduce((p, q) => p + q, 0) / x.length + steps, 0));

@@ -119,13 +119,21 @@ describe("DecodeAhead", () => {
     ahead.flush();
   });
 
-  it("coded errors when the next call breaks the contract", () => {
-    const { g } = fakeSteps();
-    const ahead = new DecodeAhead(g, () => true);
+  it("coded errors when the next call breaks the contract; the dropped step's sequences may not decode again", () => {
+    const { g, open } = fakeSteps();
+    const live = new Set(["a", "z"]);
+    const ahead = new DecodeAhead(g, (s) => live.has(s));
     const got = ahead.decode([{ seq: "a", token: 3, position: 5 }], true);
     const wrong = () => ahead.decode([{ seq: "a", token: (got[0]! + 1) % V, position: 6 }], false);
-    expect(wrong).toThrow(ServeError);
-    expect(wrong).not.toThrow(/decoded ahead/); // the in-flight step is gone after the error: a plain step now
+    expect(wrong).toThrow(/ZV7040.*was decoded ahead at position 6/);
+    expect(open.size).toBe(0); // the step in flight was waited for
+    // a's cache holds that step's row: decoding it again is refused until it is released; others decode.
+    expect(wrong).toThrow(/ZV7040.*holds a step decoded ahead and dropped/);
+    expect(ahead.decode([{ seq: "z", token: 1, position: 2 }], false)).toEqual([f("z", 2, 1)]);
+    // Once released, the mark goes (the scheduler never reuses an id).
+    live.delete("a");
+    ahead.decode([{ seq: "z", token: 2, position: 3 }], false);
+    expect((ahead as unknown as { dropped: Set<string> }).dropped.size).toBe(0);
     const b = new DecodeAhead(fakeSteps().g, () => true);
     b.decode([{ seq: "a", token: 3, position: 5 }, { seq: "b", token: 1, position: 2 }], true);
     let err: unknown;

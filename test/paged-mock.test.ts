@@ -53,6 +53,23 @@ describe.skipIf(!ready)("paged decode on the mock driver", () => {
     expect(pagedSplits(528, 40, 64, 32000)).toBe(1);
     // The launch sizes its waves by the split entry's occupancy (the mock reports 4 CTAs an SM).
     expect(dec.slots).toBe(4 * ctx.dev.info.smCount);
+    // Splits are sized for the live rows, but a captured bucket launches its padding rows too: every (row, head,
+    // split) partial of any bucket fits the workspace (4 rows at most here; a 13B-shaped one below).
+    const { bucketOf } = await import("../src/backends/cuda/paged-graph.ts");
+    const fits = (d: InstanceType<typeof CudaPagedDecode>, Hq: number, maxBatch: number) => {
+      for (let B = 1; B <= maxBatch; B++)
+        for (const L of [1, 40, 700, 3000, 6000, 12_000, 50_000]) {
+          const rows = bucketOf(B, maxBatch);
+          expect(rows * Hq * d.splitsFor(B, L, rows), `B ${B} L ${L}`).toBeLessThanOrEqual(d.partRows);
+        }
+    };
+    fits(dec, 8, 4);
+    const geom40 = { ...geom, kvHeads: 40, headDim: 64, numPages: 4 };
+    const storage40 = new CudaPageStorage(ctx.dev, geom40, "bf16");
+    const dec40 = new CudaPagedDecode(ctx.dev, storage40, kernels, 40, 8);
+    fits(dec40, 40, 8);
+    dec40.free();
+    storage40.dispose();
     const rows = ctx.dev.alloc(4 * 2 * 3);
     rows.write(Int32Array.from([0, 1, 2, 3, 4, -1]));
     storage.appendDevice(kernels, { k: q, v: q, t: 3 }, rows);

@@ -155,6 +155,14 @@ describe.skipIf(!ready)("serving decode step as CUDA graphs (mock driver)", () =
     graph.decode(["a", "b", "c"].map((seq, b) => ({ seq, token: 4 + b, position: 13 })));
     expect(launches).toEqual([]);
     expect(runner.stats.replays).toBe(4);
+    // Greedy steps from the device's ids only follow a step of the same rows (bucket and sequences, in order).
+    const greedy = graph.steps.greedy!;
+    const abc = ["a", "b", "c"];
+    greedy.collect(greedy.launch(abc.map((seq, b) => ({ seq, token: 4 + b, position: 14 })), false));
+    expect(() => greedy.launch(["a", "c", "b"].map((seq) => ({ seq, token: -1, position: 15 })), true)).toThrow(/ZV7040.*other rows/);
+    greedy.collect(greedy.launch(abc.map((seq, b) => ({ seq, token: 4 + b, position: 15 })), false));
+    const t2 = greedy.launch(abc.map((seq) => ({ seq, token: -1, position: 16 })), true);
+    expect(greedy.collect(t2)).toHaveLength(3);
     done(graph);
 
     // A capture that fails: one notice, then eager steps with the eager launches.

@@ -67,8 +67,6 @@ export interface NormSpec {
   readonly eps: number;
 }
 
-/** Optional fused forms of decoder-layer op sequences (decode's few token rows). Each may return undefined for a
- *  shape it does not fuse; the model then runs the composition in src/model/fused.ts, which is their spec. */
 /** Where a decode step's new K/V rows also go (the paged cache's rows for this step, a backend's own handle). A
  *  backend that writes them there while projecting k and v sets `written`; else the caller appends as usual. */
 export interface KvSink {
@@ -76,6 +74,8 @@ export interface KvSink {
   written: boolean;
 }
 
+/** Optional fused forms of decoder-layer op sequences (decode's few token rows). Each may return undefined for a
+ *  shape it does not fuse; the model then runs the composition in src/model/fused.ts, which is their spec. */
 export interface FusedModelOps {
   /** For each projection p: linear(n, p.w, p.bias), then toHeads (+ rope) when p.heads > 0; n = rmsNorm(x) or x.
    *  With a sink (projections q, k, v), a backend may also write k and v into the sink's rows (KvSink). */

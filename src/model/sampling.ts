@@ -19,6 +19,12 @@ export function argmax(x: Float32Array): number {
   return best;
 }
 
+/** argmax of each of the `rows` rows of logits [rows, V]. */
+export function argmaxRows(logits: Float32Array, rows: number): number[] {
+  const V = logits.length / rows;
+  return Array.from({ length: rows }, (_, b) => argmax(logits.subarray(b * V, (b + 1) * V)));
+}
+
 export function createSampler(opts: SamplingOptions = {}): Sampler {
   const t = opts.temperature ?? 0;
   const p = opts.topP ?? 1;

@@ -19,6 +19,9 @@ interface InFlight {
 
 export class DecodeAhead {
   private flight: InFlight | null = null;
+  /** Sequences whose cache holds a step decoded ahead and then dropped (a broken contract, flush): one row more than
+   *  their callers know, so they may not decode again. */
+  private readonly dropped = new Set<string>();
   /** Steps served by a step already in flight (benchmarks, tests). */
   readonly stats = { launched: 0, ahead: 0, served: 0, mixed: 0 };
 
@@ -27,6 +30,9 @@ export class DecodeAhead {
 
   /** Greedy tokens of one decode step of `batch`; ahead: also enqueue the following step of the same rows. */
   decode(batch: readonly DecodeRow[], ahead: boolean): number[] {
+    for (const s of this.dropped) if (!this.alive(s)) this.dropped.delete(s);
+    const stale = batch.find((r) => this.dropped.has(r.seq));
+    if (stale) serveFail("ZV7040", [`decode ahead: ${stale.seq} holds a step decoded ahead and dropped; release it`]);
     const f = this.flight;
     this.flight = null;
     const out = new Array<number>(batch.length).fill(-1);
@@ -40,14 +46,14 @@ export class DecodeAhead {
         if (j === undefined) return void rest.push(i);
         const want = f.rows[j]!;
         if (want.position !== r.position || want.token !== r.token) {
-          this.g.collect(f.ticket);
+          this.drop(f);
           serveFail("ZV7040", [`decode ahead: ${r.seq} was decoded ahead at position ${want.position} from token ${want.token}, now asked at ${r.position} from ${r.token}`]);
         }
         covered.push(i);
       });
       const left = f.rows.find((r) => !inBatch.has(r.seq) && this.alive(r.seq));
       if (left) {
-        this.g.collect(f.ticket);
+        this.drop(f);
         serveFail("ZV7040", [`decode ahead: ${left.seq} was decoded ahead but left out of the next step while it holds its cache`]);
       }
     } else batch.forEach((_, i) => rest.push(i));
@@ -78,9 +84,14 @@ export class DecodeAhead {
     return out;
   }
 
-  /** Waits for a step in flight and drops it (its sequences are being released or the engine disposed). */
+  /** Waits for a step in flight and drops it (disposal; its live sequences may not decode again). */
   flush(): void {
-    if (this.flight) this.g.collect(this.flight.ticket);
+    if (this.flight) this.drop(this.flight);
     this.flight = null;
+  }
+
+  private drop(f: InFlight): void {
+    this.g.collect(f.ticket);
+    for (const r of f.rows) if (this.alive(r.seq)) this.dropped.add(r.seq);
   }
 }

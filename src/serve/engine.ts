@@ -13,7 +13,7 @@ import { loadConfig, loadImage, loadProcessorConfig, loadTokenizer, openWeights,
 import type { ChatMessage, ChatTokenizer, ProcessorConfig } from "../model/hf/index.ts";
 import type { DTensor, ModelOps, Policy } from "../model/ops.ts";
 import { checkRope, ropeType } from "../model/rope.ts";
-import { argmax } from "../model/sampling.ts";
+import { argmax, argmaxRows } from "../model/sampling.ts";
 import { decoderLayers, finalNorm, logits, normedLogits, prefillAttention, type LayerAttention } from "../model/text.ts";
 import { imageFeatures, type ImageInput } from "../model/vision.ts";
 import { loadWeights, TEXT, type Weights } from "../model/weights.ts";
@@ -231,9 +231,7 @@ export class LlavaEngine implements ChatEngine<Prepared> {
    *  while the host handles this one's tokens. */
   decode(batch: readonly { seq: string; token: number; position: number }[], opts: { ahead?: boolean } = {}): number[] {
     if (this.ahead) return this.ahead.decode(batch, opts.ahead === true);
-    const lg = this.steps.run(batch);
-    const V = lg.length / batch.length;
-    return batch.map((_, b) => argmax(lg.subarray(b * V, (b + 1) * V)));
+    return argmaxRows(this.steps.run(batch), batch.length);
   }
 
   dispose(): void {

@@ -1,7 +1,7 @@
 // The small-batch linear kernels of decode (templates/cuda/gemv.cu.hbs over include/zv_gemv.cuh): rendering per
 // dtype (one entry per token-row count M = 1..GEMV_MAX_ROWS), compile + load through the content-keyed cache, and
-// the launcher that owns the geometry (units of two weight rows per warp; x staged in shared-memory chunks, or riding
-// in the weight ring where there is no norm).
+// the launcher that owns the geometry (units of two weight rows per warp; x, and the norm weight, riding in the
+// weight ring, or x staged in shared-memory chunks: knobs.gemvDirect).
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import Handlebars from "handlebars";
@@ -23,7 +23,8 @@ export type GemvRing = (typeof GEMV_RINGS)[number];
 export const GEMV_RING_DEFAULT: GemvRing = 8;
 /** Shared memory for the staged x of one CTA (the rings take GEMV_WARPS * R KiB more). */
 export const GEMV_SMEM_CAP = 32 * 1024;
-/** Ring bytes of a CTA: two weight vectors a lane a stage, plus M x vectors when x rides in the ring ("direct"). */
+/** Ring bytes of a CTA: two weight vectors a lane a stage, plus `xRows` more when x rides in the ring ("direct": M x
+ *  vectors, and one of the norm weight where there is a norm). */
 const ringBytes = (r: number, xRows = 0): number => GEMV_WARPS * r * (2 + xRows) * 512;
 /** Warps per unit: 2 splits K for one row (x in one chunk), else 1. */
 export type GemvSplitK = 1 | 2;

@@ -15,7 +15,7 @@ import type { CudaOpsHandle } from "../../model/cuda-ops.ts";
 import { LlavaError } from "../../model/errors.ts";
 import type { DTensor, ModelOps } from "../../model/ops.ts";
 import type { CudaEvent, CudaGraph, CudaStream } from "../../runtime/native.ts";
-import { argmax } from "../../model/sampling.ts";
+import { argmaxRows } from "../../model/sampling.ts";
 import { serveFail } from "../../serve/errors.ts";
 import { eagerStep, type DecodeRow, type GreedySteps, type StepModel, type StepRunner, type StepTicket } from "../../serve/step.ts";
 import { BufferPool } from "./model-pool.ts";
@@ -60,6 +60,8 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
   const events: CudaEvent[] = [];
   let copyStream: CudaStream | null = null;
   let launches = 0;
+  // Which rows' greedy ids the token buffer holds (bucket and sequences of the last step run), null: none.
+  let idsOf: string | null = null;
   const pending = new Array<GreedyTicket | null>(SLOTS).fill(null);
   const pools = new Map<number, BufferPool>();
   const graphs = new Map<string, { graph: CudaGraph; out: DTensor }>();
@@ -105,6 +107,9 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
    *  after a replay, null after a warm-up. */
   const enqueue = (batch: readonly DecodeRow[], fromDevice: boolean, warm?: (y: DTensor) => void): DTensor | null => {
     const B = batch.length;
+    const sig = `${bucketOf(B, o.maxBatch)}:${batch.map((r) => r.seq).join("\u0000")}`;
+    if (fromDevice && idsOf !== sig) serveFail("ZV7040", ["a decode step from device token ids that a step of other rows left"]);
+    idsOf = null;
     if (!fromDevice) for (const r of batch) if (!(Number.isInteger(r.token) && r.token >= 0 && r.token < V)) throw new LlavaError("ZV6109", [`token id ${r.token} is outside the vocabulary [0, ${V})`]);
     const rows = bucketOf(B, o.maxBatch);
     const seqs = batch.map((r) => r.seq);
@@ -124,11 +129,13 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
       last = g.graph;
       g.graph.launch(h.stream);
       stats.replays++;
+      idsOf = sig;
       return g.out;
     }
     let pool = pools.get(rows);
     if (!pool) pools.set(rows, (pool = new BufferPool(dev)));
     const y = h.withPool(pool, () => body(rows, padded, pv));
+    idsOf = sig;
     try {
       warm?.(y);
     } finally {
@@ -150,9 +157,8 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
       if (off !== null || B > o.maxBatch) {
         if (fromDevice) serveFail("ZV7040", ["a decode step from device token ids while graphs are off"]);
         stats.eager++;
-        const lg = eagerStep(h, attn, model, table, batch);
-        const Vr = lg.length / B;
-        return { seqs, slot: -1, tokens: Int32Array.from({ length: B }, (_, b) => argmax(lg.subarray(b * Vr, (b + 1) * Vr))) } satisfies GreedyTicket;
+        idsOf = null;
+        return { seqs, slot: -1, tokens: Int32Array.from(argmaxRows(eagerStep(h, attn, model, table, batch), B)) } satisfies GreedyTicket;
       }
       const k = launches % SLOTS;
       if (pending[k]) {
@@ -193,6 +199,7 @@ export function createGraphRunner(h: CudaOpsHandle, attn: CudaPagedAttention, mo
       const B = batch.length;
       if (off !== null || B > o.maxBatch) {
         stats.eager++;
+        idsOf = null;
         return eagerStep(h, attn, model, table, batch);
       }
       let lg: Float32Array | undefined;

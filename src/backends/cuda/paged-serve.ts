@@ -85,7 +85,7 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
       // Rows past the batch repeat seqs[0]: appendStep/attend of the step are called with the padded list.
       // Splits are sized for the B rows with caches (padding rows read nothing): part of the graph's key.
       step = { seqs: [...seqs, ...new Array<string>(bucket - B).fill(seqs[0]!)], live: B, offsets, maxLen };
-      return `${bucket}/${decode.splitsFor(B, maxLen)}`;
+      return `${bucket}/${decode.splitsFor(B, maxLen, bucket)}`;
     },
     rearm() {
       if (!last) serveFail("ZV7005", ["rearm() without a finished decode step"]);

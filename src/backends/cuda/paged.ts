@@ -43,14 +43,15 @@ export function renderPaged(dtype: CudaDType, headDim: number, config: { warps?:
 }
 
 /** Split count of a batch: whole waves of CTAs (`slots` = CTAs the SMs hold at once), k of them with k = the
- *  longest cache over one wave's worth of `tokens`-token slices (knobs.pagedSplitTokens, 256), 1 <= k <= `waves`
- *  (knobs.pagedWaves, 4); no slice shorter than 64 tokens. A last wave only partly filled runs its few CTAs alone at
+ *  longest cache over one wave's worth of `tokens`-token slices (knobs.pagedSplitTokens, 256), at most `waves`
+ *  (knobs.pagedWaves, 4); caches shorter than one such wave take `short` waves (knobs.pagedShortWaves, 1); no
+ *  slice shorter than 64 tokens. A last wave only partly filled runs its few CTAs alone at
  *  the end (measured on the H100: 1.2 waves 7% slower a step than 0.6 or 2.4); long caches want short slices. */
 export function pagedSplits(slots: number, Hkv: number, batch: number, maxLen: number, waves = knobs.pagedWaves, tokens = knobs.pagedSplitTokens, short = knobs.pagedShortWaves): number {
   const rows = Hkv * batch;
   const perWave = slots / rows;
   const kf = Math.floor(maxLen / (tokens * Math.max(1, perWave)));
-  const k = kf >= 1 ? Math.min(waves, kf) : short;
+  const k = Math.min(waves, kf >= 1 ? kf : short);
   const fill = Math.floor((k * slots) / rows);
   return Math.max(1, Math.min(fill, Math.ceil(maxLen / 64)));
 }
@@ -220,6 +221,8 @@ export class CudaPagedDecode {
   private readonly split: CudaFunction;
   /** CTAs of the split entry all SMs hold at once. */
   readonly slots: number;
+  /** (row, head, split) partials the workspace holds. */
+  readonly partRows: number;
 
   constructor(
     private readonly dev: CudaDevice,
@@ -240,10 +243,11 @@ export class CudaPagedDecode {
     this.indptr = dev.alloc(4 * (maxBatch * G + 1));
     this.ids = dev.alloc(4 * Math.max(1, g.numPages));
     this.lengths = dev.alloc(4 * maxBatch * G);
-    // batch * splits <= batch + maxSplits (splits <= ceil(maxSplits / batch)): the partials of any batch fit.
-    const rows = Hq * (maxBatch + this.maxSplits);
-    this.partO = dev.alloc(4 * rows * g.headDim);
-    this.partMl = dev.alloc(8 * rows);
+    // Partials of (row, head, split): rows * splits <= maxBatch + maxSplits for a live batch (splits <= maxSplits /
+    // rows); splitsFor caps a padded bucket to the same room.
+    this.partRows = Hq * (maxBatch + this.maxSplits);
+    this.partO = dev.alloc(4 * this.partRows * g.headDim);
+    this.partMl = dev.alloc(8 * this.partRows);
     this.counters = knobs.pagedMerge === "off" ? null : dev.alloc(4 * maxBatch * g.kvHeads);
     this.counters?.write(new Uint32Array(maxBatch * g.kvHeads));
   }
@@ -257,15 +261,18 @@ export class CudaPagedDecode {
     this.launch({ indptr: this.indptr, pages: this.ids, lengths: this.lengths, batch: t.batch, groups: t.groups, maxLen: Math.max(0, ...t.lengths) }, q, o, scale, stream, layout);
   }
 
-  /** The split count of a launch of `batch` rows whose longest cache holds `maxLen` tokens. */
-  splitsFor(batch: number, maxLen: number): number {
-    return Math.min(this.maxSplits, pagedSplits(this.slots, this.storage.geometry.kvHeads, batch, maxLen));
+  /** The split count of a launch of `rows` rows (a bucket: `live` of them with caches) whose longest cache holds
+   *  `maxLen` tokens: sized for the live rows, capped so every row's partials fit the workspace. */
+  splitsFor(live: number, maxLen: number, rows = live): number {
+    const fit = Math.floor(this.partRows / (this.Hq * rows));
+    return Math.max(1, Math.min(this.maxSplits, fit, pagedSplits(this.slots, this.storage.geometry.kvHeads, live, maxLen)));
   }
   /** Split and combine over tables already on the device (e.g. one upload of every layer's tables per step). */
   launch(t: DeviceTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
     const g = this.storage.geometry;
     if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
-    const splits = this.splitsFor(t.liveRows ?? t.batch, t.maxLen);
+    const splits = this.splitsFor(t.liveRows ?? t.batch, t.maxLen, t.batch);
+    if (t.batch * this.Hq * splits > this.partRows) serveFail("ZV7005", [`${t.batch} rows of ${splits} splits: ${t.batch * this.Hq * splits} partials, the workspace holds ${this.partRows}`]);
     const args = packPaged("ZvPagedDecodeArgs", {
       q, k_pages: this.storage.k, v_pages: this.storage.v, o, part_o: this.partO, part_ml: this.partMl, page_indptr: t.indptr, page_ids: t.pages, lengths: t.lengths,
       batch: i64(t.batch), Hq: i64(this.Hq), Hkv: i64(g.kvHeads), d: i64(g.headDim), page_tokens: i64(g.pageTokens), heads_per_page: i64(headsPerPage(g)), groups: i64(t.groups), splits: i64(splits),

@@ -10,13 +10,14 @@
 // Work split: a "unit" = two weight rows (a rope pair, two adjacent rows, or gate row p with up row p); one warp owns
 // one unit, streams its rows once through a cp.async ring in shared memory (R - 1 stages of 1 KiB in flight a warp,
 // no registers held), and reduces with shuffles. Launched with PDL, a CTA issues its first stages before waiting for the
-// previous kernel. x for all M rows sits in shared memory in chunks of kc elements (normalized once per CTA), or, in
-// launches without a norm, rides in the ring next to the weights. Every value is rounded to T where the unfused ops
+// previous kernel. x for all M rows rides in the ring next to the weights ("direct", kc = 0; with a norm, the norm
+// weight rides too and x is normalized at use with the CTA's RMS scale), or sits in shared memory in chunks of kc
+// elements, normalized once per CTA (knobs.gemvDirect). Every value is rounded to T where the unfused ops
 // round (after the linear, after bias, after rope, after the add), so the fused result equals the composition of
 // cuda-ops' plain ops up to f32 summation order.
 // Launch: grid ceil(units * KS / kGemvWarps), block 32 * kGemvWarps, dynamic shared memory M * kc * sizeof(T) (staged x)
-// + kGemvWarps * R * 1 KiB (the rings); kc = 0 ("direct", launches without a norm): no staged x, rings of
-// kGemvWarps * R * (2 + M) * 512 bytes.
+// + kGemvWarps * R * 1 KiB (the rings); kc = 0 ("direct"): no staged x, rings of kGemvWarps * R * (2 + M [+ 1 with a
+// norm]) * 512 bytes.
 #pragma once
 #include "zv_common.cuh"
 #include "zv_model_args.cuh"
@@ -161,7 +162,7 @@ template <typename T, int M> __device__ __forceinline__ void epilogue(const ZvGe
 // stages in shared memory (cp.async, 16 bytes a lane a row a stage): each lane reads back only the bytes it copied,
 // so the ring needs no barrier, keeps R - 1 stages (R - 1 KiB a warp) in flight without registers, and its first
 // stages are issued before the PDL wait, while the previous kernel drains.
-// KS > 1 (one row, x staged in one chunk): KS warps share a unit, each streaming 1/KS of K, and add up through shared
+// KS > 1 (one row, x in one chunk or in the ring): KS warps share a unit, each streaming 1/KS of K, and add up through shared
 // memory at the end: twice the CTAs for a narrow matrix, so its launch ramps and drains in shorter steps.
 template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const ZvGemvArgs& a) {
   constexpr int V = Pack<T>::N;
@@ -173,9 +174,9 @@ template <typename T, int M, int R, int KS> __device__ void gemv_kernel(const Zv
   __shared__ float red[kGemvWarps][M];
   __shared__ float parts[kGemvWarps][M][2];
 
-  // kc == 0 (no norm): x is not staged; each stage's x vectors ride in the ring slot after the two weight rows, so
-  // the weight stream never waits on a CTA-wide staging pass (a one-wave launch otherwise idles the memory while
-  // every CTA stages x at once). Else x is staged in chunks of kc elements.
+  // kc == 0: x is not staged; each stage's x vectors (and, with a norm, the norm weight's) ride in the ring slot after
+  // the two weight rows, so the weight stream never waits on a CTA-wide staging pass (a one-wave launch otherwise
+  // idles the memory while every CTA stages x at once). Else x is staged in chunks of kc elements.
   const bool direct = kc == 0, gnorm = direct && a.norm_w;  // gnorm: the norm weight rides in the ring too
   const int SW = direct ? 2 + M + (gnorm ? 1 : 0) : 2;  // 16-byte vectors a lane a stage in the ring (w, w[, x[M][, g]])
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

@@ -25,7 +25,7 @@ struct ZvEltArgs {
   long long count, kind, cols, brows;
 };
 
-// Embedding gather: y[i, :] = table[ids[i], :]; ids outside [0, V) give zero rows (the host validates first).
+// Greedy sampling: ids[r] = argmax of logits row r (zv_model.cuh argmax_kernel).
 struct ZvArgmaxArgs {
   const void* x;    // [rows, V] T (logits)
   int* ids;         // [rows] the greedy token of each row (the next step's embed input)
@@ -34,6 +34,7 @@ struct ZvArgmaxArgs {
   long long rows, V, stride;
 };
 
+// Embedding gather: y[i, :] = table[ids[i], :]; ids outside [0, V) give zero rows (the host validates first).
 struct ZvEmbedArgs {
   const void* table;  // [V, H] T
   const int* ids;     // [nids]
