@@ -2,7 +2,7 @@
 // the tests run. ZipVL prefill layers go through the float64 reference interpreter (the spec), so the CPU model is
 // the reference the GPU backends are compared with; decode attention is an f32 loop the tests check against the
 // interpreter's decode entry.
-import { decodeTable } from "../io/dtype.ts";
+import { decodeTable, byteSize } from "../io/dtype.ts";
 import type { Tensor } from "../io/tensor.ts";
 import { interpret } from "../interp/run.ts";
 import { LlavaError } from "./errors.ts";
@@ -38,7 +38,7 @@ const dims3 = (x: CpuTensor): [number, number, number] => {
 export function hostToF32(w: HostWeight): Float32Array {
   const n = w.shape.reduce((a, b) => a * b, 1);
   const dv = new DataView(w.bytes.buffer, w.bytes.byteOffset, w.bytes.byteLength);
-  const width = w.dtype === "f32" ? 4 : 2;
+  const width = byteSize(w.dtype);
   if (w.bytes.byteLength !== n * width) throw new Error(`internal: ${w.dtype}[${w.shape.join(",")}] needs ${n * width} bytes, got ${w.bytes.byteLength}`);
   const out = new Float32Array(n);
   if (w.dtype === "f32") for (let i = 0; i < n; i++) out[i] = dv.getFloat32(4 * i, true);

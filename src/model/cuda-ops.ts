@@ -20,6 +20,7 @@ import { fail } from "../diagnostics/diagnostic.ts";
 import { cudaOpsFail } from "./cuda-errors.ts";
 import { LlavaError } from "./errors.ts";
 import type { DKvCache, DTensor, HostWeight, KvSink, ModelOps, NormSpec, OpsFactory, Policy, Projection, RopeAt, SparseLayerResult } from "./ops.ts";
+import { byteSize } from "../io/dtype.ts";
 
 interface CudaTensor extends DTensor {
   readonly buf: DeviceBuffer;
@@ -302,7 +303,7 @@ export function createCudaOpsWith(ctx: CudaContext, dtype: CudaDType, dense: Pro
     },
     upload(w: HostWeight) {
       const n = numel(w.shape);
-      const width = w.dtype === "f32" ? 4 : 2;
+      const width = byteSize(w.dtype);
       if (w.bytes.byteLength !== n * width) cudaOpsFail("ZV6201", [`${w.dtype}[${w.shape.join(", ")}] needs ${n * width} bytes, got ${w.bytes.byteLength}`]);
       const bytes = w.dtype === dtype ? w.bytes : encodeF32(decodeToF32(w.bytes, w.dtype), dtype);
       const t = alloc(w.shape);

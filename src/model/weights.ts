@@ -3,6 +3,7 @@
 import type { LlavaConfig } from "./config.ts";
 import { LlavaError } from "./errors.ts";
 import type { DTensor, HostWeight, ModelOps } from "./ops.ts";
+import { byteSize } from "../io/dtype.ts";
 
 /** What the loader reads from: A1's WeightStore (src/model/hf) or an in-memory map in tests. */
 export interface WeightSource {
@@ -139,7 +140,7 @@ export function loadWeights(ops: ModelOps, cfg: LlavaConfig, src: WeightSource, 
 function columnBlock(host: HostWeight, l: number, k: number): HostWeight {
   const [R, C] = host.shape as [number, number];
   const c = C / k;
-  const width = host.dtype === "f32" ? 4 : 2;
+  const width = byteSize(host.dtype);
   const bytes = new Uint8Array(R * c * width);
   for (let r = 0; r < R; r++) bytes.set(host.bytes.subarray((r * C + l * c) * width, (r * C + (l + 1) * c) * width), r * c * width);
   return { dtype: host.dtype, shape: [R, c], bytes };

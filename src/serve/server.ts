@@ -10,6 +10,7 @@ import { createServeApp, type ServeApp } from "./http.ts";
 import { describePlan, planMemory, type MemoryPlan, type ModelShape } from "./planner.ts";
 import type { PageLayout } from "./pool.ts";
 import { Scheduler } from "./scheduler.ts";
+import { byteSize } from "../io/dtype.ts";
 
 export interface ServerOptions {
   readonly model: string;
@@ -49,7 +50,7 @@ type CudaAttentionFactory = (ops: ModelOps, o: PagedAttentionOptions) => PagedAt
 async function attentionFor(ops: ModelOps): Promise<{ create: CudaAttentionFactory | typeof createHostAttention; freeBytes: () => number; elemBytes: number }> {
   if (ops.name === "cuda") {
     const m = await import("../backends/cuda/paged-serve.ts");
-    return { create: m.createCudaAttention, freeBytes: () => m.deviceFreeBytes(ops), elemBytes: ops.dtype === "f32" ? 4 : 2 };
+    return { create: m.createCudaAttention, freeBytes: () => m.deviceFreeBytes(ops), elemBytes: byteSize(ops.dtype) };
   }
   // Host pages are f32 whatever the compute dtype.
   return { create: createHostAttention, freeBytes: () => Math.floor(freemem() / 2), elemBytes: 4 };

@@ -5,6 +5,7 @@ import { decodeBlocksPerSM, defaultConfig, type Config } from "../backends/cuda/
 import type { Stage } from "../backends/cuda/render.ts";
 import type { WgslConfig, WgslStage } from "../backends/wgsl/stages.ts";
 import type { TuneShape } from "./shapes.ts";
+import { byteSize } from "../io/dtype.ts";
 
 /** The device limits pruning needs (a subset of DeviceInfo, so --dry-run can use a preset). */
 export interface CudaLimits {
@@ -106,7 +107,7 @@ export function cudaSpace(stage: Stage, s: TuneShape, L: CudaLimits): Space<Conf
       // mma 1: the tensor-core pass for GQA groups of 4+ heads at 16 bits (schedule.ts decodeMma); same launch.
       if (tc && s.gqa >= 4) for (const warps of [4, 8]) for (const splitScale of [1, 2]) configs.push(splitScale === 1 ? { warps, mma: 1 } : { warps, splitScale, mma: 1 });
       // DecodeShared (static): a union of the 5-stage K/V ring (~40 KB) and o[warps][4][d] plus m, l in fp32.
-      const ring = 5 * 2 * Math.max(1, Math.floor(4096 / (s.d * (s.dtype === "f32" ? 4 : 2)))) * s.d * (s.dtype === "f32" ? 4 : 2);
+      const ring = 5 * 2 * Math.max(1, Math.floor(4096 / (s.d * byteSize(s.dtype)))) * s.d * byteSize(s.dtype);
       // Registers: ~200 a thread at 4 warps (q and o of 4 heads, the team's tile loop); the bound must not force spills.
       return build(fallback, configs, (c) => {
         const threads = 32 * c.warps!, blocks = decodeBlocksPerSM(c.warps!);

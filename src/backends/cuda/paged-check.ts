@@ -13,6 +13,7 @@ import { CudaPagedDecode, CudaPageStorage, decodeRows, encodeRows, loadPagedKern
 import { createCudaAttention } from "./paged-serve.ts";
 import type { CudaDType } from "./render.ts";
 import { xorshift32 } from "../../interp/probes.ts";
+import { ESIZE } from "./model-pool.ts";
 
 export interface PagedCase {
   readonly dtype: CudaDType;
@@ -63,7 +64,7 @@ export interface PagedCheckResult {
 export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): PagedCheckResult {
   const r = rng(c.seed);
   const Hq = c.Hkv * c.g;
-  const esz = c.dtype === "f32" ? 4 : 2;
+  const esz = ESIZE[c.dtype];
   const batch = c.lengths.length;
   const need = c.lengths.reduce((a, n) => a + (c.layout === "per-layer" ? 1 : c.Hkv) * (Math.ceil((n + 2) / c.pageTokens) + 1), 0);
   const geom: PoolGeometry = { layers: 1, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: need + 3, elemBytes: esz };
@@ -132,7 +133,7 @@ export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): Paged
 
 /** Median time of one batched paged decode step (one layer) and the bandwidth it implies. */
 export function benchPaged(dev: CudaDevice, arch: Arch, o: { dtype: CudaDType; d: number; Hkv: number; g: number; pageTokens: number; batch: number; len: number }): { us: number; gbps: number } {
-  const esz = o.dtype === "f32" ? 4 : 2;
+  const esz = ESIZE[o.dtype];
   const geom: PoolGeometry = { layers: 1, kvHeads: o.Hkv, headDim: o.d, pageTokens: o.pageTokens, layout: "per-layer", numPages: o.batch * Math.ceil(o.len / o.pageTokens), elemBytes: esz };
   const kernels = loadPagedKernels(dev, arch, o.dtype, o.d);
   const store = new CudaPageStorage(dev, geom, o.dtype);
@@ -173,7 +174,7 @@ export function checkServeAttention(dev: CudaDevice, arch: Arch, c: { dtype: Cud
   const r = rng(c.seed);
   const Hq = c.Hkv * c.g;
   const B = c.lengths.length;
-  const esz = c.dtype === "f32" ? 4 : 2;
+  const esz = ESIZE[c.dtype];
   const stream = dev.createStream();
   const bufs: DeviceBuffer[] = [];
   const tensor = (shape: number[], data: Float32Array): DTensor & { buf: DeviceBuffer } => {

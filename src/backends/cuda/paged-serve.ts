@@ -16,6 +16,7 @@ import { StepTables } from "./step-tables.ts";
 import type { CudaDType } from "./render.ts";
 import type { GemvSink } from "./gemv.ts";
 import { knobs } from "../../knobs.ts";
+import { ESIZE } from "./model-pool.ts";
 
 function handle(ops: ModelOps): CudaOpsHandle {
   const h = ops as Partial<CudaOpsHandle>;
@@ -41,7 +42,7 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
   const h = handle(ops);
   const dev = h.ctx.dev;
   const dtype = ops.dtype as CudaDType;
-  const esz = dtype === "f32" ? 4 : 2;
+  const esz = ESIZE[dtype];
   const geom = { layers: o.layers, kvHeads: o.kvHeads, headDim: o.headDim, pageTokens: o.pageTokens, layout: o.layout, numPages: o.numPages, elemBytes: esz };
   const storage = new CudaPageStorage(dev, geom, dtype);
   const pool = new PagedKvPool(geom, storage);

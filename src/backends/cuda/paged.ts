@@ -11,6 +11,7 @@ import { serveFail } from "../../serve/errors.ts";
 import { checkGeometry, groupsPerLayer, headsPerPage, type PageStorage, type PageTables, type PoolGeometry } from "../../serve/pool.ts";
 import { compileKernel, type Arch, type NvrtcFn } from "./compile.ts";
 import { C_TYPE, TEMPLATE_DIR, type CudaDType, type KernelSource } from "./render.ts";
+import { ESIZE } from "./model-pool.ts";
 
 /** Field order of ZvPagedDecodeArgs / ZvPagedAppendArgs in zv_paged.cuh (8 bytes each). */
 export const PAGED_ARG_LAYOUTS = {
@@ -24,7 +25,6 @@ export function packPaged<S extends Layout>(s: S, values: Record<(typeof PAGED_A
 }
 
 const i64 = (v: number): { i64: number } => ({ i64: v });
-const elemBytes = (dt: CudaDType): number => (dt === "f32" ? 4 : 2);
 
 let tpl: Handlebars.TemplateDelegate | undefined;
 export function pagedKernelName(dtype: CudaDType, headDim: number): string {
@@ -33,7 +33,7 @@ export function pagedKernelName(dtype: CudaDType, headDim: number): string {
 
 /** Source of the paged kernels for one dtype and head dim (entries _split, _split_g1, _split_g2, _combine, _append). */
 export function renderPaged(dtype: CudaDType, headDim: number, config: { warps?: number } = {}): KernelSource {
-  if (!Number.isInteger(headDim) || headDim < 1 || (headDim * elemBytes(dtype)) % 16 !== 0) {
+  if (!Number.isInteger(headDim) || headDim < 1 || (headDim * ESIZE[dtype]) % 16 !== 0) {
     serveFail("ZV7005", [`head dim ${headDim} is not a multiple of 16 bytes of ${dtype}`]);
   }
   tpl ??= Handlebars.compile(readFileSync(join(TEMPLATE_DIR, "paged.cu.hbs"), "utf8"), { noEscape: true, strict: false });
@@ -104,7 +104,7 @@ export class CudaPageStorage implements PageStorage {
   readonly v: DeviceBuffer;
   constructor(private readonly dev: CudaDevice, readonly geometry: PoolGeometry, readonly dtype: CudaDType) {
     checkGeometry(geometry);
-    if (elemBytes(dtype) !== geometry.elemBytes) serveFail("ZV7001", [`dtype ${dtype} in a pool of ${geometry.elemBytes}-byte elements`]);
+    if (ESIZE[dtype] !== geometry.elemBytes) serveFail("ZV7001", [`dtype ${dtype} in a pool of ${geometry.elemBytes}-byte elements`]);
     const bytes = geometry.numPages * headsPerPage(geometry) * geometry.pageTokens * geometry.headDim * geometry.elemBytes;
     this.k = dev.alloc(bytes);
     try {

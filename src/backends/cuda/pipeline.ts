@@ -16,6 +16,7 @@ import type { CudaDType, Stage } from "./render.ts";
 import { decodeGeometry, type Config } from "./schedule.ts";
 import { decodeSplits, probeCluster, probeGeometry, selectGeometry, sparseGeometry } from "./schedule.ts";
 import { fail } from "../../diagnostics/diagnostic.ts";
+import { ESIZE } from "./model-pool.ts";
 
 /** Compiled kernels of one program at one dtype/head dim, by stage (decode: split and combine). */
 export interface KernelSet {
@@ -109,7 +110,7 @@ export class CudaPrefill {
       this.dtype = q.dtype as CudaDType;
       const m = probes.length;
       const { n, d, Hq, Hkv } = b;
-      const esz = this.dtype === "f32" ? 4 : 2;
+      const esz = ESIZE[this.dtype];
       const alloc = (bytes: number): DeviceBuffer => this.arena.alloc(bytes);
       const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
       const qb = device ? device.q : upload(q);
@@ -195,7 +196,7 @@ export class CudaPrefill {
     this.dev.synchronize();
     const { n, d, Hq, Hkv } = this.plan.b;
     const S = this.plan.S;
-    const esz = this.dtype === "f32" ? 4 : 2;
+    const esz = ESIZE[this.dtype];
     const bytes = (buf: DeviceBuffer, elems: number): Uint8Array => buf.read(new Uint8Array(elems * esz));
     return assemblePrefill(this.plan, {
       scores: this.out.scores!.toArray(Float32Array, S * n),
@@ -344,7 +345,7 @@ export class CudaDecode {
       const b = (this.b = bindDecode(p, inputs, opts.params ?? {}, opts.layer ?? 0));
       this.dtype = inputs.get("q")!.dtype as CudaDType;
       const { Hq, d, c } = b;
-      const esz = this.dtype === "f32" ? 4 : 2;
+      const esz = ESIZE[this.dtype];
       const upload = (t: Tensor): DeviceBuffer => this.arena.upload(t, esz);
       const q = device ? device.q : upload(inputs.get("q")!);
       const kc = device ? device.k : upload(inputs.get("k_cache")!);
@@ -376,7 +377,7 @@ export class CudaDecode {
   download(): Map<string, Tensor> {
     this.dev.synchronize();
     const { Hq, d } = this.b;
-    const esz = this.dtype === "f32" ? 4 : 2;
+    const esz = ESIZE[this.dtype];
     return new Map([["o", tensorFromBytes(this.dtype, [Hq, 1, d], this.o.read(new Uint8Array(Hq * d * esz)))]]);
   }
   free(): void {

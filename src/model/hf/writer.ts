@@ -5,7 +5,7 @@
 // tensor name: the same options give the same bytes.
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { roundTo } from "../../io/dtype.ts";
+import { roundTo, byteSize } from "../../io/dtype.ts";
 import { Rng } from "../../io/random.ts";
 import { writeSafetensors } from "../../io/safetensors.ts";
 import { makeTensor, type Tensor } from "../../io/tensor.ts";
@@ -177,7 +177,7 @@ export function writeRandomLlavaNext(dir: string, opts: WriteOptions = {}): Llav
     return config;
   }
   // Contiguous runs of names, cut where the running byte count passes k/shards of the total.
-  const bytes = (t: Tensor) => t.data.length * (o.dtype === "f32" ? 4 : 2);
+  const bytes = (t: Tensor) => t.data.length * byteSize(o.dtype);
   const total = tensors.reduce((s, t) => s + bytes(t.tensor), 0);
   const groups: (typeof tensors)[] = Array.from({ length: shards }, () => []);
   let acc = 0;
