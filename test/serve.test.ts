@@ -9,6 +9,8 @@ import { checkRequest, expectedPages, planMemory, prefillActivationBytes, sequen
 import { createHostPool } from "../src/serve/pool.ts";
 import { parseChatRequest } from "../src/serve/request.ts";
 import { Scheduler, type Completion } from "../src/serve/scheduler.ts";
+import { DecodeAhead } from "../src/serve/ahead.ts";
+import type { DecodeRow, GreedySteps, StepTicket } from "../src/serve/step.ts";
 
 const SHAPE_13B: ModelShape = { layers: 40, hidden: 5120, intermediate: 13824, heads: 40, kvHeads: 40, headDim: 128, vocab: 32064, maxPositions: 131072 };
 
@@ -109,6 +111,43 @@ describe("scheduler", () => {
     expect(res[1]!.layers[0]).toEqual({ layer: 0, kept: 7, n: 13 });
     expect(eng.pool.usedPages).toBe(0); // every page came back
     expect(eng.pool.availablePages).toBe(400);
+  });
+
+  it("with a step kept in flight (DecodeAhead) the answers equal one step at a time and every page comes back", async () => {
+    // The fake's greedy steps append a cache row per sequence and layer when launched (as the device step does), also
+    // for a step decoded ahead whose sequence then finishes; the scheduler passes its ahead hint.
+    const eng = fakeEngine({ numPages: 400, stepMs: 1 });
+    const layers = 2;
+    let onDevice: { seqs: string; ids: number[] } | null = null;
+    const out = new Map<StepTicket, Int32Array>();
+    const steps: GreedySteps = {
+      deviceIds: true,
+      launch(batch: readonly DecodeRow[], fromDevice: boolean) {
+        const seqs = batch.map((r) => r.seq).join();
+        if (fromDevice && onDevice?.seqs !== seqs) throw new Error("device ids of other rows");
+        for (let l = 0; l < layers; l++) for (const r of batch) eng.pool.append(r.seq, l, new Float32Array(4), new Float32Array(4), 1);
+        const ids = batch.map((r, i) => ((((fromDevice ? onDevice!.ids[i]! : r.token) * 31 + r.position * 7) % 60) + 3));
+        onDevice = { seqs, ids };
+        const t = { seqs: batch.map((r) => r.seq) };
+        out.set(t, Int32Array.from(ids));
+        return t;
+      },
+      collect: (t) => out.get(t)!,
+    };
+    const ahead = new DecodeAhead(steps, (seq) => eng.pool.has(seq));
+    const hints: boolean[] = [];
+    eng.decode = (batch, opts) => {
+      hints.push(opts?.ahead === true);
+      return ahead.decode(batch, opts?.ahead === true);
+    };
+    const s = new Scheduler(eng, { maxBatch: 3, maxQueue: 10 });
+    const reqs = [5, 9, 2, 7, 4, 12].map((maxTokens, i) => ({ ids: Int32Array.from({ length: 10 + 3 * i }, (_, j) => (j * (i + 2)) % 50), maxTokens }));
+    const res: Completion[] = await Promise.all(reqs.map((r) => s.submit({ ids: r.ids }, { promptTokens: r.ids.length, maxTokens: r.maxTokens, stop: [], timeoutMs: 10_000 }).done));
+    res.forEach((c, i) => expect(c.tokens).toEqual(alone(reqs[i]!.ids, reqs[i]!.maxTokens)));
+    expect(hints.some((h) => h) && hints.some((h) => !h)).toBe(true);
+    expect(ahead.stats.served).toBeGreaterThan(0);
+    expect(eng.pool.usedPages).toBe(0);
+    await s.close();
   });
 
   it("bounded queue (ZV7024), timeouts while queued (ZV7025, 408) and while generating (ZV7026, 504), cancellation", async () => {
