@@ -46,6 +46,10 @@ print('%.3f' % (4 * x.numel() / (best * 1e9)))" 2>/dev/null || echo 0)
   timeout 90 node .gpu/gemv-gpu.mjs --cases=200 --rows=1,2 2>&1 | strip | tee "$OUT/gemv.txt" | grep -E "seed|differential|layer|Error"
   echo "== serve checks"
   timeout 120 node .gpu/serve-gpu.mjs --quick 2>&1 | strip | tail -30 | tee "$OUT/serve-gpu.txt"
+  echo "== the same with host sampling one step at a time and the append kernel (batch-1 answers must not change)"
+  ZIPVL_DECODE_AHEAD=off ZIPVL_PAGED_SINK=off timeout 120 node .gpu/serve-gpu.mjs --quick 2>&1 | strip | tail -30 > "$OUT/serve-gpu-plain.txt"
+  d1=$(grep -o "digest [0-9a-f]*" "$OUT/serve-gpu.txt"); d2=$(grep -o "digest [0-9a-f]*" "$OUT/serve-gpu-plain.txt")
+  if [ -n "$d1" ] && [ "$d1" = "$d2" ]; then echo "batch-1 answers equal ($d1)"; else echo "FAIL: batch-1 answers differ ($d1 vs $d2)"; fi
   echo "== serve bench (CUDA graphs; batch 1 and the largest batch that fits; 128k ZipVL prefill at 36.7% and 20% kept)"
   timeout 330 node .gpu/serve-bench.mjs --lengths=2900,16000,32000 --steps=16 --max-batch=64 --no-eager --profile --copy-tbps=$CP --ratio-128k=0.367,0.2 2>&1 | strip | tee "$OUT/serve-bench.txt" | grep -v "^    zv_" | tail -40
   echo "== the same at batch 1 with composed linear layers (ZIPVL_GEMV=off: cuBLASLt + the model kernels)"
