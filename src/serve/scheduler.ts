@@ -25,9 +25,9 @@ export interface Engine<P> {
   readonly pool: PagedKvPool;
   /** Prefill of one prompt into the pool under `seq` (the scheduler added it); returns the first new token. */
   prefill(seq: string, prepared: P): { readonly first: number; readonly layers: readonly LayerStat[] };
-  /** One decode step: feeds each sequence's token at its position, appends its K/V, returns the next tokens. */
-  /** ahead: the same sequences decode again next unless some finish (no admission is pending): an engine may keep
-   *  that step in flight meanwhile. */
+  /** One decode step: feeds each sequence's token at its position, appends its K/V, returns the next tokens. ahead:
+   *  the same sequences decode again next unless some finish (no admission is pending): an engine may keep that
+   *  step in flight meanwhile. */
   decode(batch: readonly { readonly seq: string; readonly token: number; readonly position: number }[], opts?: { ahead?: boolean }): number[];
 }
 

@@ -136,7 +136,8 @@ export class GemvKernels {
     this.module = dev.loadModule(this.compiled.cubin);
     for (const e of gemvEntries()) {
       const fn = this.module.getFunction(gemvEntry(dtype, e.m, e.r, e.ks));
-      fn.setMaxDynamicShared(Math.max(GEMV_SMEM_CAP + ringBytes(e.r), e.m === 1 ? ringBytes(e.r, 2) : 0));
+      // Staged: the x chunk and the rings; direct (one row): x and the norm weight in the rings.
+      fn.setMaxDynamicShared(Math.max(GEMV_SMEM_CAP + ringBytes(e.r), e.m === 1 ? ringBytes(e.r, e.m + 1) : 0));
       this.fns.set(`${e.m}/${e.r}/${e.ks}`, fn);
     }
   }
@@ -173,7 +174,6 @@ export class GemvKernels {
     const r: GemvRing = M === 1 ? this.ring : GEMV_RING_DEFAULT;
     const force = knobs.gemvSplitK === "gated" ? (l.gated ? 2 : 1) : knobs.gemvSplitK;
     const ks = gemvSplitK(this.dtype, M, K, r, force);
-    // Balanced ranges need every warp of a CTA to stage x at most once: x in one chunk or in the ring.
     // Rotating the stage order needs x in one chunk (or in the ring) and one warp a unit.
     const rotate = knobs.gemvRotate && ks === 1 && (direct || kc >= K);
     const s = (i: number): GemvSegment | undefined => segs[i];

@@ -271,8 +271,8 @@ export class CudaPagedDecode {
   launch(t: DeviceTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
     const g = this.storage.geometry;
     if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
+    // Fits the workspace: t.batch <= maxBatch (checked above), so splitsFor's cap is at least one split.
     const splits = this.splitsFor(t.liveRows ?? t.batch, t.maxLen, t.batch);
-    if (t.batch * this.Hq * splits > this.partRows) serveFail("ZV7005", [`${t.batch} rows of ${splits} splits: ${t.batch * this.Hq * splits} partials, the workspace holds ${this.partRows}`]);
     const args = packPaged("ZvPagedDecodeArgs", {
       q, k_pages: this.storage.k, v_pages: this.storage.v, o, part_o: this.partO, part_ml: this.partMl, page_indptr: t.indptr, page_ids: t.pages, lengths: t.lengths,
       batch: i64(t.batch), Hq: i64(this.Hq), Hkv: i64(g.kvHeads), d: i64(g.headDim), page_tokens: i64(g.pageTokens), heads_per_page: i64(headsPerPage(g)), groups: i64(t.groups), splits: i64(splits),
