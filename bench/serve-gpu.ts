@@ -33,20 +33,23 @@ console.log(`seed ${seed}`);
 // LCG; the high bits (the low ones cycle with short periods).
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 65536) % xs.length]!;
 let failures = 0;
+let early = 0;
 const runs = quick ? 20 : 80;
 for (let i = 0; i < runs; i++) {
   const c = {
     dtype: pick(["bf16", "f16", "f32"] as const), d: pick([64, 80, 128]), Hkv: pick([1, 2, 4, 8]), g: pick([1, 2, 4, 5, 8]),
     pageTokens: pick([1, 16, 64]), layout: pick<PageLayout>(["per-layer", "per-head"]),
     lengths: Array.from({ length: pick([1, 2, 5, 9]) }, () => pick([0, 1, 7, 63, 64, 65, 500, 2900, 5000])), seed: pick([1, 2, 3, 4, 5, 6, 7]), qLayout: pick(["bhd", "hbd"] as const),
+    ...(pick([0, 1]) === 1 ? { early: { fresh: 1 } } : {}),
   };
   const r = checkPagedCase(dev, arch, c);
+  if (c.early) early++;
   if (r.bad.length) {
     failures++;
     console.log(`FAIL ${JSON.stringify(c)} maxErr ${r.maxErr.toExponential(2)} > ${r.tol}: ${r.bad.join("; ")}`);
   }
 }
-console.log(`paged decode vs reference: ${runs - failures}/${runs} cases pass`);
+console.log(`paged decode vs reference: ${runs - failures}/${runs} cases pass (${early} of them with the split's early keys behind a PDL append)`);
 let attnFails = 0;
 const attnRuns = quick ? 6 : 24;
 for (let i = 0; i < attnRuns; i++) {

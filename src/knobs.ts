@@ -38,6 +38,9 @@ export const knobs = {
   /** "off": decode steps append the new K/V with the append kernel even where the fused q/k/v launch could write
    *  them into the pages itself (A/B of the fold). */
   pagedSink: process.env.ZIPVL_PAGED_SINK === "off" ? "off" : "on",
+  /** "off": a decode step's paged split reads no key before its PDL wait (A/B of issuing the first keys while the
+   *  q/k/v launch drains). */
+  pagedEarly: process.env.ZIPVL_PAGED_EARLY === "off" ? "off" : "on",
   /** "off": serving decode samples on the host from the logits, one step at a time, instead of greedy ids on the
    *  device with the next step in flight (src/serve/ahead.ts; A/B of the overlap). */
   decodeAhead: process.env.ZIPVL_DECODE_AHEAD === "off" ? "off" : "on",

@@ -4,7 +4,7 @@
 // its first ceil(length / P) page ids and its append rows, and empty caches / row -1 for the bucket's padding.
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { StepTables } from "../src/backends/cuda/step-tables.ts";
+import { SPAN_GAP, StepTables } from "../src/backends/cuda/step-tables.ts";
 import type { DeviceBuffer } from "../src/runtime/native.ts";
 import { createHostPool, groupsPerLayer, type PageLayout } from "../src/serve/pool.ts";
 
@@ -163,5 +163,31 @@ describe("StepTables", () => {
     expect(bufs.length).toBe(1);
     expect(st.stats.packs).toBe(2);
     expect(st.stats.updates).toBe(4 * P - 2);
+  });
+
+  it("new page ids far apart go up as separate small copies, not one span over everything between them", () => {
+    const layers = 2, kvHeads = 64, P = 16, G = kvHeads; // per-head: 64 lists a layer of 256 + 8 entries
+    const pool = createHostPool({ layers, kvHeads, headDim: 4, pageTokens: P, layout: "per-head", numPages: 40000 });
+    const bufs: ReturnType<typeof hostBuffer>[] = [];
+    const st = new StepTables((n) => (bufs.push(hostBuffer(n)), bufs[0]!), pool, layers, kvHeads, G, 1);
+    pool.addSequence("a");
+    // Head 0 of each layer fills its 256th page with the first step, the other heads are mid-page.
+    const counts = Array.from({ length: kvHeads }, (_, g) => (g === 0 ? 4095 : 4100));
+    for (let l = 0; l < layers; l++) pool.reserveRows("a", l, counts, 4100);
+    const step = () => st.begin(["a"], 1, Array.from({ length: layers }, (_, l) => pool.reserveRows("a", l, new Array<number>(kvHeads).fill(1), 1)), null);
+    step(); // packs
+    const b = bufs[0]!, before = { writes: b.writes, written: b.written };
+    const lay = step(); // head 0 of both layers crosses into a new page: two ids, 64 * 264 words apart
+    const header = 4 * layers * (2 * G + 1 + kvHeads);
+    expect(st.stats.updates).toBe(1);
+    expect(st.stats.spans).toBe(2);
+    expect(b.writes - before.writes).toBe(3);
+    expect(b.written - before.written).toBe(header + 8);
+    expect(64 * 264).toBeGreaterThan(SPAN_GAP);
+    // Both new ids (page 257 of head 0) are the pool's.
+    for (let l = 0; l < layers; l++) {
+      const t = pool.tables(["a"], l), o = lay.offsets[l]!;
+      expect(b.words[o.pages + b.words[o.indptr]! + 256]).toBe(t.pages[t.indptr[0]! + 256]);
+    }
   });
 });

@@ -17,9 +17,10 @@ describe.skipIf(!knobs.realGpu)("paged decode kernel vs host reference", () => {
     fc.assert(
       fc.property(
         fc.constantFrom("bf16", "f16", "f32" as const), fc.constantFrom(64, 128), fc.integer({ min: 1, max: 8 }), fc.constantFrom(1, 2, 4, 5, 8),
-        fc.constantFrom(1, 16, 64), fc.constantFrom<PageLayout>("per-layer", "per-head"), fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 9 }), fc.nat(), fc.constantFrom("bhd", "hbd" as const),
-        (dtype, d, Hkv, g, pageTokens, layout, lengths, seed, qLayout) => {
-          const r = checkPagedCase(dev, arch, { dtype: dtype as "bf16", d, Hkv, g, pageTokens, layout, lengths, seed, qLayout: qLayout as "bhd" });
+        fc.constantFrom(1, 16, 64), fc.constantFrom<PageLayout>("per-layer", "per-head"), fc.array(fc.integer({ min: 0, max: 3000 }), { minLength: 1, maxLength: 9 }), fc.nat(), fc.constantFrom("bhd", "hbd" as const), fc.boolean(),
+        (dtype, d, Hkv, g, pageTokens, layout, lengths, seed, qLayout, early) => {
+          // early: tables first, new rows NaN until a PDL append writes them, the split right behind it (fresh 1).
+          const r = checkPagedCase(dev, arch, { dtype: dtype as "bf16", d, Hkv, g, pageTokens, layout, lengths, seed, qLayout: qLayout as "bhd", ...(early ? { early: { fresh: 1 } } : {}) });
           expect(r.bad).toEqual([]);
         },
       ),

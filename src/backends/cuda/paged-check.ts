@@ -27,6 +27,10 @@ export interface PagedCase {
   readonly seed: number;
   /** q/o layout: [batch, Hq, d] or the model's head-major [Hq, batch, d]. */
   readonly qLayout?: "bhd" | "hbd";
+  /** As a serving step runs: tables uploaded first, the new rows NaN until the append kernel writes them, and the
+   *  split launched right behind it (PDL) with `fresh` = 1, so it reads every older key before its wait. `fresh` 0
+   *  is the negative control: the split may read the new rows before the append lands (NaN in o when it does). */
+  readonly early?: { readonly fresh: number };
 }
 
 /** [A, B, d] -> [B, A, d]. */
@@ -103,14 +107,28 @@ export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): Paged
     appendBuf.write(encodeRows(kNew, c.dtype), 0);
     appendBuf.write(encodeRows(vNew, c.dtype), half);
     rowsBuf.write(rows);
-    devStore.appendDevice(kernels, { k: appendBuf, v: appendBuf.at(half), t: batch }, rowsBuf);
     const q = rand(batch * Hq * c.d).map((x) => roundTo(c.dtype, x));
     const hbd = c.qLayout === "hbd";
     qBuf.write(encodeRows(hbd ? swap01(q, batch, Hq, c.d) : q, c.dtype));
     oBuf.fill32(0xffffffff);
     const tables = pool.tables(ids, 0);
     const scale = 1 / Math.sqrt(c.d);
-    decode.enqueue(tables, qBuf, oBuf, scale, null, c.qLayout ?? "bhd");
+    if (c.early) {
+      const nan = new Float32Array(rows.length * c.d).fill(NaN);
+      devStore.writeRows(rows, nan, nan);
+      const s = dev.createStream();
+      try {
+        const t = decode.upload(tables, s);
+        devStore.appendDevice(kernels, { k: appendBuf, v: appendBuf.at(half), t: batch }, rowsBuf, s);
+        decode.launch({ ...t, fresh: c.early.fresh }, qBuf, oBuf, scale, s, c.qLayout ?? "bhd");
+        s.synchronize();
+      } finally {
+        s.destroy();
+      }
+    } else {
+      devStore.appendDevice(kernels, { k: appendBuf, v: appendBuf.at(half), t: batch }, rowsBuf);
+      decode.enqueue(tables, qBuf, oBuf, scale, null, c.qLayout ?? "bhd");
+    }
     dev.synchronize();
     const raw = decodeRows(oBuf.read(new Uint8Array(batch * Hq * c.d * esz)), c.dtype);
     const got = hbd ? swap01(raw, Hq, batch, c.d) : raw;

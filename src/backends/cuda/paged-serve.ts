@@ -132,7 +132,7 @@ export function createCudaAttention(ops: ModelOps, o: PagedAttentionOptions): Cu
       const out = h.empty([o.heads, B, o.headDim]);
       if (inStep(layer, seqs)) {
         const off = step!.offsets[layer]!;
-        decode.launch({ indptr: at(off.indptr), pages: at(off.pages), lengths: at(off.lengths), batch: B, groups: G, maxLen: step!.maxLen, liveRows: step!.live }, h.bufferOf(q), h.bufferOf(out), scale, h.stream, "hbd");
+        decode.launch({ indptr: at(off.indptr), pages: at(off.pages), lengths: at(off.lengths), batch: B, groups: G, maxLen: step!.maxLen, liveRows: step!.live, ...(knobs.pagedEarly === "on" ? { fresh: 1 } : {}) }, h.bufferOf(q), h.bufferOf(out), scale, h.stream, "hbd");
         if (layer === o.layers - 1) {
           last = step;
           step = null;

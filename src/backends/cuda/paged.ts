@@ -15,7 +15,7 @@ import { ESIZE } from "./model-pool.ts";
 
 /** Field order of ZvPagedDecodeArgs / ZvPagedAppendArgs in zv_paged.cuh (8 bytes each). */
 export const PAGED_ARG_LAYOUTS = {
-  ZvPagedDecodeArgs: ["q", "k_pages", "v_pages", "o", "part_o", "part_ml", "page_indptr", "page_ids", "lengths", "batch", "Hq", "Hkv", "d", "page_tokens", "heads_per_page", "groups", "splits", "q_stride_b", "q_stride_h", "o_stride_b", "o_stride_h", "scale", "counters"],
+  ZvPagedDecodeArgs: ["q", "k_pages", "v_pages", "o", "part_o", "part_ml", "page_indptr", "page_ids", "lengths", "batch", "Hq", "Hkv", "d", "page_tokens", "heads_per_page", "groups", "splits", "q_stride_b", "q_stride_h", "o_stride_b", "o_stride_h", "scale", "counters", "fresh"],
   ZvPagedAppendArgs: ["k", "v", "k_pages", "v_pages", "rows", "Hkv", "t", "d", "src_stride"],
 } as const;
 
@@ -151,6 +151,9 @@ export interface DeviceTables {
   readonly maxLen: number;
   /** Rows with a cache (a bucket's padding has none; default batch): the split count is for these. */
   readonly liveRows?: number;
+  /** The last `fresh` tokens of each cache may be written by the kernel just before the split (a decode step's new
+   *  K/V rows: 1); the split reads every earlier token before its PDL wait. Default: every token (none early). */
+  readonly fresh?: number;
 }
 
 /** Offsets (in i32 words) of one layer's arrays inside a packed step blob. */
@@ -255,10 +258,15 @@ export class CudaPagedDecode {
   /** Uploads the tables (queued on `stream`), then enqueues split and combine. q and o are [batch, Hq, d] ("bhd")
    *  or head-major [Hq, batch, d] ("hbd", the model's layout). */
   enqueue(t: PageTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
+    this.launch(this.upload(t, stream), q, o, scale, stream, layout);
+  }
+
+  /** Queues the tables' upload into this launcher's own buffers (`launch` reads them later in stream order). */
+  upload(t: PageTables, stream?: CudaStream | null): DeviceTables {
     this.indptr.write(t.indptr, 0, stream);
     if (t.pages.length) this.ids.write(t.pages, 0, stream);
     this.lengths.write(t.lengths, 0, stream);
-    this.launch({ indptr: this.indptr, pages: this.ids, lengths: this.lengths, batch: t.batch, groups: t.groups, maxLen: Math.max(0, ...t.lengths) }, q, o, scale, stream, layout);
+    return { indptr: this.indptr, pages: this.ids, lengths: this.lengths, batch: t.batch, groups: t.groups, maxLen: Math.max(0, ...t.lengths) };
   }
 
   /** The split count of a launch of `rows` rows (a bucket: `live` of them with caches) whose longest cache holds
@@ -281,6 +289,7 @@ export class CudaPagedDecode {
         : { q_stride_b: i64(1), q_stride_h: i64(t.batch), o_stride_b: i64(1), o_stride_h: i64(t.batch) }),
       scale: { f64: scale },
       counters: this.counters,
+      fresh: i64(t.fresh ?? 0x7fffffff),
     });
     const s = stream ?? null;
     // Programmatic dependent launch (the kernels wait for their predecessor first): launch latency hides behind it.

@@ -12,6 +12,8 @@ import { packStepTables, stepHeaderWords, type StepOffsets } from "./paged.ts";
 
 /** Free entries after each page list: 8 pages (128 tokens at 16-token pages) between repacks. */
 export const STEP_SLACK_PAGES = 8;
+/** Changed page-id words further apart than this (32 KiB) go up as separate copies. */
+export const SPAN_GAP = 8192;
 
 export interface StepLayout {
   readonly offsets: readonly StepOffsets[];
@@ -34,7 +36,7 @@ export class StepTables {
   private mirror: Int32Array = new Int32Array(0);
   private res: Resident | null = null;
   /** Steps that repacked everything / updated in place (tests, benchmarks). */
-  readonly stats = { packs: 0, updates: 0 };
+  readonly stats = { packs: 0, updates: 0, spans: 0, spanWords: 0 };
 
   constructor(
     alloc: (bytes: number) => DeviceBuffer,
@@ -76,7 +78,11 @@ export class StepTables {
     const m = this.mirror;
     const G = this.groups, B = r.seqs.length, P = this.pool.geometry.pageTokens;
     const head = r.offsets[0]!.pages;
-    let lo = Infinity, hi = -1, maxLen = 0;
+    // New page ids land at scattered words (one per list that crossed a page); they go up in spans, a span split
+    // where two changed words lie more than SPAN_GAP words apart (one copy's fixed cost outweighs that many bytes;
+    // a single span from the first to the last change was ~200 KiB a step at 2.9k ZipVL, per-head lists).
+    const spans: [number, number][] = [];
+    let maxLen = 0;
     for (let l = 0; l < this.layers; l++) {
       const o = r.offsets[l]!, st = r.starts[l]!, kn = r.known[l]!;
       for (let b = 0; b < B; b++) {
@@ -91,8 +97,9 @@ export class StepTables {
           if (cnt > cap) return -1;
           const ids = this.pool.pageIds(r.seqs[b]!, l, g);
           for (let j = kn[e]!; j < cnt; j++) m[head + st[e]! + j] = ids[j]!;
-          lo = Math.min(lo, head + st[e]! + kn[e]!);
-          hi = Math.max(hi, head + st[e]! + cnt);
+          const lo = head + st[e]! + kn[e]!, hi = head + st[e]! + cnt, tail = spans[spans.length - 1];
+          if (tail && lo >= tail[0] && lo - tail[1] <= SPAN_GAP) tail[1] = Math.max(tail[1], hi);
+          else spans.push([lo, hi]);
           kn[e] = cnt;
         }
       }
@@ -100,7 +107,9 @@ export class StepTables {
       for (let kv = 0; kv < this.kvHeads; kv++) for (let b = 0; b < r.bucket; b++) m[o.rows + kv * r.bucket + b] = b < B ? rr[kv * B + b]! : -1;
     }
     this.buffer.write(m.subarray(0, head), 0, stream);
-    if (hi > lo) this.buffer.write(m.subarray(lo, hi), 4 * lo, stream);
+    for (const [lo, hi] of spans) this.buffer.write(m.subarray(lo, hi), 4 * lo, stream);
+    this.stats.spans += spans.length;
+    this.stats.spanWords += spans.reduce((a, [lo, hi]) => a + hi - lo, 0);
     this.stats.updates++;
     return maxLen;
   }

@@ -377,38 +377,46 @@ __device__ void decode_split_kernel(const ZvDecodeArgs& a) {
   }
 }
 
-// grid (Hq), block kCombineThreads: o[h] = sum_s e^(m_s - M) o_s / sum_s e^(m_s - M) l_s (base 2); zero if empty.
-// The split weights are computed once into shared memory, then each thread streams its d-columns over the splits
-// with several loads in flight (a serial loop over splits was latency-bound).
-template <typename T, int D, class C>
-__device__ void decode_combine_kernel(const ZvDecodeArgs& a) {
+// One output row merged from its splits' partials: o = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s (zero when every
+// split is empty). ml: [splits, 2] (base-2 max, sum), po: [splits, D]. The whole CTA takes the row: the split weights
+// are computed once into shared memory, then each thread streams its d-columns over the splits with several loads in
+// flight (a serial loop over splits was latency-bound). CG: the partials were written by other CTAs of the same launch,
+// so they are read through L2 (ld.global.cg), never a stale L1 line. Ends with a barrier (its shared memory is reused
+// by the caller's next row).
+template <typename T, int D, bool CG>
+__device__ void combine_row(const float* ml, const float* po, long long splits, T* out) {
   constexpr int kMaxW = 1024;  // splits beyond this recompute their weight on the fly
   __shared__ float w[kMaxW];
   __shared__ float red[32];
-  const long long h = blockIdx.x, splits = a.splits;
-  const float* ml = a.part_ml + h * splits * 2;
+  auto ld = [](const float* p) { return CG ? __ldcg(p) : *p; };
   float mx = neg_inf();
-  for (long long s = threadIdx.x; s < splits; s += blockDim.x) mx = fmaxf(mx, ml[2 * s]);
+  for (long long s = threadIdx.x; s < splits; s += blockDim.x) mx = fmaxf(mx, ld(ml + 2 * s));
   mx = block_max(mx, red);
   float sum = 0.f;
   if (mx != neg_inf())
     for (long long s = threadIdx.x; s < splits; s += blockDim.x) {
-      const float ws = fast_exp2(ml[2 * s] - mx);  // 0 for empty splits (m = -inf)
+      const float ws = fast_exp2(ld(ml + 2 * s) - mx);  // 0 for empty splits (m = -inf)
       if (s < kMaxW) w[s] = ws;
-      sum += ml[2 * s + 1] * ws;
+      sum += ld(ml + 2 * s + 1) * ws;
     }
   sum = block_sum(sum, red);  // also orders the w[] writes before the reads below
   const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  const float* po = a.part_o + h * splits * D;
   for (int e = threadIdx.x; e < D; e += blockDim.x) {
     float acc = 0.f;
     if (mx != neg_inf()) {
 #pragma unroll 8
-      for (long long s = 0; s < splits; ++s)
-        acc += po[s * D + e] * (s < kMaxW ? w[s] : fast_exp2(ml[2 * s] - mx));
+      for (long long s = 0; s < splits; ++s) acc += ld(po + s * D + e) * (s < kMaxW ? w[s] : fast_exp2(ld(ml + 2 * s) - mx));
     }
-    static_cast<T*>(a.o)[h * D + e] = from_float<T>(acc * inv);
+    out[e] = from_float<T>(acc * inv);
   }
+  __syncthreads();
+}
+
+// grid Hq: the separate combine launch (counters == null), one query head a CTA.
+template <typename T, int D, class C>
+__device__ void decode_combine_kernel(const ZvDecodeArgs& a) {
+  const long long h = blockIdx.x, splits = a.splits;
+  combine_row<T, D, false>(a.part_ml + h * splits * 2, a.part_o + h * splits * D, splits, static_cast<T*>(a.o) + h * D);
 }
 
 }  // namespace zv

@@ -10,7 +10,10 @@
 // slice of that cache [s * ceil(len / splits), ...), and serves all g = Hq / Hkv query heads of the KV head, so each
 // K/V byte is read once per group. Same inner loop as zv_decode.cuh (lane groups with 16-byte loads, independent
 // online softmax per lane group and warp, register double buffer), with the row address taken from the page
-// table. zv_paged_decode_combine (grid (Hq, batch)) merges the splits. Scores in base 2.
+// table: a CTA first stages its slice's page ids in shared memory (one round trip instead of one per batch of keys).
+// With PDL the split reads the tables, its page ids and its first batch of keys before it waits for the previous
+// kernel; only the last `fresh` keys of a cache (the step's new rows, written by that kernel) wait. It lets the next
+// kernel launch once its keys are read. zv_paged_decode_combine (grid (Hq, batch)) merges the splits. Scores in base 2.
 // zv_paged_append: grid (ceil(t / 4), Hkv), 4 warps: copies source rows [Hkv, t, D] to their page rows (-1: skip),
 // so prefill's compacted cache and each decode step's new K/V reach the pool without a host round trip.
 #pragma once
@@ -32,6 +35,8 @@ struct ZvPagedDecodeArgs {
   long long q_stride_b, q_stride_h, o_stride_b, o_stride_h;  // in rows
   double scale;
   unsigned* counters;      // [batch * Hkv] arrival counts (zero between launches), or null: a separate combine launch
+  long long fresh;         // the last `fresh` tokens of each cache may be written by the previous kernel (the step's
+                           // new K/V rows): read only after the PDL wait; every earlier token may be read before it
 };
 
 struct ZvPagedAppendArgs {
@@ -46,9 +51,19 @@ struct ZvPagedAppendArgs {
 namespace zv {
 
 // Heads [h0, h0 + gc) of one (sequence, KV head) over cache tokens [lo, hi).
+// Keys [lo, cut) may be read before the PDL wait (rows no earlier kernel of this step writes; the first call of a CTA
+// issues its first batch of them, then waits); keys [cut, hi) only after it. Page ids come from the CTA's staged table
+// (PagedSlice) where it holds them.
+template <int kPageBuf> struct PagedSlice {
+  int ids[kPageBuf];  // page ids p0 .. p0 + n - 1 of the CTA's slice
+  int p0, n;
+};
+constexpr int kPagedPageBuf = 256;
+
 template <typename T, int D, class C, int kG>
 __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, long long b, long long kv,
-                            long long h0, int gc, long long lo, long long hi, const int* pages, long long slot) {
+                            long long h0, int gc, long long lo, long long cut, long long hi, const int* pages,
+                            const PagedSlice<kPagedPageBuf>& ps, long long slot, bool first) {
   constexpr int kL = C::kL, kVPL = C::kVPL, kVec = C::kVec, kW = C::kWarps;
   constexpr int kU = kVPL * kG >= 8 ? 1 : (kVPL * kG >= 4 ? 2 : 4);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, sub = lane % kL, grp = lane / kL;
@@ -56,6 +71,52 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
   const float qscale = (float)a.scale * kLog2e;
   const long long P = a.page_tokens, hpp = a.heads_per_page;
   const T* qb = static_cast<const T*>(a.q) + b * a.q_stride_b * D;
+
+  const T* kp = static_cast<const T*>(a.k_pages);
+  const T* vp = static_cast<const T*>(a.v_pages);
+  struct Batch { uint4 kr[kU][kVPL], vr[kU][kVPL]; bool ok[kU]; };
+  const long long step = (long long)kU * nstreams;
+  // Row of key j (32-bit: token indices and pool rows stay far below 2^31).
+  const int Pi = static_cast<int>(P), hppi = static_cast<int>(hpp), sloti = static_cast<int>(slot);
+  auto row_of = [&](long long j) -> long long {
+    const int jj = static_cast<int>(j), pj = jj / Pi, i = pj - ps.p0;
+    const int page = i < ps.n ? ps.ids[i] : __ldg(pages + pj);
+    return static_cast<long long>((page * hppi + sloti) * Pi + (jj - pj * Pi));
+  };
+  auto load_row = [&](Batch& f, int u, long long j) {
+    const long long row = row_of(j);
+#pragma unroll
+    for (int v = 0; v < kVPL; ++v) {
+      const int vec = sub + v * kL;
+      const bool ld = vec < C::kRowVecs;
+      f.kr[u][v] = ld ? ld16_stream(kp + row * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+      f.vr[u][v] = ld ? ld16_stream(vp + row * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  // Keys b0 + u * nstreams + stream (u < kU) below `until` (the rest of the batch's keys below hi stay zero: patch).
+  auto load_batch = [&](long long b0, Batch& f, long long until) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const long long j = b0 + u * nstreams + stream;
+      f.ok[u] = j < hi;
+      if (j < until) load_row(f, u, j);
+      else
+#pragma unroll
+        for (int v = 0; v < kVPL; ++v) f.kr[u][v] = f.vr[u][v] = make_uint4(0, 0, 0, 0);
+    }
+  };
+  Batch fa, fb;
+  // The first batch's keys that no kernel of this step writes go out before the wait (the previous kernel drains).
+  if (first) {
+    if (lo < hi) load_batch(lo, fa, cut);
+    pdl_wait();
+    if (lo < hi)
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const long long j = lo + u * nstreams + stream;
+        if (j >= cut && j < hi) load_row(fa, u, j);
+      }
+  } else if (lo < hi) load_batch(lo, fa, hi);
 
   float q[kG][kVPL][kVec], o[kG][kVPL][kVec], m[kG], l[kG];
 #pragma unroll
@@ -74,26 +135,6 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
     }
   }
 
-  const T* kp = static_cast<const T*>(a.k_pages);
-  const T* vp = static_cast<const T*>(a.v_pages);
-  struct Batch { uint4 kr[kU][kVPL], vr[kU][kVPL]; bool ok[kU]; };
-  const long long step = (long long)kU * nstreams;
-  auto load_batch = [&](long long b0, Batch& f) {
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const long long j = b0 + u * nstreams + stream;
-      f.ok[u] = j < hi;
-      // The page table lookup: one i32 load per key, shared by the lanes of the group (L1 broadcast).
-      const long long row = f.ok[u] ? ((long long)__ldg(pages + j / P) * hpp + slot) * P + j % P : 0;
-#pragma unroll
-      for (int v = 0; v < kVPL; ++v) {
-        const int vec = sub + v * kL;
-        const bool ld = f.ok[u] && vec < C::kRowVecs;
-        f.kr[u][v] = ld ? ld16_stream(kp + row * D + vec * kVec) : make_uint4(0, 0, 0, 0);
-        f.vr[u][v] = ld ? ld16_stream(vp + row * D + vec * kVec) : make_uint4(0, 0, 0, 0);
-      }
-    }
-  };
   auto consume = [&](const Batch& f) {
     float s[kU][kG];
 #pragma unroll
@@ -152,13 +193,11 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
       }
   };
   if (lo < hi) {  // CTA-uniform trip counts (consume shuffles)
-    Batch fa, fb;
-    load_batch(lo, fa);
     for (long long b0 = lo;; b0 += 2 * step) {
-      load_batch(b0 + step, fb);
+      load_batch(b0 + step, fb, hi);
       consume(fa);
       if (b0 + step >= hi) break;
-      load_batch(b0 + 2 * step, fa);
+      load_batch(b0 + 2 * step, fa, hi);
       consume(fb);
       if (b0 + 2 * step >= hi) break;
     }
@@ -213,39 +252,11 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
   __syncthreads();
 }
 
-// o[b, h] = sum_s 2^(m_s - M) o_s / sum_s 2^(m_s - M) l_s over the splits' partials; zero for an empty cache. The
-// whole CTA (kThreads) takes one (b, h). CG: the partials were written by other CTAs of the same launch, so they are
-// read through L2 (ld.global.cg), never a stale L1 line.
+// Query head h of sequence b merged from its splits (zv_decode.cuh's combine_row over this launch's partials).
 template <typename T, int D, bool CG>
 __device__ void paged_combine_one(const ZvPagedDecodeArgs& a, long long b, long long h) {
-  constexpr int kMaxW = 1024;
-  __shared__ float w[kMaxW];
-  __shared__ float red[32];
-  auto ld = [](const float* p) { return CG ? __ldcg(p) : *p; };
   const long long r0 = b * a.Hq + h, splits = a.splits;
-  const float* ml = a.part_ml + r0 * splits * 2;
-  float mx = neg_inf();
-  for (long long s = threadIdx.x; s < splits; s += blockDim.x) mx = fmaxf(mx, ld(ml + 2 * s));
-  mx = block_max(mx, red);
-  float sum = 0.f;
-  if (mx != neg_inf())
-    for (long long s = threadIdx.x; s < splits; s += blockDim.x) {
-      const float ws = fast_exp2(ld(ml + 2 * s) - mx);
-      if (s < kMaxW) w[s] = ws;
-      sum += ld(ml + 2 * s + 1) * ws;
-    }
-  sum = block_sum(sum, red);
-  const float inv = sum > 0.f ? 1.f / sum : 0.f;
-  const float* po = a.part_o + r0 * splits * D;
-  for (int e = threadIdx.x; e < D; e += blockDim.x) {
-    float acc = 0.f;
-    if (mx != neg_inf()) {
-#pragma unroll 8
-      for (long long s = 0; s < splits; ++s) acc += ld(po + s * D + e) * (s < kMaxW ? w[s] : fast_exp2(ld(ml + 2 * s) - mx));
-    }
-    static_cast<T*>(a.o)[(b * a.o_stride_b + h * a.o_stride_h) * D + e] = from_float<T>(acc * inv);
-  }
-  __syncthreads();  // w and red are reused by the next (b, h)
+  combine_row<T, D, CG>(a.part_ml + r0 * splits * 2, a.part_o + r0 * splits * D, splits, static_cast<T*>(a.o) + (b * a.o_stride_b + h * a.o_stride_h) * D);
 }
 
 // kG1: 1 or 2 when the launch's query heads per KV head are known to be that (the entry then holds only that pass and
@@ -256,17 +267,26 @@ __device__ void paged_decode_split_kernel(const ZvPagedDecodeArgs& a) {
   const long long kv = blockIdx.x, b = blockIdx.z, g = a.Hq / a.Hkv;
   const long long group = a.groups == 1 ? 0 : kv, slot = a.heads_per_page == 1 ? 0 : kv;
   const long long e = b * a.groups + group;
+  // Before the PDL wait: the tables (uploaded before the step's first kernel) and the slice's page ids, staged once.
   const long long len = max(0ll, (long long)a.lengths[e]);
   const long long chunk = ceil_div(len, a.splits);
   const long long lo = min(len, (long long)blockIdx.y * chunk), hi = min(len, lo + chunk);
+  const long long cut = max(lo, min(hi, len - a.fresh));
   const int* pages = a.page_ids + a.page_indptr[e];
-  if constexpr (kG1 == 1) paged_heads<T, D, C, 1>(a, sh, b, kv, kv, 1, lo, hi, pages, slot);
-  else if constexpr (kG1 == 2) paged_heads<T, D, C, 2>(a, sh, b, kv, kv * 2, 2, lo, hi, pages, slot);
-  else if (g == 1) paged_heads<T, D, C, 1>(a, sh, b, kv, kv, 1, lo, hi, pages, slot);
-  else if (g == 2) paged_heads<T, D, C, 2>(a, sh, b, kv, kv * 2, 2, lo, hi, pages, slot);
+  __shared__ PagedSlice<kPagedPageBuf> ps;
+  const long long P = a.page_tokens, p0 = lo / P, np = lo < hi ? min((long long)kPagedPageBuf, (hi - 1) / P - p0 + 1) : 0;
+  for (long long i = threadIdx.x; i < np; i += C::kThreads) ps.ids[i] = __ldg(pages + p0 + i);
+  if (threadIdx.x == 0) { ps.p0 = static_cast<int>(p0); ps.n = static_cast<int>(np); }
+  __syncthreads();
+  if constexpr (kG1 == 1) paged_heads<T, D, C, 1>(a, sh, b, kv, kv, 1, lo, cut, hi, pages, ps, slot, true);
+  else if constexpr (kG1 == 2) paged_heads<T, D, C, 2>(a, sh, b, kv, kv * 2, 2, lo, cut, hi, pages, ps, slot, true);
+  else if (g == 1) paged_heads<T, D, C, 1>(a, sh, b, kv, kv, 1, lo, cut, hi, pages, ps, slot, true);
+  else if (g == 2) paged_heads<T, D, C, 2>(a, sh, b, kv, kv * 2, 2, lo, cut, hi, pages, ps, slot, true);
   else
     for (long long h = 0; h < g; h += C::kMaxG)
-      paged_heads<T, D, C, C::kMaxG>(a, sh, b, kv, kv * g + h, (int)min((long long)C::kMaxG, g - h), lo, hi, pages, slot);
+      paged_heads<T, D, C, C::kMaxG>(a, sh, b, kv, kv * g + h, (int)min((long long)C::kMaxG, g - h), lo, cut, hi, pages, ps, slot, h == 0);
+  // Every K/V byte of this CTA is read: the next kernel (o_proj) may take the SM's free slots while the merge runs.
+  pdl_launch_dependents();
   // One launch per layer: the last CTA of (b, kv) to finish merges its g heads' splits (atomic arrival count, reset
   // by that CTA for the next launch in stream order).
   unsigned* cnt = a.counters ? a.counters + b * a.Hkv + kv : nullptr;
