@@ -23,8 +23,8 @@ const STAGES: readonly Stage[] = ["probe", "select", "sparse_attn", "decode"];
 const outDir = process.argv[2] ?? "gpu-out";
 const quick = process.argv.includes("--quick");
 const benchOnly = process.argv.includes("--bench-only");
-// --decode-only: only the decode cases, 40 of them, caches up to 16k, each run with the default config and with the
-// tensor-core GQA pass (decode config mma 1).
+// --decode-only: only the decode cases, 40 of them, caches up to 16k, each run with the default config, with the
+// tensor-core GQA pass (decode config mma 1) and with the separate combine launch (fuse 0).
 const decodeOnly = process.argv.includes("--decode-only");
 const noBench = process.argv.includes("--no-bench");
 const maxCases = Number(process.argv.find((a) => a.startsWith("--cases="))?.slice(8) ?? "100000");
@@ -139,6 +139,8 @@ for (let i = 0; i < (decodeOnly ? 40 : Math.min(maxCases, quick ? 6 : 20)); i++)
   const inputs = new Map([["q", randomTensor(c.dtype, [c.Hq, 1, c.d], c.seed)], ["k_cache", randomTensor(c.dtype, [c.Hkv, c.n, c.d], c.seed + 1)], ["v_cache", randomTensor(c.dtype, [c.Hkv, c.n, c.d], c.seed + 2)]]);
   const variants: [string, Partial<Record<Stage, Record<string, number>>> | undefined][] = [["default", undefined]];
   if (decodeOnly && c.dtype !== "f32" && g >= 4) variants.push(["mma", { ...cfgs(c.dtype, c.d), decode: { warps: 4, mma: 1 } }]);
+  // fuse 0: the splits merged by the separate combine kernel (zv_decode.cuh's combine_row) instead of the last CTA.
+  if (decodeOnly) variants.push(["combine", { ...cfgs(c.dtype, c.d), decode: { warps: 4, fuse: 0 } }]);
   for (const [label, configs] of variants) {
     const run = new CudaDecode(ctx.dev, zipvl, inputs, ctx.kernels(zipvl, c.dtype, c.d, configs), {});
     run.poison();
