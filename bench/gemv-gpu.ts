@@ -247,6 +247,8 @@ if (!args.includes("--no-bench")) {
   for (const M of (flag("rows") ?? "1,2,4,8").split(",").map(Number)) {
     const pieces: [string, number, (ops: CudaOpsHandle, w: ReturnType<typeof set>, x: DTensor, o: DTensor, m: DTensor) => DTensor[]][] = [
       ["norm+qkv+rope", 3 * H * H * 2, (ops, w, x) => normProject(onDevice(ops), x, { w: w.nw, eps: 1e-5 }, [{ w: w.wq, heads: Hq, rope: true }, { w: w.wk, heads: Hq, rope: true }, { w: w.wv, heads: Hq, rope: false }], { positions: Int32Array.from({ length: M }, (_, i) => 3000 + i), invFreq, scale: 1 })],
+      // Diagnostic (not in the layer total): the same q/k/v launch without the rope epilogue.
+      ["(norm+qkv, no rope)", 3 * H * H * 2, (ops, w, x) => normProject(onDevice(ops), x, { w: w.nw, eps: 1e-5 }, [{ w: w.wq, heads: Hq, rope: false }, { w: w.wk, heads: Hq, rope: false }, { w: w.wv, heads: Hq, rope: false }], undefined)],
       ["o_proj+residual", H * H * 2, (ops, w, x, o) => [linearAdd(ops, o, w.wo, undefined, x)]],
       ["norm+gate/up+silu", 2 * I * H * 2, (ops, w, x) => [normGatedUp(ops, x, { w: w.nw, eps: 1e-5 }, { w: w.wg }, { w: w.wu })]],
       ["down+residual", I * H * 2, (ops, w, x, _o, m) => [linearAdd(ops, m, w.wd, undefined, x)]],
@@ -266,7 +268,7 @@ if (!args.includes("--no-bench")) {
     for (const [name, bytes, f] of pieces) {
       const ta = time(A, () => f(A, wA, iA.x, iA.o, iA.m));
       const tb = time(B, () => f(B, wB, iB.x, iB.o, iB.m));
-      if (name !== "lm_head") (layerA += ta, layerB += tb, layerBytes += bytes);
+      if (name !== "lm_head" && !name.startsWith("(")) (layerA += ta, layerB += tb, layerBytes += bytes);
       log(`| ${name} | ${M} | ${(bytes / 1e6).toFixed(1)} | ${ta.toFixed(1)} | ${(bytes / ta / 1e3).toFixed(0)} | ${tb.toFixed(1)} | ${(bytes / tb / 1e3).toFixed(0)} | ${(tb / ta).toFixed(2)}x |`);
     }
     totals.set(M, [layerA, layerB, layerBytes]);

@@ -383,12 +383,55 @@ __device__ void decode_split_kernel(const ZvDecodeArgs& a) {
 // flight (a serial loop over splits was latency-bound). CG: the partials were written by other CTAs of the same launch,
 // so they are read through L2 (ld.global.cg), never a stale L1 line. Ends with a barrier (its shared memory is reused
 // by the caller's next row).
+// Up to kFewSplits splits: each thread loads its column of every partial while threads < splits load the (max, sum)
+// pairs, one round trip to L2 instead of three dependent ones (the row's merge sits on each decode layer's critical
+// path).
+constexpr int kFewSplits = 16;
+
 template <typename T, int D, bool CG>
 __device__ void combine_row(const float* ml, const float* po, long long splits, T* out) {
   constexpr int kMaxW = 1024;  // splits beyond this recompute their weight on the fly
   __shared__ float w[kMaxW];
   __shared__ float red[32];
   auto ld = [](const float* p) { return CG ? __ldcg(p) : *p; };
+  auto ld2 = [](const float* p) { return CG ? __ldcg(reinterpret_cast<const float2*>(p)) : *reinterpret_cast<const float2*>(p); };
+  if (splits <= kFewSplits) {
+    const int S = static_cast<int>(splits);
+    // This thread's column of every partial and (threads < S) one split's (max, sum), all in flight at once.
+    auto column = [&](int e, float (&p)[kFewSplits]) {
+#pragma unroll
+      for (int s = 0; s < kFewSplits; ++s) p[s] = s < S && e < D ? ld(po + s * D + e) : 0.f;
+    };
+    float p[kFewSplits];
+    column(threadIdx.x, p);
+    if (threadIdx.x < S) {
+      const float2 v = ld2(ml + 2 * threadIdx.x);
+      w[threadIdx.x] = v.x;
+      w[kFewSplits + threadIdx.x] = v.y;
+    }
+    __syncthreads();
+    float mx = neg_inf();
+    for (int s = 0; s < S; ++s) mx = fmaxf(mx, w[s]);
+    auto merge = [&](int e, const float (&p)[kFewSplits]) {
+      float acc = 0.f, sum = 0.f;
+      if (mx != neg_inf())
+#pragma unroll
+        for (int s = 0; s < kFewSplits; ++s)
+          if (s < S) {
+            const float ws = fast_exp2(w[s] - mx);  // 0 for empty splits (m = -inf)
+            acc += p[s] * ws;
+            sum += w[kFewSplits + s] * ws;
+          }
+      if (e < D) out[e] = from_float<T>(sum > 0.f ? acc * (1.f / sum) : 0.f);
+    };
+    merge(threadIdx.x, p);
+    for (int e = threadIdx.x + blockDim.x; e < D; e += blockDim.x) {
+      column(e, p);
+      merge(e, p);
+    }
+    __syncthreads();  // w is reused by the caller's next row
+    return;
+  }
   float mx = neg_inf();
   for (long long s = threadIdx.x; s < splits; s += blockDim.x) mx = fmaxf(mx, ld(ml + 2 * s));
   mx = block_max(mx, red);
