@@ -3,7 +3,7 @@
 // One driver per process, so this file sets ZIPVL_LIBCUDA before anything loads the addon.
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { nvccVersion } from "../src/backends/cuda/compile.ts";
 
 const MOCK = resolve("native/mock/libcuda_mock.so");
@@ -92,5 +92,44 @@ describe.skipIf(!ready)("paged decode on the mock driver", () => {
     const r = checkServeAttention(ctx.dev, ctx.arch, { dtype: "bf16", d: 64, Hkv: 2, g: 4, pageTokens: 16, layout: "per-layer", layers: 2, lengths: [5, 33], seed: 7 });
     expect(typeof r.maxErr).toBe("number");
     expect((ctx.dev.mockLastLaunch()?.launches ?? 0) - before).toBeGreaterThanOrEqual(4);
+  });
+  it("args.fresh: 1 in a serving step (only the new row waits for the PDL wait), every token outside one or with ZIPVL_PAGED_EARLY=off", async () => {
+    const { openCuda } = await import("../src/backends/cuda/executor.ts");
+    const { checkPagedCase, checkServeAttention } = await import("../src/backends/cuda/paged-check.ts");
+    const { PAGED_ARG_LAYOUTS } = await import("../src/backends/cuda/paged.ts");
+    const { knobs } = await import("../src/knobs.ts");
+    const ctx = openCuda();
+    const at = 8 * PAGED_ARG_LAYOUTS.ZvPagedDecodeArgs.indexOf("fresh");
+    const seen: number[] = [];
+    const appends: number[][] = [];
+    const orig = ctx.dev.launch.bind(ctx.dev);
+    const spy = vi.spyOn(ctx.dev, "launch").mockImplementation((fn, cfg, args) => {
+      if (/_split/.test(fn.name) && args) seen.push(Number(new DataView(args as ArrayBuffer).getBigInt64(at, true)));
+      if (/_append/.test(fn.name)) appends.push([...cfg.grid]);
+      return orig(fn, cfg, args);
+    });
+    try {
+      const serve = { dtype: "bf16" as const, d: 64, Hkv: 2, g: 1, pageTokens: 16, layout: "per-head" as const, layers: 2, lengths: [5, 33], seed: 3 };
+      checkServeAttention(ctx.dev, ctx.arch, serve);
+      expect(seen.length).toBeGreaterThan(0);
+      expect(new Set(seen)).toEqual(new Set([1]));
+      seen.length = 0;
+      (knobs as { pagedEarly: string }).pagedEarly = "off";
+      checkServeAttention(ctx.dev, ctx.arch, serve);
+      expect(new Set(seen)).toEqual(new Set([0x7fffffff]));
+      (knobs as { pagedEarly: string }).pagedEarly = "on";
+      // The check's own paths: tables then enqueue (every token late); the serving way with a long append first.
+      seen.length = 0;
+      appends.length = 0;
+      const one = { dtype: "bf16" as const, d: 64, Hkv: 2, g: 2, pageTokens: 16, layout: "per-layer" as const, lengths: [40, 3], seed: 5 };
+      checkPagedCase(ctx.dev, ctx.arch, one);
+      checkPagedCase(ctx.dev, ctx.arch, { ...one, early: { fresh: 1, scratch: 100 } });
+      expect(seen).toEqual([0x7fffffff, 1]);
+      // The appends: the step's 2 rows, then 100 scratch rows a head (pages no table holds) + the 2, 4 rows a CTA.
+      expect(appends).toEqual([[1, 2, 1], [26, 2, 1]]);
+    } finally {
+      (knobs as { pagedEarly: string }).pagedEarly = "on";
+      spy.mockRestore();
+    }
   });
 });

@@ -165,29 +165,42 @@ describe("StepTables", () => {
     expect(st.stats.updates).toBe(4 * P - 2);
   });
 
-  it("new page ids far apart go up as separate small copies, not one span over everything between them", () => {
-    const layers = 2, kvHeads = 64, P = 16, G = kvHeads; // per-head: 64 lists a layer of 256 + 8 entries
+  it("new page ids go up in spans: far-apart changes as separate small copies, near ones merged", () => {
+    const layers = 2, kvHeads = 64, P = 16, G = kvHeads; // per-head: 64 lists a layer
     const pool = createHostPool({ layers, kvHeads, headDim: 4, pageTokens: P, layout: "per-head", numPages: 40000 });
     const bufs: ReturnType<typeof hostBuffer>[] = [];
     const st = new StepTables((n) => (bufs.push(hostBuffer(n)), bufs[0]!), pool, layers, kvHeads, G, 1);
     pool.addSequence("a");
-    // Head 0 of each layer fills its 256th page with the first step, the other heads are mid-page.
+    // Head 0 of each layer fills its 256th page with the first step; the other heads are 4100 tokens in.
     const counts = Array.from({ length: kvHeads }, (_, g) => (g === 0 ? 4095 : 4100));
     for (let l = 0; l < layers; l++) pool.reserveRows("a", l, counts, 4100);
     const step = () => st.begin(["a"], 1, Array.from({ length: layers }, (_, l) => pool.reserveRows("a", l, new Array<number>(kvHeads).fill(1), 1)), null);
-    step(); // packs
-    const b = bufs[0]!, before = { writes: b.writes, written: b.written };
-    const lay = step(); // head 0 of both layers crosses into a new page: two ids, 64 * 264 words apart
+    const b = bufs[0]!;
     const header = 4 * layers * (2 * G + 1 + kvHeads);
+    const upload = (f: () => void) => {
+      const w0 = b.writes, n0 = b.written, s0 = st.stats.spans;
+      f();
+      return { writes: b.writes - w0, bytes: b.written - n0, spans: st.stats.spans - s0 };
+    };
+    step(); // packs: head 0 lists hold 256 pages + 8 free entries, the others 257 + 8
+    let lay = step(); // head 0 of both layers crosses into page 257: two ids, a layer's lists apart
+    const at = (l: number, g: number) => lay.offsets[l]!.pages + b.words[lay.offsets[l]!.indptr + g]!;
+    expect(at(1, 0) - at(0, 0)).toBe(264 + 63 * 265);
+    expect(at(1, 0) - at(0, 0)).toBeGreaterThan(SPAN_GAP);
     expect(st.stats.updates).toBe(1);
     expect(st.stats.spans).toBe(2);
-    expect(b.writes - before.writes).toBe(3);
-    expect(b.written - before.written).toBe(header + 8);
-    expect(64 * 264).toBeGreaterThan(SPAN_GAP);
     // Both new ids (page 257 of head 0) are the pool's.
     for (let l = 0; l < layers; l++) {
-      const t = pool.tables(["a"], l), o = lay.offsets[l]!;
-      expect(b.words[o.pages + b.words[o.indptr]! + 256]).toBe(t.pages[t.indptr[0]! + 256]);
+      const t = pool.tables(["a"], l);
+      expect(b.words[at(l, 0) + 256]).toBe(t.pages[t.indptr[0]! + 256]);
     }
+    // Steps 3..12 add no page: the fixed part only.
+    for (let i = 3; i <= 12; i++) expect(upload(step)).toEqual({ writes: 1, bytes: header, spans: 0 });
+    // Step 13: heads 1..63 of both layers reach 4113 tokens (page 258): 126 ids 265 words apart, one span from layer
+    // 0's head 1 to layer 1's head 63.
+    let u = { writes: 0, bytes: 0, spans: 0 };
+    u = upload(() => (lay = step()));
+    const first = at(0, 1) + 257, last = at(1, 63) + 257;
+    expect(u).toEqual({ writes: 2, bytes: header + 4 * (last + 1 - first), spans: 1 });
   });
 });

@@ -173,7 +173,8 @@ export function stepHeaderWords(layers: number, bucket: number, groups: number, 
  * Every layer's page tables and append rows of one decode step in one i32 array (one host-to-device copy), at
  * offsets that depend only on the row count `bucket` (>= the batch): the fixed part first, then all layers' page
  * ids in one run that every layer's indptr indexes from its start. Rows past the batch (padding up to the bucket)
- * read row 0's pages and append nowhere (row -1), so a step captured for a bucket replays for any batch in it.
+ * have empty caches (length 0, indptr at row 0's list) and append nowhere (row -1), so a step captured for a bucket
+ * replays for any batch in it.
  * `slack` free entries follow each list (the kernels read a list's first ceil(length / P) entries from its indptr
  * only), so later steps can add pages in place (StepTables); `starts[l][e]` is list e's start in layer l.
  */
@@ -275,7 +276,9 @@ export class CudaPagedDecode {
     const fit = Math.floor(this.partRows / (this.Hq * rows));
     return Math.max(1, Math.min(this.maxSplits, fit, pagedSplits(this.slots, this.storage.geometry.kvHeads, live, maxLen)));
   }
-  /** Split and combine over tables already on the device (e.g. one upload of every layer's tables per step). */
+  /** Split and combine over tables already on the device (e.g. one upload of every layer's tables per step). The
+   *  split reads the tables, page ids and every key but the last `t.fresh` of each cache before its PDL wait: those
+   *  must not be written by the kernel launched just before it (a host upload or any earlier kernel is fine). */
   launch(t: DeviceTables, q: DeviceBuffer | bigint, o: DeviceBuffer | bigint, scale: number, stream?: CudaStream | null, layout: "bhd" | "hbd" = "bhd"): void {
     const g = this.storage.geometry;
     if (t.batch < 1 || t.batch > this.maxBatch) serveFail("ZV7005", [`batch ${t.batch} outside 1..${this.maxBatch}`]);
@@ -292,7 +295,8 @@ export class CudaPagedDecode {
       fresh: i64(t.fresh ?? 0x7fffffff),
     });
     const s = stream ?? null;
-    // Programmatic dependent launch (the kernels wait for their predecessor first): launch latency hides behind it.
+    // Programmatic dependent launch: launch latency hides behind the previous kernel; the split does its table and
+    // early key reads meanwhile (above), the combine waits for its predecessor first.
     const pdl = knobs.pdl !== "off";
     this.dev.launch(this.split, { grid: [g.kvHeads, splits, t.batch], block: [32 * this.kernels.warps, 1, 1], stream: s, pdl }, args);
     // Without the counters (knobs.pagedMerge off) the splits are merged by a second launch.

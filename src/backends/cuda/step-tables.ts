@@ -1,7 +1,8 @@
 // A decode step's page tables and append rows on the device (packStepTables' layout), kept between steps. The
 // first step of a batch packs every layer's tables with `slack` free entries after each page list and uploads the
 // lot; the next steps of the same batch (same sequences, same bucket) only rewrite, in a host mirror, the lengths,
-// the append rows and the ids of pages added since, then upload the fixed part (a few KiB) and the span of new ids.
+// the append rows and the ids of pages added since, then upload the fixed part (a few KiB) and the new ids in spans
+// (one copy per run of changes closer than SPAN_GAP words).
 // Repacking every step cost the host 0.5 ms at 2.9k tokens and 1 ms at 32k (40 layers, one sequence), a step's GPU
 // time being 10-20 ms. A list that outgrows its slack, a change of batch or of the pool's sequences (its epoch)
 // repacks.

@@ -395,7 +395,7 @@ __device__ void combine_row(const float* ml, const float* po, long long splits, 
   __shared__ float red[32];
   auto ld = [](const float* p) { return CG ? __ldcg(p) : *p; };
   auto ld2 = [](const float* p) { return CG ? __ldcg(reinterpret_cast<const float2*>(p)) : *reinterpret_cast<const float2*>(p); };
-  if (splits <= kFewSplits) {
+  if (splits <= kFewSplits && blockDim.x >= kFewSplits) {  // (every launch has 128+ threads: threads < S hold the pairs)
     const int S = static_cast<int>(splits);
     // This thread's column of every partial and (threads < S) one split's (max, sum), all in flight at once.
     auto column = [&](int e, float (&p)[kFewSplits]) {

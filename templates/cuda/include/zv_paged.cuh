@@ -10,7 +10,8 @@
 // slice of that cache [s * ceil(len / splits), ...), and serves all g = Hq / Hkv query heads of the KV head, so each
 // K/V byte is read once per group. Same inner loop as zv_decode.cuh (lane groups with 16-byte loads, independent
 // online softmax per lane group and warp, register double buffer), with the row address taken from the page
-// table: a CTA first stages its slice's page ids in shared memory (one round trip instead of one per batch of keys).
+// table: a CTA first stages its slice's first 256 page ids in shared memory (one round trip instead of one per batch
+// of keys; a longer slice reads the rest from the table).
 // With PDL the split reads the tables, its page ids and its first batch of keys before it waits for the previous
 // kernel; only the last `fresh` keys of a cache (the step's new rows, written by that kernel) wait. It lets the next
 // kernel launch once its keys are read. zv_paged_decode_combine (grid (Hq, batch)) merges the splits. Scores in base 2.
@@ -50,15 +51,17 @@ struct ZvPagedAppendArgs {
 
 namespace zv {
 
-// Heads [h0, h0 + gc) of one (sequence, KV head) over cache tokens [lo, hi).
-// Keys [lo, cut) may be read before the PDL wait (rows no earlier kernel of this step writes; the first call of a CTA
-// issues its first batch of them, then waits); keys [cut, hi) only after it. Page ids come from the CTA's staged table
-// (PagedSlice) where it holds them.
+// The first page ids of a CTA's slice, staged in shared memory (pages past kPagedPageBuf are read from the table).
 template <int kPageBuf> struct PagedSlice {
   int ids[kPageBuf];  // page ids p0 .. p0 + n - 1 of the CTA's slice
   int p0, n;
 };
 constexpr int kPagedPageBuf = 256;
+
+// Heads [h0, h0 + gc) of one (sequence, KV head) over cache tokens [lo, hi).
+// Keys [lo, cut) may be read before the PDL wait (rows no earlier kernel of this step writes; the first call of a CTA
+// issues its first batch of them, then waits); keys [cut, hi) only after it, with coherent loads. Page ids come from
+// the CTA's staged table (PagedSlice) where it holds them.
 
 template <typename T, int D, class C, int kG>
 __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, long long b, long long kv,
@@ -76,21 +79,25 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
   const T* vp = static_cast<const T*>(a.v_pages);
   struct Batch { uint4 kr[kU][kVPL], vr[kU][kVPL]; bool ok[kU]; };
   const long long step = (long long)kU * nstreams;
-  // Row of key j (32-bit: token indices and pool rows stay far below 2^31).
+  // Row of key j, in 32 bits: checkGeometry (src/serve/pool.ts) keeps a pool's rows below 2^31.
   const int Pi = static_cast<int>(P), hppi = static_cast<int>(hpp), sloti = static_cast<int>(slot);
   auto row_of = [&](long long j) -> long long {
     const int jj = static_cast<int>(j), pj = jj / Pi, i = pj - ps.p0;
     const int page = i < ps.n ? ps.ids[i] : __ldg(pages + pj);
     return static_cast<long long>((page * hppi + sloti) * Pi + (jj - pj * Pi));
   };
-  auto load_row = [&](Batch& f, int u, long long j) {
+  // coherent: the row was written by the previous kernel, which this one overlapped (plain loads, not the
+  // read-only path).
+  auto load_row = [&](Batch& f, int u, long long j, bool coherent = false) {
     const long long row = row_of(j);
 #pragma unroll
     for (int v = 0; v < kVPL; ++v) {
       const int vec = sub + v * kL;
       const bool ld = vec < C::kRowVecs;
-      f.kr[u][v] = ld ? ld16_stream(kp + row * D + vec * kVec) : make_uint4(0, 0, 0, 0);
-      f.vr[u][v] = ld ? ld16_stream(vp + row * D + vec * kVec) : make_uint4(0, 0, 0, 0);
+      const T* kq = kp + row * D + vec * kVec;
+      const T* vq = vp + row * D + vec * kVec;
+      f.kr[u][v] = !ld ? make_uint4(0, 0, 0, 0) : coherent ? ld16(kq) : ld16_stream(kq);
+      f.vr[u][v] = !ld ? make_uint4(0, 0, 0, 0) : coherent ? ld16(vq) : ld16_stream(vq);
     }
   };
   // Keys b0 + u * nstreams + stream (u < kU) below `until` (the rest of the batch's keys below hi stay zero: patch).
@@ -114,7 +121,7 @@ __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, 
 #pragma unroll
       for (int u = 0; u < kU; ++u) {
         const long long j = lo + u * nstreams + stream;
-        if (j >= cut && j < hi) load_row(fa, u, j);
+        if (j >= cut && j < hi) load_row(fa, u, j, true);
       }
   } else if (lo < hi) load_batch(lo, fa, hi);
 
