@@ -118,15 +118,15 @@ describe.skipIf(!ready)("paged decode on the mock driver", () => {
       checkServeAttention(ctx.dev, ctx.arch, serve);
       expect(new Set(seen)).toEqual(new Set([0x7fffffff]));
       (knobs as { pagedEarly: string }).pagedEarly = "on";
-      // The check's own paths: tables then enqueue (every token late); the serving way with a long append first.
+      // The check's own paths: append then tables and split (every token late); the serving way (tables, append,
+      // split right behind it).
       seen.length = 0;
       appends.length = 0;
       const one = { dtype: "bf16" as const, d: 64, Hkv: 2, g: 2, pageTokens: 16, layout: "per-layer" as const, lengths: [40, 3], seed: 5 };
       checkPagedCase(ctx.dev, ctx.arch, one);
-      checkPagedCase(ctx.dev, ctx.arch, { ...one, early: { fresh: 1, scratch: 100 } });
+      checkPagedCase(ctx.dev, ctx.arch, { ...one, early: { fresh: 1 } });
       expect(seen).toEqual([0x7fffffff, 1]);
-      // The appends: the step's 2 rows, then 100 scratch rows a head (pages no table holds) + the 2, 4 rows a CTA.
-      expect(appends).toEqual([[1, 2, 1], [26, 2, 1]]);
+      expect(appends).toEqual([[1, 2, 1], [1, 2, 1]]);
     } finally {
       (knobs as { pagedEarly: string }).pagedEarly = "on";
       spy.mockRestore();

@@ -28,11 +28,8 @@ export interface PagedCase {
   /** q/o layout: [batch, Hq, d] or the model's head-major [Hq, batch, d]. */
   readonly qLayout?: "bhd" | "hbd";
   /** As a serving step runs: tables uploaded first, the new rows NaN until the append kernel writes them, and the
-   *  split launched right behind it (PDL) with `fresh` = 1, so it reads every older key before its wait. `scratch`
-   *  rows per KV head, copied by the same append launch into pages no table holds before the step's rows, keep the
-   *  append running while the split starts (the q/k/v launch's epilogue plays that part in a serving step). `fresh` 0
-   *  is the negative control: the split then reads the new rows before its wait (NaN in o when the append is late). */
-  readonly early?: { readonly fresh: number; readonly scratch?: number };
+   *  split launched right behind it (PDL) with `fresh` = 1, so it reads every older key before its wait. */
+  readonly early?: { readonly fresh: number };
 }
 
 /** [A, B, d] -> [B, A, d]. */
@@ -73,20 +70,15 @@ export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): Paged
   const esz = ESIZE[c.dtype];
   const batch = c.lengths.length;
   const need = c.lengths.reduce((a, n) => a + (c.layout === "per-layer" ? 1 : c.Hkv) * (Math.ceil((n + 2) / c.pageTokens) + 1), 0);
-  const scratch = c.early?.scratch ?? 0;
-  const perPage = (c.layout === "per-layer" ? c.Hkv : 1) * c.pageTokens;
-  const scratchPages = Math.ceil((scratch * c.Hkv) / perPage);
-  const geom: PoolGeometry = { layers: 1, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: need + 3 + scratchPages, elemBytes: esz };
+  const geom: PoolGeometry = { layers: 1, kvHeads: c.Hkv, headDim: c.d, pageTokens: c.pageTokens, layout: c.layout, numPages: need + 3, elemBytes: esz };
   const kernels = loadPagedKernels(dev, arch, c.dtype, c.d);
   const devStore = new CudaPageStorage(dev, geom, c.dtype);
   const host = new HostPageStorage(geom);
   const pool = new PagedKvPool(geom, new Mirror(devStore, host, c.dtype));
   const ids = c.lengths.map((_, b) => `s${b}`);
   const rand = (n: number): Float32Array => Float32Array.from({ length: n }, () => 2 * r());
-  // The append's source [Hkv, t, d] (K, then V) and destination rows [Hkv, t]: t = scratch + batch, the step's rows last.
-  const t = scratch + batch;
-  const appendBuf = dev.alloc(Math.max(16, 2 * c.Hkv * t * c.d * esz));
-  const rowsBuf = dev.alloc(4 * c.Hkv * t);
+  const appendBuf = dev.alloc(Math.max(16, 2 * c.Hkv * batch * c.d * esz));
+  const rowsBuf = dev.alloc(4 * c.Hkv * batch);
   const qBuf = dev.alloc(batch * Hq * c.d * esz);
   const oBuf = dev.alloc(batch * Hq * c.d * esz);
   const decode = new CudaPagedDecode(dev, devStore, kernels, Hq, batch);
@@ -97,7 +89,7 @@ export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): Paged
       const counts = Array.from({ length: c.Hkv }, () => (c.layout === "per-head" ? Math.max(0, n - Math.floor((r() + 0.5) * Math.min(n, 5))) : n));
       pool.append(ids[b]!, 0, rand(c.Hkv * n * c.d), rand(c.Hkv * n * c.d), n, counts);
     });
-    // One decode token per sequence through the device append kernel (one launch, after any scratch rows).
+    // One decode token per sequence through the device append kernel: source [Hkv, batch, d], one launch.
     const kNew = rand(c.Hkv * batch * c.d);
     const vNew = rand(c.Hkv * batch * c.d);
     const rows = new Int32Array(c.Hkv * batch);
@@ -111,22 +103,10 @@ export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): Paged
       }
     });
     const tables = pool.tables(ids, 0);
-    const src = { k: new Float32Array(c.Hkv * t * c.d), v: new Float32Array(c.Hkv * t * c.d), rows: new Int32Array(c.Hkv * t) };
-    if (scratch > 0) {
-      const used = new Set(tables.pages);
-      const free = Array.from({ length: geom.numPages }, (_, p) => p).filter((p) => !used.has(p));
-      for (let i = 0; i < scratch * c.Hkv; i++) src.rows[Math.floor(i / scratch) * t + (i % scratch)] = free[Math.floor(i / perPage)]! * perPage + (i % perPage);
-    }
-    for (let kv = 0; kv < c.Hkv; kv++)
-      for (let b = 0; b < batch; b++) {
-        src.rows[kv * t + scratch + b] = rows[kv * batch + b]!;
-        src.k.set(kNew.subarray((kv * batch + b) * c.d, (kv * batch + b + 1) * c.d), (kv * t + scratch + b) * c.d);
-        src.v.set(vNew.subarray((kv * batch + b) * c.d, (kv * batch + b + 1) * c.d), (kv * t + scratch + b) * c.d);
-      }
-    const half = c.Hkv * t * c.d * esz;
-    appendBuf.write(encodeRows(src.k, c.dtype), 0);
-    appendBuf.write(encodeRows(src.v, c.dtype), half);
-    rowsBuf.write(src.rows);
+    const half = c.Hkv * batch * c.d * esz;
+    appendBuf.write(encodeRows(kNew, c.dtype), 0);
+    appendBuf.write(encodeRows(vNew, c.dtype), half);
+    rowsBuf.write(rows);
     const q = rand(batch * Hq * c.d).map((x) => roundTo(c.dtype, x));
     const hbd = c.qLayout === "hbd";
     qBuf.write(encodeRows(hbd ? swap01(q, batch, Hq, c.d) : q, c.dtype));
@@ -140,7 +120,7 @@ export function checkPagedCase(dev: CudaDevice, arch: Arch, c: PagedCase): Paged
     try {
       // Early: the tables go up before the append, which the split follows at once; else the classic order.
       const up = c.early ? decode.upload(tables, s) : null;
-      devStore.appendDevice(kernels, { k: appendBuf, v: appendBuf.at(half), t }, rowsBuf, s);
+      devStore.appendDevice(kernels, { k: appendBuf, v: appendBuf.at(half), t: batch }, rowsBuf, s);
       if (up) decode.launch({ ...up, fresh: c.early!.fresh }, qBuf, oBuf, scale, s, c.qLayout ?? "bhd");
       else decode.enqueue(tables, qBuf, oBuf, scale, null, c.qLayout ?? "bhd");
       s?.synchronize();
