@@ -28,19 +28,25 @@ describe.skipIf(!ready)("zipvl serve on the cuda ops (mock driver)", () => {
     const dir = mkdtempSync(join(tmpdir(), "zipvl-serve-mock-"));
     writeRandomLlavaNext(dir, { seed: 5, textHidden: 256, textHeads: 4, textKvHeads: 2, textIntermediate: 512 });
     // gemv off: the mock runs no kernels, so the fused one-row linear layers would leave the logits at whatever their
-    // buffer held (an EOS could end an answer early); the mock cuBLASLt computes the GEMMs, keeping answers stable.
+    // buffer held; the mock cuBLASLt computes the GEMMs (still over inputs no kernel wrote, so an EOS can come early).
     const ops = createCudaOpsWith(ctx, "bf16", verifyProgram(parseProgram(readFileSync("test/golden/dense.final.ir", "utf8"))), { gemv: false });
     for (const layout of ["per-layer", "per-head"] as const) {
       const srv = await startServer({ model: dir, ops, maxBatch: 4, maxQueue: 8, timeoutMs: 60_000, memoryBytes: 2 ** 28, layout, calibrationLengths: [64, 128, 256] }, { port: 0 });
       const ask = (t: string) => fetch(`http://127.0.0.1:${srv.port}/v1/chat/completions`, { method: "POST", body: JSON.stringify({ messages: [{ role: "user", content: t }], max_tokens: 5 }) });
       const prompts = ["hello", "a longer prompt here", "x"];
-      type Answer = { usage: { completion_tokens: number }; choices: { message: { content: string } }[] };
+      type Answer = { usage: { completion_tokens: number }; choices: { message: { content: string }; finish_reason: string }[] };
       const res = await Promise.all(prompts.map(ask));
       const together: string[] = [];
       for (const r of res) {
         expect(r.status).toBe(200);
         const j = (await r.json()) as Answer;
-        expect(j.usage.completion_tokens).toBe(5);
+        // The mock runs no model kernel, so the logits are whatever the GEMM inputs' pooled buffers held, which
+        // depends on how the requests were batched: an answer may meet EOS early, and then says so.
+        const n = j.usage.completion_tokens;
+        expect(n).toBeGreaterThanOrEqual(1);
+        expect(n).toBeLessThanOrEqual(5);
+        expect(["stop", "length"]).toContain(j.choices[0]!.finish_reason);
+        if (n < 5) expect(j.choices[0]!.finish_reason).toBe("stop");
         together.push(j.choices[0]!.message.content);
       }
       expect(srv.scheduler.stats.maxBatch).toBeGreaterThan(1);
