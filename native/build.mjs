@@ -73,7 +73,7 @@ function buildMock() {
   const src = join(nativeDir, "mock", "libcuda_mock.c");
   const out = join(nativeDir, "mock", "libcuda_mock.so");
   const cc = process.env.CC || "gcc";
-  const r = run(cc, ["-shared", "-fPIC", "-O1", "-fvisibility=hidden", `-I${join(nativeDir, "src")}`, "-o", out, src]);
+  const r = run(cc, ["-shared", "-fPIC", "-O1", "-fvisibility=hidden", `-I${join(nativeDir, "src")}`, "-o", out, src, "-lm"]);
   if (!r.ok) return warn(`building the mock CUDA driver failed (tests that need it will be skipped):\n${tail(r.out)}`);
   console.log(`[zipvl native] built ${out}`);
   // The mock cuBLASLt (GEMMs on the mock's host-backed "device" memory).

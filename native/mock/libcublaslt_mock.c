@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "mock_dtype.h"
 
 #define EXPORT __attribute__((visibility("default")))
 typedef int cublasStatus_t;
@@ -98,18 +99,10 @@ EXPORT cublasStatus_t cublasLtMatmulAlgoGetHeuristic(void* h, Desc* d, Layout* a
   return OK;
 }
 
-static float bf16ToF(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
 static uint16_t fToBf16(float f) {
   uint32_t u; memcpy(&u, &f, 4);
   if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40);
   return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
-}
-static float f16ToF(uint16_t h) {
-  uint32_t s = (uint32_t)(h >> 15) << 31, e = (h >> 10) & 0x1f, m = h & 0x3ff, u;
-  if (e == 0) { float f = ldexpf((float)m, -24); return s ? -f : f; }
-  if (e == 31) u = s | 0x7f800000 | (m << 13);
-  else u = s | ((e + 112) << 23) | (m << 13);
-  float f; memcpy(&f, &u, 4); return f;
 }
 static uint16_t fToF16(float f) {
   uint32_t u; memcpy(&u, &f, 4);
@@ -127,8 +120,8 @@ static uint16_t fToF16(float f) {
 }
 static float get(const void* p, int type, uint64_t i) {
   if (type == R_32F) return ((const float*)p)[i];
-  if (type == R_16BF) return bf16ToF(((const uint16_t*)p)[i]);
-  return f16ToF(((const uint16_t*)p)[i]);
+  if (type == R_16BF) return zvmock_bf16_to_f(((const uint16_t*)p)[i]);
+  return zvmock_f16_to_f(((const uint16_t*)p)[i]);
 }
 static void put(void* p, int type, uint64_t i, float v) {
   if (type == R_32F) ((float*)p)[i] = v;

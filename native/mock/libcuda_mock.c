@@ -7,6 +7,7 @@
  * into a graph that cuGraphLaunch replays. zvmock_last_launch() exposes the last launch's geometry to tests.
  * Exports exactly the (versioned) names the addon dlsyms, so a missing export here fails the addon's init loudly. */
 #include <stdint.h>
+#include "mock_dtype.h"
 #include <stdlib.h>
 #include <string.h>
 #include "cuda_min.h"
@@ -31,27 +32,10 @@ EXPORT int zvmock_last_launch(unsigned long long out[10]) {
   return g_launches > 0;
 }
 
-static float mock_half(uint16_t h) {
-  const unsigned e = (h >> 10) & 31, m = h & 1023, sgn = (unsigned)(h >> 15) << 31;
-  unsigned bits;
-  if (e == 31) bits = sgn | 0x7f800000u | (m << 13);
-  else if (e == 0) {
-    float f = (float)m / 16777216.0f; /* m * 2^-24 */
-    return (h >> 15) ? -f : f;
-  } else bits = sgn | ((e + 112) << 23) | (m << 13);
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
 static float mock_logit(const void* x, long long i, int dt) {
   if (dt == 4) return ((const float*)x)[i];
-  uint16_t h = ((const uint16_t*)x)[i];
-  if (dt == 2) return mock_half(h);
-  unsigned bits = (unsigned)h << 16;
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
+  const uint16_t h = ((const uint16_t*)x)[i];
+  return dt == 2 ? zvmock_f16_to_f(h) : zvmock_bf16_to_f(h);
 }
 
 /* zv_model_argmax_<dtype>: {const void* x; int* ids; int* copy; const int* slot; i64 rows, V, stride}. */

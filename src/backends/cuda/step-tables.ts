@@ -36,8 +36,8 @@ export class StepTables {
   readonly buffer: DeviceBuffer;
   private mirror: Int32Array = new Int32Array(0);
   private res: Resident | null = null;
-  /** Steps that repacked everything / updated in place (tests, benchmarks). */
-  readonly stats = { packs: 0, updates: 0, spans: 0, spanWords: 0 };
+  /** Steps that repacked everything / updated in place, and page-id copies of the updates (tests, benchmarks). */
+  readonly stats = { packs: 0, updates: 0, spans: 0 };
 
   constructor(
     alloc: (bytes: number) => DeviceBuffer,
@@ -110,7 +110,6 @@ export class StepTables {
     this.buffer.write(m.subarray(0, head), 0, stream);
     for (const [lo, hi] of spans) this.buffer.write(m.subarray(lo, hi), 4 * lo, stream);
     this.stats.spans += spans.length;
-    this.stats.spanWords += spans.reduce((a, [lo, hi]) => a + hi - lo, 0);
     this.stats.updates++;
     return maxLen;
   }

@@ -62,7 +62,6 @@ constexpr int kPagedPageBuf = 256;
 // Keys [lo, cut) may be read before the PDL wait (rows no earlier kernel of this step writes; the first call of a CTA
 // issues its first batch of them, then waits); keys [cut, hi) only after it, with coherent loads. Page ids come from
 // the CTA's staged table (PagedSlice) where it holds them.
-
 template <typename T, int D, class C, int kG>
 __device__ void paged_heads(const ZvPagedDecodeArgs& a, DecodeShared<C, D>& sh, long long b, long long kv,
                             long long h0, int gc, long long lo, long long cut, long long hi, const int* pages,
